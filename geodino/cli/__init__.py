@@ -1,0 +1,46 @@
+"""The ``geodino`` command: one front door per job, each a thin layer over a library API.
+
+Every sub-command lives in its own module here and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` to the function that runs it. Heavy imports happen inside those
+functions so that ``geodino --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order shown by ``geodino --help``.
+COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench"]
+
+
+class CommandError(Exception):
+    """An error the user can fix; printed as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geodino",
+        description="DINO self-supervised pretraining of Vision Transformers for Earth observation.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"geodino.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (CommandError, ValueError, FileNotFoundError, KeyError) as err:
+        if getattr(args, "traceback", False):
+            raise
+        print(f"geodino {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Dataset cards: the bands, their order and modality, per-band statistics and classes of a dataset.
+
+Sensors and bands are data, not code branches: everything downstream (normalisation, modality
+masking, previews, evaluation) reads a card instead of hard-coding a sensor. Cards live as YAML in
+the repository's ``datasets/`` folder and are also written next to shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geodino.utils import write_text_atomic
+
+DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+
+
+class CardError(ValueError):
+    """A dataset card is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str
+    modality: str
+    unit: str = ""
+    resolution_m: float | None = None
+
+
+@dataclass
+class DatasetCard:
+    name: str
+    bands: list[Band]
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    classes: list[str] = field(default_factory=list)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [b.name for b in self.bands]
+        if len(set(names)) != len(names):
+            raise CardError(f"card {self.name!r}: duplicate band names in {names}")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and len(values) != len(self.bands):
+                raise CardError(
+                    f"card {self.name!r}: {key} has {len(values)} values for {len(self.bands)} bands"
+                )
+        if self.std is not None:
+            for band, s in zip(self.bands, self.std):
+                if not s > 0:
+                    raise CardError(f"card {self.name!r}: band {band.name} has std {s} (must be > 0)")
+
+    @property
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+    @property
+    def modalities(self) -> dict[str, list[int]]:
+        """Channel indices of each modality, in band order (e.g. ``{'s2': [0..11], 's1': [12, 13]}``)."""
+        groups: dict[str, list[int]] = {}
+        for i, band in enumerate(self.bands):
+            groups.setdefault(band.modality, []).append(i)
+        return groups
+
+    def band_index(self, name: str) -> int:
+        try:
+            return self.band_names.index(name)
+        except ValueError:
+            raise CardError(f"card {self.name!r} has no band {name!r}; bands: {self.band_names}") from None
+
+    def with_statistics(self, mean: list[float], std: list[float]) -> DatasetCard:
+        return dataclasses.replace(self, mean=[float(m) for m in mean], std=[float(s) for s in std])
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["bands"] = [
+            {k: v for k, v in dataclasses.asdict(b).items() if v not in ("", None)} for b in self.bands
+        ]
+        if self.mean is not None:
+            out["statistics"] = {"mean": list(self.mean), "std": list(self.std or [])}
+        if self.classes:
+            out["classes"] = list(self.classes)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> DatasetCard:
+        data = dict(data)
+        try:
+            name = data.pop("name")
+            bands = [Band(**b) for b in data.pop("bands")]
+        except (KeyError, TypeError) as err:
+            raise CardError(f"{source}: a card needs 'name' and 'bands' (name, modality): {err}") from None
+        stats = data.pop("statistics", None) or {}
+        return cls(
+            name=name,
+            bands=bands,
+            mean=stats.get("mean"),
+            std=stats.get("std"),
+            classes=list(data.pop("classes", []) or []),
+            description=data.pop("description", ""),
+            extra=data,
+        )
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> DatasetCard:
+        """Load a card from a YAML path, or by name from the repository's ``datasets/`` folder."""
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = DATASETS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in DATASETS_DIR.glob("*.yaml")) if DATASETS_DIR.is_dir() else []
+            raise CardError(f"dataset card {str(name_or_path)!r} not found (known cards: {known})")
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict):
+            raise CardError(f"{path}: a dataset card must be a YAML mapping")
+        return cls.from_dict(data, source=str(path))
