@@ -1,0 +1,162 @@
+"""Load a recipe (YAML), apply dotted command-line overrides, and validate against the schema.
+
+Every mistake is reported before any work starts, naming the key and, for a misspelt key, the
+closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geodino.config.schema import Config
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+DEFAULT_RECIPE = RECIPES_DIR / "quickstart.yaml"
+
+
+class ConfigError(ValueError):
+    """A recipe or override names an unknown key or gives a value of the wrong type."""
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(options)}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _apply(node: Any, updates: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(node))
+    names = [f.name for f in dataclasses.fields(node)]
+    for key, value in updates.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}{_suggest(key, names)}")
+        current = getattr(node, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a mapping of {sorted(f.name for f in dataclasses.fields(current))}")
+            _apply(current, value, f"{path}.")
+        else:
+            setattr(node, key, _coerce(value, hints[key], path))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["optim.lr=1e-4", "data.root=/x"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        dotted, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        parts = dotted.strip().split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override")
+        node[parts[-1]] = value
+    return nested
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        known = sorted(p.name for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+        raise ConfigError(f"recipe {str(path)!r} not found (recipes in {RECIPES_DIR}: {known})")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    return data
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← recipe (``None`` = the embedded quickstart) ← overrides. Validates everything."""
+    cfg = Config()
+    path = Path(recipe) if recipe else DEFAULT_RECIPE
+    if not path.is_file() and not path.suffix and (RECIPES_DIR / f"{path}.yaml").is_file():
+        path = RECIPES_DIR / f"{path}.yaml"
+    try:
+        _apply(cfg, _read_yaml(path), "")
+        _apply(cfg, parse_overrides(overrides or []), "")
+    except ConfigError as err:
+        raise ConfigError(f"{path.name}: {err}") from None
+    validate(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "data.source": ("synthetic", "imagefolder", "shards"),
+    "augment.mode": ("auto", "rgb", "multispectral"),
+    "augment.modality_drop_on": ("all", "student"),
+    "optim.clip_mode": ("per_param", "global"),
+    "train.precision": ("no", "bf16", "fp16"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span keys or restrict values; types were checked while loading."""
+    for dotted, choices in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(f"{dotted}: {value!r} is not one of {list(choices)}")
+    if cfg.data.source in ("imagefolder", "shards") and not cfg.data.root:
+        raise ConfigError(f"data.root: required when data.source={cfg.data.source!r}")
+    for key in ("batch_size", "image_size"):
+        if getattr(cfg.data, key) <= 0:
+            raise ConfigError(f"data.{key}: must be positive")
+    if cfg.optim.epochs <= 0:
+        raise ConfigError("optim.epochs: must be positive")
+    if cfg.optim.warmup_epochs > cfg.optim.epochs or cfg.dino.warmup_teacher_temp_epochs > cfg.optim.epochs:
+        raise ConfigError("optim.warmup_epochs / dino.warmup_teacher_temp_epochs: longer than optim.epochs")
+    for key in ("global_scale", "local_scale"):
+        lo_hi = getattr(cfg.augment, key)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+            raise ConfigError(f"augment.{key}: expected [low, high] with 0 < low <= high <= 1, got {lo_hi}")
+    if not 0 <= cfg.augment.modality_drop_p <= 1:
+        raise ConfigError("augment.modality_drop_p: must be in [0, 1]")
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from geodino.utils import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,113 @@
+"""The recipe schema: every key a recipe may set, its type and its default.
+
+Defaults are the reference DINO values (Caron et al. 2021) where the paper gives one; the
+quickstart recipe overrides what it needs to run on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/quickstart"
+    seed: int = 0
+    resume: str = "auto"  # "auto": continue from out_dir/checkpoint.pt if there; "never"; or a path
+    max_steps: int = 0  # stop early after this many steps (0 = the full schedule); for smoke tests
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | imagefolder | shards
+    root: str = ""  # folder (imagefolder) or shard URL pattern / folder (shards)
+    card: str = ""  # dataset card name or path; shards default to the card beside them
+    image_size: int = 64  # size loaders deliver before multi-crop (synthetic, imagefolder)
+    batch_size: int = 64  # per process
+    num_workers: int = 0
+    shuffle_buffer: int = 1000  # shards only
+    samples_per_epoch: int = 0  # shards: defines the epoch length (0 = the shard index's count)
+    # Embedded synthetic scenes (see geodino.data.synthetic)
+    num_samples: int = 4096
+    num_classes: int = 8
+    eval_train_samples: int = 1024  # labelled held-out scenes for the k-NN memory bank
+    eval_val_samples: int = 512
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vit_small_patch16_224"
+    patch_size: int = 0  # 0 = the arch's own
+    drop_path_rate: float = 0.1
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+    use_bn_in_head: bool = False
+    norm_last_layer: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    mode: str = "auto"  # auto | rgb | multispectral
+    global_size: int = 224
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_size: int = 96
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    n_local: int = 8
+    modality_drop_p: float = 0.0
+    modality_fill: float = 0.0
+    modality_drop_on: str = "all"  # all | student
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    lr: float = 5e-4  # at a global batch of 256; scaled linearly with the global batch
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0  # 0 disables
+    clip_mode: str = "per_param"  # per_param (reference) | global
+    freeze_last_layer: int = 1  # epochs during which the prototype layer gets no update
+    momentum_teacher: float = 0.996
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class DinoConfig:
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+
+
+@dataclass
+class TrainConfig:
+    precision: str = "no"  # no | bf16 | fp16
+    log_every: int = 10
+    checkpoint_every: int = 500  # steps; a checkpoint is always written at the end
+    compile: bool = False
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    knn: bool = True  # k-NN of the random and the trained teacher at the end of pretraining
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_every: int = 0  # steps; 0 = only before and after training
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

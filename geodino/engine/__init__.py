@@ -1,0 +1,1 @@
+"""The training engine: schedules, optimisation, the EMA teacher, checkpoints, monitoring and the loop."""

@@ -1,0 +1,322 @@
+"""DINO pretraining on HuggingFace Accelerate: one CPU, one GPU, many GPUs, many nodes.
+
+The whole step is :meth:`Pretrainer.train_step`; everything it calls lives in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+
+from geodino.augment import MultiCropAugment
+from geodino.config import Config, ConfigError, config_to_dict, save_config
+from geodino.data.build import build_knn_data, build_pretrain_data
+from geodino.engine import checkpoint as ckpt
+from geodino.engine.build import build_objectives, build_student_teacher, compile_backbone, objective_weights
+from geodino.engine.ema import ema_update
+from geodino.engine.monitor import MetricsLog, collapse_signals, collapse_verdict
+from geodino.engine.optim import (
+    build_optimizer,
+    clip_gradients_global,
+    clip_gradients_per_parameter,
+    drop_last_layer_gradients,
+    set_hyperparameters,
+)
+from geodino.engine.schedules import Schedules
+from geodino.utils import write_json_atomic
+
+log = logging.getLogger("geodino")
+
+# Keys that may change between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "eval.", "data.num_workers")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, float]
+    signals: dict[str, float] | None
+
+
+class Pretrainer:
+    def __init__(self, cfg: Config, accelerator: Accelerator | None = None) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(cfg.run.out_dir)
+        trackers = _available_trackers()
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=cfg.train.precision, log_with=trackers or None, project_dir=str(self.out_dir)
+        )
+        acc = self.accelerator
+        self.rank, self.world = acc.process_index, acc.num_processes
+        self.data = build_pretrain_data(cfg, self.rank, self.world)
+        card = self.data.card
+        if card.mean is None or card.std is None:
+            raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the data")
+
+        set_seed(cfg.run.seed)  # identical initial weights on every process
+        student, self.teacher = build_student_teacher(cfg, card.num_bands)
+        if cfg.train.compile:
+            compile_backbone(student)
+            compile_backbone(self.teacher)
+        self.objectives = build_objectives(cfg).to(acc.device)
+        self.weights = objective_weights(cfg)
+        self.augment = MultiCropAugment(
+            in_chans=card.num_bands, mean=card.mean, std=card.std, mode=cfg.augment.mode,
+            global_size=cfg.augment.global_size, global_scale=tuple(cfg.augment.global_scale),
+            local_size=cfg.augment.local_size, local_scale=tuple(cfg.augment.local_scale),
+            n_local=cfg.augment.n_local, modalities=card.modalities,
+            modality_drop_p=cfg.augment.modality_drop_p, modality_fill=cfg.augment.modality_fill,
+            modality_drop_on=cfg.augment.modality_drop_on,
+        )
+        self.global_batch = cfg.data.batch_size * self.world
+        self.schedules = Schedules(cfg.optim, cfg.dino, self.data.steps_per_epoch, self.global_batch)
+        self.total_steps = self.schedules.total_steps
+        if cfg.run.max_steps:
+            self.total_steps = min(self.total_steps, cfg.run.max_steps)
+
+        optimizer = build_optimizer(student, cfg.optim.betas)
+        self.student, self.optimizer = acc.prepare(student, optimizer)
+        self.teacher.to(acc.device)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.step = 0
+        self.knn_random: dict[str, Any] | None = None
+        set_seed(cfg.run.seed + self.rank)  # stochastic depth differs per process, as it should
+
+    # ---------------------------------------------------------------- the step
+    def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
+        s, cfg, acc = self.schedules, self.cfg, self.accelerator
+        epoch = s.epoch(step)
+        set_hyperparameters(self.optimizer, s.lr[step], s.weight_decay[step])
+        teacher_temp = float(s.teacher_temp[min(epoch, len(s.teacher_temp) - 1)])
+
+        generator = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
+        views = self.augment(images, generator, offset=self.rank * images.shape[0], total=self.global_batch)
+        with acc.autocast():
+            with torch.no_grad():
+                teacher_out = self.teacher(views.teacher)
+            student_out = self.student(views.student)
+        signals = None
+        if want_signals:
+            signals = collapse_signals(self.objectives["dino"].teacher_probabilities(teacher_out, teacher_temp))
+        losses = {name: obj(student_out, teacher_out, teacher_temp) for name, obj in self.objectives.items()}
+        loss = sum(self.weights[name] * value for name, value in losses.items())
+        if not math.isfinite(acc.reduce(loss.detach(), reduction="mean").item()):
+            raise NonFiniteLossError(self._non_finite_message(step, losses))
+
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.optim.clip_grad > 0:
+            acc.unscale_gradients()
+            clip = clip_gradients_per_parameter if cfg.optim.clip_mode == "per_param" else clip_gradients_global
+            clip(self.student.parameters(), cfg.optim.clip_grad)
+        if epoch < cfg.optim.freeze_last_layer:
+            drop_last_layer_gradients(self.student)
+        self.optimizer.step()
+        ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
+        values = {"loss": loss.item(), **{f"loss_{n}": v.item() for n, v in losses.items()}}
+        return StepResult(values, signals)
+
+    # ---------------------------------------------------------------- the run
+    def fit(self) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._maybe_resume()
+        if acc.is_main_process:
+            save_config(cfg, self.out_dir / "config.yaml")
+            self.metrics.truncate_after(self.step)
+        if cfg.eval.knn and self.knn_random is None:
+            self.knn_random = self.evaluate_knn()
+        if acc.trackers:
+            acc.init_trackers("geodino", config=_flat(config_to_dict(cfg)))
+
+        progress = _progress(self.total_steps, self.step, enabled=cfg.train.progress and acc.is_main_process)
+        spe = self.schedules.steps_per_epoch
+        tick, rate = time.perf_counter(), None
+        while self.step < self.total_steps:
+            epoch, in_epoch = divmod(self.step, spe)
+            for batch in self.data.batches(epoch, in_epoch):
+                step = self.step
+                log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
+                result = self.train_step(batch["image"].to(acc.device, non_blocking=True).float(), step, log_now)
+                self.step = step + 1
+                now = time.perf_counter()
+                inst = self.global_batch / max(now - tick, 1e-9)
+                rate = inst if rate is None else 0.9 * rate + 0.1 * inst
+                tick = now
+                progress.update(1)
+                progress.set_postfix(loss=f"{result.losses['loss']:.4f}", lr=f"{self.schedules.lr[step]:.2e}",
+                                     img_s=f"{rate:.1f}", refresh=False)
+                if log_now:
+                    self._log(step, epoch, result, rate)
+                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save()
+                if self.step >= self.total_steps:
+                    break
+        progress.close()
+        return self._finish()
+
+    # ---------------------------------------------------------------- helpers
+    def _log(self, step: int, epoch: int, result: StepResult, rate: float) -> None:
+        s = self.schedules
+        record: dict[str, Any] = {
+            "step": step + 1, "epoch": epoch, **result.losses,
+            "lr": float(s.lr[step]), "weight_decay": float(s.weight_decay[step]),
+            "momentum": float(s.momentum[step]), "teacher_temp": float(s.teacher_temp[min(epoch, len(s.teacher_temp) - 1)]),
+            "imgs_per_s": rate,
+        }
+        if result.signals:
+            record.update(result.signals)
+            verdict = collapse_verdict(result.signals)
+            record["collapse"] = verdict
+            warm = max(self.schedules.steps_per_epoch, self.schedules.total_steps // 10)
+            if verdict and step >= warm and self.accelerator.is_main_process:
+                log.warning("step %d: the teacher looks collapsed (%s): entropy %.3f, KL to uniform %.3f, "
+                            "ln K %.3f. Check the augmentations, the centering momentum and the teacher "
+                            "temperature.", step + 1, verdict, result.signals["teacher_entropy"],
+                            result.signals["teacher_kl_uniform"], result.signals["log_k"])
+        if self.accelerator.is_main_process:
+            self.metrics.write(record)
+        self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1)
+
+    def _non_finite_message(self, step: int, losses: dict[str, torch.Tensor]) -> str:
+        detail = ", ".join(f"{n}={v.item():.4g}" for n, v in losses.items())
+        path = self.out_dir / ckpt.CHECKPOINT_NAME
+        kept = f"the last good checkpoint {path} is intact" if path.exists() else "no checkpoint was written yet"
+        return (f"non-finite loss at step {step + 1} ({detail}); stopping, {kept}. Common causes: fp16 overflow "
+                f"(try train.precision=bf16 or no), a learning rate too high for the batch, or NaN in the input bands.")
+
+    def state(self) -> dict[str, Any]:
+        acc = self.accelerator
+        rng = ckpt.rng_state()
+        all_rng = gather_object([rng]) if self.world > 1 else [rng]
+        state = {
+            "step": self.step,
+            "student": acc.unwrap_model(self.student).state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "objectives": self.objectives.state_dict(),
+            "rng": all_rng,
+            "config": config_to_dict(self.cfg),
+            "knn_random": self.knn_random,
+        }
+        if acc.scaler is not None:
+            state["scaler"] = acc.scaler.state_dict()
+        return state
+
+    def save(self) -> None:
+        state = self.state()  # every process takes part (RNG gathering)
+        if self.accelerator.is_main_process:
+            ckpt.save_checkpoint(self.out_dir / ckpt.CHECKPOINT_NAME, state)
+        self.accelerator.wait_for_everyone()
+
+    def _maybe_resume(self) -> None:
+        mode = self.cfg.run.resume
+        path = self.out_dir / ckpt.CHECKPOINT_NAME if mode in ("auto", "") else Path(mode)
+        if mode == "never" or (mode in ("auto", "") and not path.exists()):
+            return
+        state = ckpt.load_checkpoint(path)
+        _check_same_recipe(state["config"], config_to_dict(self.cfg), path)
+        self.accelerator.unwrap_model(self.student).load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.objectives.load_state_dict(state["objectives"])
+        if "scaler" in state and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        if len(rng) != self.world:
+            log.warning("resuming %d processes from a checkpoint of %d: stochastic-depth draws will differ",
+                        self.world, len(rng))
+        ckpt.set_rng_state(rng[self.rank % len(rng)])
+        self.step = int(state["step"])
+        self.knn_random = state.get("knn_random")
+        if self.accelerator.is_main_process:
+            log.info("resumed from %s at step %d", path, self.step)
+
+    def evaluate_knn(self) -> dict[str, Any] | None:
+        """k-NN accuracy of the current teacher on the held-out labelled sets (main process only)."""
+        from geodino.eval.features import extract_features
+        from geodino.eval.knn import knn_scores
+
+        sets = build_knn_data(self.cfg)
+        result = None
+        if sets is not None and self.accelerator.is_main_process:
+            bank, query = sets
+            size, device = self.cfg.augment.global_size, self.accelerator.device
+            backbone = self.teacher.backbone
+            train_f, train_y = extract_features(backbone, bank, self.data.card, size, device=device)
+            val_f, val_y = extract_features(backbone, query, self.data.card, size, device=device)
+            result = knn_scores(train_f, train_y, val_f, val_y, self.cfg.eval.knn_k, self.cfg.eval.knn_temperature)
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def _finish(self) -> dict[str, Any]:
+        acc = self.accelerator
+        summary: dict[str, Any] = {"steps": self.step, "out_dir": str(self.out_dir)}
+        if self.cfg.eval.knn:
+            trained = self.evaluate_knn()
+            if trained is not None:
+                knn = {"random_teacher": self.knn_random, "trained_teacher": trained,
+                       "top1_gain": trained["top1"] - self.knn_random["top1"]}
+                summary["knn"] = knn
+                if acc.is_main_process:
+                    write_json_atomic(self.out_dir / "knn.json", knn)
+        if acc.is_main_process:
+            from geodino.viz.curves import plot_curves
+
+            records = self.metrics.read()
+            if records:
+                summary["final_loss"] = records[-1]["loss"]
+                summary["loss_curve"] = str(plot_curves(records, self.out_dir / "loss.png", title=self.cfg.model.arch))
+            write_json_atomic(self.out_dir / "summary.json", summary)
+        acc.end_training()
+        return summary
+
+
+def _check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    old, new = _flat(saved), _flat(current)
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUMABLE_CHANGES):
+            continue
+        if old.get(key) != new.get(key):
+            raise ConfigError(f"cannot resume from {path}: {key} was {old.get(key)!r}, the recipe now says "
+                              f"{new.get(key)!r} (use another run.out_dir, or run.resume=never to start over)")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v) if isinstance(v, list) else v
+    return out
+
+
+def _available_trackers() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    return ["tensorboard"]
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="pretrain", unit="step", dynamic_ncols=True)
+
+
+def pretrain(cfg: Config) -> dict[str, Any]:
+    """Run (or resume) a pretraining recipe; returns the run summary."""
+    return Pretrainer(cfg).fit()

@@ -1,0 +1,89 @@
+"""Backbones from timm by name, for any number of input channels and any crop size.
+
+A :class:`Backbone` returns the image embedding (the CLS token for ViTs, the pooled feature map
+for CNNs) and, where the architecture has them, the patch tokens on their grid; the patch-level
+objectives need the latter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class BackboneOutput:
+    """What a backbone returns for one batch of crops of one size."""
+
+    cls: torch.Tensor  # [B, D] image embedding
+    patches: torch.Tensor | None  # [B, h*w, D] patch tokens (row-major), None when unavailable
+    grid: tuple[int, int] | None  # (h, w) of the patch grid
+
+
+class Backbone(nn.Module):
+    """A thin wrapper giving timm ViTs and CNNs one interface."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.is_vit = hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+        self.embed_dim: int = int(getattr(model, "embed_dim", None) or model.num_features)
+
+    @property
+    def patch_size(self) -> int | None:
+        if not self.is_vit:
+            return None
+        return int(self.model.patch_embed.patch_size[0])
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        if self.is_vit:
+            tokens = self.model.forward_features(x)  # already passed through the final norm
+            n_prefix = self.model.num_prefix_tokens
+            p = self.patch_size
+            grid = (x.shape[-2] // p, x.shape[-1] // p)
+            return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
+        fmap = self.model.forward_features(x)  # [B, C, h, w]
+        pooled = self.model.forward_head(fmap, pre_logits=True)
+        grid = (fmap.shape[-2], fmap.shape[-1])
+        return BackboneOutput(cls=pooled, patches=fmap.flatten(2).transpose(1, 2), grid=grid)
+
+    def last_blocks_cls(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Concatenated (normed) CLS tokens of the last ``n`` blocks, the linear-probe feature of DINO."""
+        if not self.is_vit:
+            return self.forward(x).cls
+        outs = self.model.forward_intermediates(x, indices=n, norm=True, intermediates_only=True,
+                                                return_prefix_tokens=True, output_fmt="NLC")
+        return torch.cat([prefix[:, 0] for _, prefix in outs], dim=-1)
+
+
+def build_backbone(
+    arch: str,
+    in_chans: int = 3,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    drop_path_rate: float = 0.0,
+    pretrained: bool = False,
+) -> Backbone:
+    """Create a timm model by name without a classifier.
+
+    ViTs get ``dynamic_img_size=True`` so one model takes global and local crops; their position
+    embedding is laid out for ``img_size`` (the global crop size) and interpolated for others.
+    """
+    kwargs: dict = dict(num_classes=0, in_chans=in_chans, pretrained=pretrained)
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if arch.startswith(("vit_", "deit", "eva", "beit")):
+        kwargs["dynamic_img_size"] = True
+        if img_size is not None:
+            kwargs["img_size"] = img_size
+        if patch_size is not None:
+            kwargs["patch_size"] = patch_size
+    try:
+        model = timm.create_model(arch, **kwargs)
+    except RuntimeError as err:
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+        raise ValueError(f"cannot build backbone {arch!r}: {err} (similar timm names: {close})") from err
+    return Backbone(model)

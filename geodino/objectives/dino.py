@@ -1,0 +1,82 @@
+"""The image-level DINO objective: cross-entropy between a centred, sharpened teacher and the student.
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def all_reduce_sum(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Sum ``t`` over all processes (in place); returns it with the world size."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+        return t, dist.get_world_size()
+    return t, 1
+
+
+def _logits(views: Any) -> list[torch.Tensor]:
+    # Objectives share one call shape: lists of per-view logits, or a MultiCropOutput carrying them.
+    return list(views.logits) if hasattr(views, "logits") else list(views)
+
+
+class DINOLoss(nn.Module):
+    """DINO loss with teacher centering and sharpening.
+
+    The teacher's views (the two global crops) are centred by ``center`` and sharpened by the
+    teacher temperature; the student's views (the same two global crops first, in the same
+    order, then the local crops) are softened by ``student_temp``. Every teacher view is paired
+    with every student view except itself; each pair's cross-entropy is averaged over the batch
+    and the pairs are averaged. After the loss the center moves towards the mean teacher output
+    of the global batch (summed over all processes).
+
+    Attributes:
+        center: ``[1, out_dim]`` running mean of teacher logits, updated with ``center_momentum``.
+
+    Example:
+        >>> loss_fn = DINOLoss(out_dim=4)
+        >>> student = [torch.randn(2, 4) for _ in range(4)]   # 2 global + 2 local views
+        >>> teacher = [torch.randn(2, 4) for _ in range(2)]
+        >>> loss = loss_fn(student, teacher, teacher_temp=0.04)
+    """
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def teacher_probabilities(self, teacher_logits: Any, teacher_temp: float) -> list[torch.Tensor]:
+        return [F.softmax((t.float() - self.center) / teacher_temp, dim=-1) for t in _logits(teacher_logits)]
+
+    def forward(self, student_logits: Any, teacher_logits: Any, teacher_temp: float) -> torch.Tensor:
+        student = _logits(student_logits)
+        teacher = [t.detach() for t in _logits(teacher_logits)]
+        if len(student) < 2 or len(teacher) < 1 or len(teacher) > len(student):
+            raise ValueError(f"DINOLoss needs >= 2 student views and 1..n teacher views, got "
+                             f"{len(student)} student and {len(teacher)} teacher views")
+        targets = self.teacher_probabilities(teacher, teacher_temp)
+        log_probs = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student]
+        # Sum of all student views once, then remove the view a teacher target shares with it.
+        log_prob_sum = torch.stack(log_probs).sum(0)
+        total = student[0].new_zeros((), dtype=torch.float32)
+        for i, target in enumerate(targets):
+            total = total - (target * (log_prob_sum - log_probs[i])).sum(-1).mean()
+        n_pairs = len(targets) * (len(student) - 1)
+        loss = total / n_pairs
+        self.update_center(teacher)
+        return loss
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: list[torch.Tensor]) -> None:
+        rows = torch.cat(teacher_logits).float()
+        batch_sum, world = all_reduce_sum(rows.sum(dim=0, keepdim=True))
+        batch_mean = batch_sum / (rows.shape[0] * world)
+        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)
