@@ -38,6 +38,7 @@ class DataConfig:
 class ModelConfig:
     arch: str = "vit_small_patch16_224"
     patch_size: int = 0  # 0 = the arch's own
+    depth: int = 0  # ViT blocks; 0 = the arch's own (fewer make fast smoke tests)
     drop_path_rate: float = 0.1
     out_dim: int = 65536
     hidden_dim: int = 2048

@@ -18,6 +18,7 @@ def build_network(cfg: Config, in_chans: int, drop_path_rate: float) -> MultiCro
         img_size=cfg.augment.global_size,
         patch_size=m.patch_size or None,
         drop_path_rate=drop_path_rate,
+        depth=m.depth or None,
     )
     head = DINOHead(backbone.embed_dim, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.nlayers,
                     m.use_bn_in_head, m.norm_last_layer)

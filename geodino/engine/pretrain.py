@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
-from geodino.augment import MultiCropAugment
+from geodino.augment import MultiCropAugment, Views
 from geodino.config import Config, ConfigError, config_to_dict, save_config
 from geodino.data.build import build_knn_data, build_pretrain_data
 from geodino.engine import checkpoint as ckpt
@@ -40,7 +40,16 @@ RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpo
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss became NaN or infinite; the run stops and the last good checkpoint is left as it was."""
+
+    def __init__(self, step: int, losses: dict[str, float], checkpoint_note: str = "") -> None:
+        self.step, self.losses = step, losses
+        detail = ", ".join(f"{n}={v:.4g}" for n, v in losses.items())
+        note = f", {checkpoint_note}" if checkpoint_note else ""
+        super().__init__(
+            f"non-finite loss at step {step + 1} ({detail}); stopping{note}. Common causes: fp16 overflow "
+            "(try train.precision=bf16 or no), a learning rate too high for the batch, NaN in the input bands."
+        )
 
 
 @dataclass
@@ -49,59 +58,36 @@ class StepResult:
     signals: dict[str, float] | None
 
 
-class Pretrainer:
-    def __init__(self, cfg: Config, accelerator: Accelerator | None = None) -> None:
-        self.cfg = cfg
-        self.out_dir = Path(cfg.run.out_dir)
-        trackers = _available_trackers()
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=cfg.train.precision, log_with=trackers or None, project_dir=str(self.out_dir)
-        )
-        acc = self.accelerator
-        self.rank, self.world = acc.process_index, acc.num_processes
-        self.data = build_pretrain_data(cfg, self.rank, self.world)
-        card = self.data.card
-        if card.mean is None or card.std is None:
-            raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the data")
+class DINOStep:
+    """Student, teacher, objectives and optimiser, and one training update from a set of views.
 
+    Shared by :class:`Pretrainer` (views from the augmentation) and ``geodino bench step``
+    (random views), so that the benchmark times exactly the code that trains.
+    """
+
+    def __init__(self, cfg: Config, in_chans: int, steps_per_epoch: int, accelerator: Accelerator) -> None:
+        self.cfg, self.accelerator = cfg, accelerator
+        acc = accelerator
         set_seed(cfg.run.seed)  # identical initial weights on every process
-        student, self.teacher = build_student_teacher(cfg, card.num_bands)
+        student, self.teacher = build_student_teacher(cfg, in_chans)
         if cfg.train.compile:
             compile_backbone(student)
             compile_backbone(self.teacher)
         self.objectives = build_objectives(cfg).to(acc.device)
         self.weights = objective_weights(cfg)
-        self.augment = MultiCropAugment(
-            in_chans=card.num_bands, mean=card.mean, std=card.std, mode=cfg.augment.mode,
-            global_size=cfg.augment.global_size, global_scale=tuple(cfg.augment.global_scale),
-            local_size=cfg.augment.local_size, local_scale=tuple(cfg.augment.local_scale),
-            n_local=cfg.augment.n_local, modalities=card.modalities,
-            modality_drop_p=cfg.augment.modality_drop_p, modality_fill=cfg.augment.modality_fill,
-            modality_drop_on=cfg.augment.modality_drop_on,
-        )
-        self.global_batch = cfg.data.batch_size * self.world
-        self.schedules = Schedules(cfg.optim, cfg.dino, self.data.steps_per_epoch, self.global_batch)
-        self.total_steps = self.schedules.total_steps
-        if cfg.run.max_steps:
-            self.total_steps = min(self.total_steps, cfg.run.max_steps)
-
+        self.global_batch = cfg.data.batch_size * acc.num_processes
+        self.schedules = Schedules(cfg.optim, cfg.dino, steps_per_epoch, self.global_batch)
         optimizer = build_optimizer(student, cfg.optim.betas)
         self.student, self.optimizer = acc.prepare(student, optimizer)
         self.teacher.to(acc.device)
-        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
-        self.step = 0
-        self.knn_random: dict[str, Any] | None = None
-        set_seed(cfg.run.seed + self.rank)  # stochastic depth differs per process, as it should
+        set_seed(cfg.run.seed + acc.process_index)  # stochastic depth differs per process, as it should
 
-    # ---------------------------------------------------------------- the step
-    def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
+    def __call__(self, views: Views, step: int, want_signals: bool = False) -> StepResult:
         s, cfg, acc = self.schedules, self.cfg, self.accelerator
         epoch = s.epoch(step)
         set_hyperparameters(self.optimizer, s.lr[step], s.weight_decay[step])
-        teacher_temp = float(s.teacher_temp[min(epoch, len(s.teacher_temp) - 1)])
+        teacher_temp = s.teacher_temperature(step)
 
-        generator = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
-        views = self.augment(images, generator, offset=self.rank * images.shape[0], total=self.global_batch)
         with acc.autocast():
             with torch.no_grad():
                 teacher_out = self.teacher(views.teacher)
@@ -112,7 +98,7 @@ class Pretrainer:
         losses = {name: obj(student_out, teacher_out, teacher_temp) for name, obj in self.objectives.items()}
         loss = sum(self.weights[name] * value for name, value in losses.items())
         if not math.isfinite(acc.reduce(loss.detach(), reduction="mean").item()):
-            raise NonFiniteLossError(self._non_finite_message(step, losses))
+            raise NonFiniteLossError(step, {n: v.item() for n, v in losses.items()})
 
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
@@ -126,6 +112,50 @@ class Pretrainer:
         ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
         values = {"loss": loss.item(), **{f"loss_{n}": v.item() for n, v in losses.items()}}
         return StepResult(values, signals)
+
+
+class Pretrainer:
+    def __init__(self, cfg: Config, accelerator: Accelerator | None = None) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(cfg.run.out_dir)
+        trackers = _available_trackers()
+        self.accelerator = acc = accelerator or Accelerator(
+            mixed_precision=cfg.train.precision, log_with=trackers or None, project_dir=str(self.out_dir)
+        )
+        self.rank, self.world = acc.process_index, acc.num_processes
+        self.data = build_pretrain_data(cfg, self.rank, self.world)
+        card = self.data.card
+        if card.mean is None or card.std is None:
+            raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the data")
+        self.augment = MultiCropAugment(
+            in_chans=card.num_bands, mean=card.mean, std=card.std, mode=cfg.augment.mode,
+            global_size=cfg.augment.global_size, global_scale=tuple(cfg.augment.global_scale),
+            local_size=cfg.augment.local_size, local_scale=tuple(cfg.augment.local_scale),
+            n_local=cfg.augment.n_local, modalities=card.modalities,
+            modality_drop_p=cfg.augment.modality_drop_p, modality_fill=cfg.augment.modality_fill,
+            modality_drop_on=cfg.augment.modality_drop_on,
+        )
+        self.core = DINOStep(cfg, card.num_bands, self.data.steps_per_epoch, acc)
+        self.schedules = self.core.schedules
+        self.global_batch = self.core.global_batch
+        self.total_steps = self.schedules.total_steps
+        if cfg.run.max_steps:
+            self.total_steps = min(self.total_steps, cfg.run.max_steps)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.step = 0
+        self.knn_random: dict[str, Any] | None = None
+
+    def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
+        """Multi-crop views of the batch (seeded by the step: exact on resume and across world sizes),
+        then one update."""
+        generator = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step)
+        views = self.augment(images, generator, offset=self.rank * images.shape[0], total=self.global_batch)
+        try:
+            return self.core(views, step, want_signals)
+        except NonFiniteLossError as err:
+            path = self.out_dir / ckpt.CHECKPOINT_NAME
+            kept = f"the last good checkpoint {path} is intact" if path.exists() else "no checkpoint was written yet"
+            raise NonFiniteLossError(err.step, err.losses, kept) from None
 
     # ---------------------------------------------------------------- the run
     def fit(self) -> dict[str, Any]:
@@ -172,7 +202,7 @@ class Pretrainer:
         record: dict[str, Any] = {
             "step": step + 1, "epoch": epoch, **result.losses,
             "lr": float(s.lr[step]), "weight_decay": float(s.weight_decay[step]),
-            "momentum": float(s.momentum[step]), "teacher_temp": float(s.teacher_temp[min(epoch, len(s.teacher_temp) - 1)]),
+            "momentum": float(s.momentum[step]), "teacher_temp": s.teacher_temperature(step),
             "imgs_per_s": rate,
         }
         if result.signals:
@@ -189,23 +219,16 @@ class Pretrainer:
             self.metrics.write(record)
         self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1)
 
-    def _non_finite_message(self, step: int, losses: dict[str, torch.Tensor]) -> str:
-        detail = ", ".join(f"{n}={v.item():.4g}" for n, v in losses.items())
-        path = self.out_dir / ckpt.CHECKPOINT_NAME
-        kept = f"the last good checkpoint {path} is intact" if path.exists() else "no checkpoint was written yet"
-        return (f"non-finite loss at step {step + 1} ({detail}); stopping, {kept}. Common causes: fp16 overflow "
-                f"(try train.precision=bf16 or no), a learning rate too high for the batch, or NaN in the input bands.")
-
     def state(self) -> dict[str, Any]:
         acc = self.accelerator
         rng = ckpt.rng_state()
         all_rng = gather_object([rng]) if self.world > 1 else [rng]
         state = {
             "step": self.step,
-            "student": acc.unwrap_model(self.student).state_dict(),
-            "teacher": self.teacher.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "objectives": self.objectives.state_dict(),
+            "student": acc.unwrap_model(self.core.student).state_dict(),
+            "teacher": self.core.teacher.state_dict(),
+            "optimizer": self.core.optimizer.state_dict(),
+            "objectives": self.core.objectives.state_dict(),
             "rng": all_rng,
             "config": config_to_dict(self.cfg),
             "knn_random": self.knn_random,
@@ -227,10 +250,10 @@ class Pretrainer:
             return
         state = ckpt.load_checkpoint(path)
         _check_same_recipe(state["config"], config_to_dict(self.cfg), path)
-        self.accelerator.unwrap_model(self.student).load_state_dict(state["student"])
-        self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.objectives.load_state_dict(state["objectives"])
+        self.accelerator.unwrap_model(self.core.student).load_state_dict(state["student"])
+        self.core.teacher.load_state_dict(state["teacher"])
+        self.core.optimizer.load_state_dict(state["optimizer"])
+        self.core.objectives.load_state_dict(state["objectives"])
         if "scaler" in state and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
@@ -253,7 +276,7 @@ class Pretrainer:
         if sets is not None and self.accelerator.is_main_process:
             bank, query = sets
             size, device = self.cfg.augment.global_size, self.accelerator.device
-            backbone = self.teacher.backbone
+            backbone = self.core.teacher.backbone
             train_f, train_y = extract_features(backbone, bank, self.data.card, size, device=device)
             val_f, val_y = extract_features(backbone, query, self.data.card, size, device=device)
             result = knn_scores(train_f, train_y, val_f, val_y, self.cfg.eval.knn_k, self.cfg.eval.knn_temperature)

@@ -57,3 +57,7 @@ class Schedules:
 
     def epoch(self, step: int) -> int:
         return step // self.steps_per_epoch
+
+    def teacher_temperature(self, step: int) -> float:
+        epoch = min(self.epoch(step), len(self.teacher_temp) - 1)
+        return float(self.teacher_temp[epoch])

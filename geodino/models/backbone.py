@@ -66,6 +66,7 @@ def build_backbone(
     patch_size: int | None = None,
     drop_path_rate: float = 0.0,
     pretrained: bool = False,
+    depth: int | None = None,
 ) -> Backbone:
     """Create a timm model by name without a classifier.
 
@@ -81,6 +82,8 @@ def build_backbone(
             kwargs["img_size"] = img_size
         if patch_size is not None:
             kwargs["patch_size"] = patch_size
+        if depth:
+            kwargs["depth"] = depth
     try:
         model = timm.create_model(arch, **kwargs)
     except RuntimeError as err:

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``geodino bench``: each prints one JSON line, with a baseline measured in the same run."""

@@ -1,0 +1,116 @@
+"""``geodino bench step``: images/s, seconds per step and peak memory of the DINO training step.
+
+The step runs on random crops (no data pipeline), once with geodino's step and once with the
+reference-style baseline (:mod:`geodino.bench.reference_step`), each in its own process so that
+peak memory is measured separately. Prints one JSON line with both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import time
+from typing import Any
+
+import torch
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="vit_tiny_patch16_224", help="timm model name")
+    p.add_argument("--patch-size", type=int, default=0, help="0 = the arch's own")
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=8, help="images per step")
+    p.add_argument("--global-size", type=int, default=224)
+    p.add_argument("--local-size", type=int, default=96)
+    p.add_argument("--local-crops", type=int, default=8)
+    p.add_argument("--out-dim", type=int, default=65536)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--objective", default="dino", help="dino (image level only)")
+    p.add_argument("--baseline", choices=["reference", "none"], default="reference",
+                   help="also time the reference-style step in the same run (fp32 only)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+
+
+def _config(args: argparse.Namespace):
+    from geodino.config.schema import Config
+
+    cfg = Config()
+    cfg.model.arch, cfg.model.patch_size, cfg.model.out_dim = args.arch, args.patch_size, args.out_dim
+    cfg.data.batch_size = args.batch_size
+    cfg.augment.global_size, cfg.augment.local_size = args.global_size, args.local_size
+    cfg.augment.n_local = args.local_crops
+    cfg.train.precision, cfg.train.compile = args.precision, args.compile
+    cfg.optim.epochs, cfg.optim.warmup_epochs = 1, 0
+    cfg.optim.freeze_last_layer = 0  # time the full update, prototype layer included
+    return cfg
+
+
+def _random_views(args: argparse.Namespace, device: torch.device):
+    from geodino.augment import Views
+
+    g = torch.Generator().manual_seed(0)
+    def crop(size):
+        return torch.randn(args.batch_size, args.in_chans, size, size, generator=g).to(device)
+    globals_ = [crop(args.global_size) for _ in range(2)]
+    return Views(teacher=globals_, student=globals_ + [crop(args.local_size) for _ in range(args.local_crops)])
+
+
+def _measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = _config(args)
+    total = args.warmup + args.steps
+    if kind == "geodino":
+        from accelerate import Accelerator
+
+        from geodino.engine.pretrain import DINOStep
+
+        acc = Accelerator(mixed_precision=args.precision)
+        step_fn, device = DINOStep(cfg, args.in_chans, total, acc), acc.device
+    else:
+        from geodino.bench.reference_step import ReferenceStyleStep
+
+        step_fn, device = ReferenceStyleStep(cfg, args.in_chans, total), torch.device("cpu")
+    views = _random_views(args, device)
+    cuda = device.type == "cuda"
+    for step in range(args.warmup):
+        step_fn(views, step)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for step in range(args.warmup, total):
+        step_fn(views, step)
+    if cuda:
+        torch.cuda.synchronize()
+    step_s = (time.perf_counter() - start) / args.steps
+    peak = (torch.cuda.max_memory_allocated() / 2**20) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"imgs_per_s": args.batch_size / step_s, "step_s": step_s, "peak_mem_mb": round(peak, 1),
+            "device": device.type}
+
+
+def _in_subprocess(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_measure, (kind, args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.objective != "dino":
+        raise ValueError(f"--objective {args.objective!r}: only 'dino' is available")
+    result: dict[str, Any] = {"bench": "step", **{k: v for k, v in vars(args).items() if k != "func"}}
+    ours = _in_subprocess("geodino", args)
+    result.update(ours)
+    if args.baseline == "reference":
+        if args.precision != "no" or ours["device"] != "cpu":
+            result["baseline"] = "skipped: the reference-style baseline runs fp32 on the CPU only"
+        else:
+            ref = _in_subprocess("reference", args)
+            result["baseline"] = {"kind": "reference-style step", **ref}
+            result["speedup_vs_baseline"] = round(ours["imgs_per_s"] / ref["imgs_per_s"], 3)
+    print(json.dumps(result))
+    return result

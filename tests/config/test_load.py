@@ -1,0 +1,58 @@
+import pytest
+
+from geodino.config import ConfigError, load_config, parse_overrides
+from geodino.config.load import RECIPES_DIR
+
+
+def test_quickstart_is_the_default_and_overrides_apply():
+    cfg = load_config(None, ["optim.lr=1e-4", "model.arch=vit_small_patch16_224", "augment.global_scale=[0.3,1]"])
+    assert cfg.data.source == "synthetic"
+    assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.model.arch == "vit_small_patch16_224"
+    assert cfg.augment.global_scale == [0.3, 1.0]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES_DIR.glob("*.yaml")))
+def test_every_recipe_loads(recipe):
+    load_config(RECIPES_DIR / recipe, ["data.root=/some/where"])
+
+
+def test_unknown_key_names_a_close_match():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean 'lr'"):
+        load_config(None, ["optim.lrr=1e-4"])
+    with pytest.raises(ConfigError, match=r"unknown key 'optm'.*did you mean 'optim'"):
+        load_config(None, ["optm.lr=1e-4"])
+
+
+def test_wrong_types_are_rejected_with_the_key():
+    with pytest.raises(ConfigError, match=r"optim\.epochs: expected int"):
+        load_config(None, ["optim.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"train\.compile: expected bool"):
+        load_config(None, ["train.compile=3"])
+    with pytest.raises(ConfigError, match=r"augment\.global_scale"):
+        load_config(None, ["augment.global_scale=0.4"])
+
+
+def test_value_checks():
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config(None, ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config(None, ["data.source=imagefolder"])
+
+
+def test_missing_recipe_lists_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match="quickstart.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_recipe_with_bad_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  archh: vit_tiny_patch16_224\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.archh.*'arch'"):
+        load_config(bad)
+
+
+def test_parse_overrides_nests():
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+    with pytest.raises(ConfigError):
+        parse_overrides(["nokey"])
