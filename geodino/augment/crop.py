@@ -1,0 +1,79 @@
+"""Resampling of crop boxes to fixed-size views: bicubic, batched, on the images' device.
+
+All views of one output size are cut in a single ``grid_sample`` call. The sampling grid of a
+sample holds its V crops stacked one above the other, so the call reads the batch once and writes
+a ``[N, C, V * size, size]`` mosaic; nothing is copied V times (feeding kornia's
+``crop_and_resize`` would need one input row per crop, i.e. ``V`` copies of the batch).
+
+Geometry follows torchvision's ``resized_crop`` with ``antialias=False``: output pixel ``j`` of a
+box ``[left, left + w)`` samples the source at ``left + (j + 0.5) * w / size`` (pixel edges at
+integers, half-pixel centres), bicubic with ``a = -0.75``, and taps beyond the image border repeat
+the edge pixel. Taps beyond the *box* but inside the image read the real neighbouring pixels
+(torchvision crops first and replicates the box edge instead), which is the more faithful choice.
+Downsampling is not antialiased; with the crop-to-output ratios used for multi-crop (mostly
+within a factor of two) the aliasing is mild.
+
+Horizontal flips are folded into the grid (mirrored sample positions): no extra pass over the
+pixels, and exact, since every later op in the pipeline is symmetric under mirroring.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def crop_grid_coordinates(
+    boxes: torch.Tensor, flip: torch.Tensor, size: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised sampling coordinates (``align_corners=False`` convention) of each crop.
+
+    Args:
+        boxes: ``int64 [..., 4]`` of ``(top, left, box_height, box_width)``.
+        flip: ``bool [...]``: mirror the crop left-right.
+        size: output side length in pixels.
+
+    Returns:
+        ``(gx, gy)``, each ``float64 [..., size]``: x of every output column, y of every output row.
+    """
+    boxes = boxes.to(torch.float64)
+    top, left, h, w = boxes.unbind(-1)
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    mirrored = 1.0 - centres
+    across = torch.where(flip[..., None], mirrored, centres)
+    x = left[..., None] + across * w[..., None]
+    y = top[..., None] + centres * h[..., None]
+    # Pixel-edge coordinate e in [0, W] maps to grid_sample's [-1, 1] as 2 e / W - 1.
+    return 2.0 * x / width - 1.0, 2.0 * y / height - 1.0
+
+
+def resized_crops(
+    images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Cut V crops of every image and resize each to ``size`` x ``size`` (bicubic).
+
+    Args:
+        images: ``[N, C, H, W]`` floating tensor on any device.
+        boxes: CPU ``int64 [V, N, 4]`` of ``(top, left, box_height, box_width)``.
+        flip: CPU ``bool [V, N]``.
+        size: output side length.
+
+    Returns:
+        ``[V * N, C, size, size]`` on ``images.device``, view-major (all images' crop 0 first).
+    """
+    n, c, height, width = images.shape
+    v = boxes.shape[0]
+    if boxes.shape[:2] != (v, n) or flip.shape != (v, n):
+        raise ValueError(f"expected boxes [V, {n}, 4] and flip [V, {n}], got {tuple(boxes.shape)}, {tuple(flip.shape)}")
+    gx, gy = crop_grid_coordinates(boxes, flip, size, height, width)
+    # Only the per-row coordinate vectors travel to the device; the full grid is built there.
+    gx = gx.to(dtype=images.dtype).to(images.device, non_blocking=True)
+    gy = gy.to(dtype=images.dtype).to(images.device, non_blocking=True)
+    grid = torch.stack(
+        [gx[:, :, None, :].expand(v, n, size, size), gy[:, :, :, None].expand(v, n, size, size)], dim=-1
+    )
+    # [V, N, size, size, 2] -> [N, V * size, size, 2]: crops stacked vertically per image.
+    grid = grid.transpose(0, 1).reshape(n, v * size, size, 2)
+    mosaic = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    crops = mosaic.view(n, c, v, size, size).permute(2, 0, 1, 3, 4)
+    return crops.reshape(v * n, c, size, size)

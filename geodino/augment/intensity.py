@@ -1,0 +1,152 @@
+"""Intensity ops of the DINO recipe, batched with per-sample parameters, for 3 or any number of bands.
+
+Every op works in a *unit space* where the "dark" end of a band is 0 and its "bright" end 1:
+
+- ``mode="rgb"``: the raw image in [0, 1] itself. The ops are torchvision's ``ColorJitter``
+  (brightness, contrast, saturation, hue, in a random order per sample, clamped to [0, 1] after
+  each), ``RandomGrayscale`` (ITU-R 601 luma copied to the three channels), Gaussian blur and
+  PIL's ``solarize`` at 128/255; then ``z = (x - mean) / std``.
+- ``mode="multispectral"``: per band ``u = (x - (mean - 2 std)) / (4 std)``, so [0, 1] spans the
+  band's mean +- 2 std and the standardised value is ``z = 4 u - 2``. Band-agnostic versions of
+  the ops, as DINO-MM used them: brightness multiplies every band by one factor (``u * b``),
+  contrast blends every band toward one per-sample mean over all bands and pixels, grayscale
+  copies the mean over bands into every band, solarize reflects ``u >= 0.5`` to ``1 - u`` (the
+  upper half of the data's own range, i.e. ``z >= 0`` becomes ``-z``). There is no saturation or
+  hue (they need a colour model) and nothing is clipped: values outside mean +- 2 std (bright
+  clouds, SAR dB tails) pass through untouched in shape. Without clipping, brightness and contrast
+  commute, so their order does not matter and one fused op applies both.
+
+Blur is a Gaussian with a per-sample sigma and a fixed kernel of ``2 * ceil(3 * sigma_max) + 1``
+taps (13 for sigma up to 2): +-3 sigma holds 99.7 % of the weight, about the extent PIL's
+``GaussianBlur(radius=sigma)`` (used by the DINO reference) covers with its box passes.
+
+Ops apply to a subset of rows. The subset is decided on the CPU from the parameters, so selecting
+rows never reads a device tensor back (no host/device synchronisation on a GPU), and only the
+selected rows are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from kornia.color import rgb_to_grayscale
+from kornia.enhance import (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+    adjust_hue,
+    adjust_saturation_with_gray_subtraction,
+)
+from kornia.filters import gaussian_blur2d
+
+from geodino.augment.params import JITTER_OPS
+
+RowOp = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def on_rows(x: torch.Tensor, selected: torch.Tensor, op: RowOp) -> torch.Tensor:
+    """Apply ``op(x[rows], rows)`` to the rows where the CPU mask ``selected`` is true, in place.
+
+    ``op`` receives the selected rows and their CPU indices (to pick its per-row parameters).
+    """
+    rows = selected.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return x
+    if rows.numel() == x.shape[0]:
+        x.copy_(op(x, rows))
+        return x
+    rows_device = rows.to(x.device, non_blocking=True)
+    x.index_copy_(0, rows_device, op(x.index_select(0, rows_device), rows))
+    return x
+
+
+def _per_row(values: torch.Tensor, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Parameters of ``rows`` as a ``[k]`` tensor on ``like``'s device and dtype."""
+    return values[rows].to(dtype=like.dtype).to(like.device, non_blocking=True)
+
+
+# ---------------------------------------------------------------- colour jitter
+
+
+def rgb_color_jitter(
+    x: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor, order: torch.Tensor
+) -> torch.Tensor:
+    """torchvision ``ColorJitter`` on ``[N, 3, H, W]`` images in [0, 1], a random op order per row.
+
+    Args:
+        jitter: CPU ``bool [N]``, rows to jitter.
+        factors: CPU ``[N, 4]`` brightness, contrast, saturation factors and hue shift (turns).
+        order: CPU ``int64 [N, 4]``, per row a permutation of the four ops.
+    """
+    ops: dict[int, RowOp] = {
+        0: lambda sub, rows: adjust_brightness_accumulative(sub, _per_row(factors[:, 0], rows, sub)),
+        1: lambda sub, rows: adjust_contrast_with_mean_subtraction(sub, _per_row(factors[:, 1], rows, sub)),
+        2: lambda sub, rows: adjust_saturation_with_gray_subtraction(sub, _per_row(factors[:, 2], rows, sub)),
+        # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
+        3: lambda sub, rows: adjust_hue(sub, _per_row(factors[:, 3], rows, sub) * (2 * math.pi)),
+    }
+    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=factors.dtype)
+    # A factor equal to identity is a no-op (torchvision skips an op whose strength is 0).
+    active = factors != identity
+    # Step k applies, to each row, the op at position k of that row's order.
+    for step in range(len(JITTER_OPS)):
+        for op_index, op in ops.items():
+            selected = jitter & (order[:, step] == op_index) & active[:, op_index]
+            on_rows(x, selected, op)
+    return x
+
+
+def multispectral_jitter(x: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """One brightness and one contrast factor for all bands, in unit space, no clipping.
+
+    ``u -> b * (c * u + (1 - c) * mean(u))`` with the mean over all bands and pixels of the row;
+    scaling commutes with blending toward the mean, so this equals either order of the two ops.
+    """
+
+    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        b = _per_row(factors[:, 0], rows, sub)[:, None, None, None]
+        c = _per_row(factors[:, 1], rows, sub)[:, None, None, None]
+        mean = sub.mean(dim=(1, 2, 3), keepdim=True)
+        return b * (c * sub + (1 - c) * mean)
+
+    return on_rows(x, jitter, op)
+
+
+# ---------------------------------------------------------------- grayscale, blur, solarize
+
+
+def rgb_grayscale(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of the selected rows, copied to all three channels."""
+    return on_rows(x, selected, lambda sub, rows: rgb_to_grayscale(sub).expand_as(sub))
+
+
+def band_mean_grayscale(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Mean over all bands of the selected rows, copied to every band."""
+    return on_rows(x, selected, lambda sub, rows: sub.mean(dim=1, keepdim=True).expand_as(sub))
+
+
+def blur_kernel_size(sigma_max: float, image_size: int) -> int:
+    """Odd kernel covering +-3 sigma, shrunk if needed so reflect padding fits inside the image."""
+    size = 2 * math.ceil(3 * sigma_max) + 1
+    largest = image_size if image_size % 2 == 1 else image_size - 1
+    return max(1, min(size, largest))
+
+
+def gaussian_blur(
+    x: torch.Tensor, selected: torch.Tensor, sigma: torch.Tensor, kernel_size: int
+) -> torch.Tensor:
+    """Gaussian blur of the selected rows, each with its own sigma (CPU ``[N]``), reflect borders."""
+    if kernel_size < 3:
+        return x
+
+    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        s = sigma[rows].to(dtype=sub.dtype)[:, None].expand(-1, 2)
+        return gaussian_blur2d(sub, (kernel_size, kernel_size), s, border_type="reflect")
+
+    return on_rows(x, selected, op)
+
+
+def solarize(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Reflect the upper half of unit space: ``u >= 0.5 -> 1 - u`` (PIL's threshold 128 of 255)."""
+    return on_rows(x, selected, lambda sub, rows: torch.where(sub >= 0.5, 1.0 - sub, sub))

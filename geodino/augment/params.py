@@ -1,0 +1,220 @@
+"""Sampling of the random parameters of multi-crop views, on the CPU, from one ``torch.Generator``.
+
+Every random number the augmentation uses is drawn here, before any pixel is touched, so that:
+
+- a run is reproducible from the generator's seed alone (the global RNG is never used);
+- the number and order of draws depend only on the shapes asked for (never on the values drawn,
+  e.g. how many crop attempts were rejected), so parameters for a global batch of ``total``
+  samples can be drawn by every process and each process keeps its own rows;
+- the pixel work on the accelerator never waits for the host to decide something.
+
+Parameters are kept as CPU tensors with a leading ``[views, samples]`` shape.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+#: Aspect-ratio range of torchvision's ``RandomResizedCrop`` (width / height).
+DEFAULT_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+#: How many (area, ratio) proposals are tried before falling back to a centre crop, as in torchvision.
+CROP_ATTEMPTS = 10
+
+
+def sample_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = DEFAULT_RATIO,
+    *,
+    generator: torch.Generator,
+    attempts: int = CROP_ATTEMPTS,
+) -> torch.Tensor:
+    """Draw ``n`` RandomResizedCrop boxes for a ``height`` x ``width`` image.
+
+    Same distribution as torchvision's ``RandomResizedCrop.get_params``, vectorised over samples:
+    propose an area fraction ``~ U(scale)`` and an aspect ratio log-uniform in ``ratio``; the
+    first of ``attempts`` proposals whose rounded box fits inside the image wins and its position
+    is uniform; if none fits, take the largest centred box whose aspect ratio lies in ``ratio``.
+    All ``attempts`` proposals are drawn for every sample, so the generator advances by the same
+    amount whatever the outcome.
+
+    Returns:
+        ``int64`` tensor ``[n, 4]`` of ``(top, left, box_height, box_width)`` in pixels.
+    """
+    if n < 0 or height < 1 or width < 1:
+        raise ValueError(f"need n >= 0 and a non-empty image, got n={n}, {height}x{width}")
+    if not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"scale must satisfy 0 < low <= high, got {scale}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}")
+    f64 = torch.float64
+    area = float(height * width)
+    fraction = torch.empty(n, attempts, dtype=f64).uniform_(scale[0], scale[1], generator=generator)
+    log_ratio = torch.empty(n, attempts, dtype=f64).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    position = torch.rand(n, 2, dtype=f64, generator=generator)
+
+    aspect = torch.exp(log_ratio)
+    # torch.round rounds half to even, like the Python round() torchvision uses.
+    w = torch.round(torch.sqrt(area * fraction * aspect))
+    h = torch.round(torch.sqrt(area * fraction / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    # argmax returns the first maximum: the first proposal that fits.
+    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)
+    found = fits.any(dim=1)
+    h = h.gather(1, first).squeeze(1)
+    w = w.gather(1, first).squeeze(1)
+
+    # Fallback: the whole image, trimmed to the nearest allowed aspect ratio.
+    image_ratio = width / height
+    if image_ratio < ratio[0]:
+        fb_w, fb_h = width, int(round(width / ratio[0]))
+    elif image_ratio > ratio[1]:
+        fb_w, fb_h = int(round(height * ratio[1])), height
+    else:
+        fb_w, fb_h = width, height
+    h = torch.where(found, h, torch.full_like(h, fb_h))
+    w = torch.where(found, w, torch.full_like(w, fb_w))
+
+    # Uniform integer offsets in [0, H - h] and [0, W - w] (torch.randint's distribution);
+    # the fallback box is centred instead.
+    top = torch.floor(position[:, 0] * (height - h + 1)).clamp_max(height - h)
+    left = torch.floor(position[:, 1] * (width - w + 1)).clamp_max(width - w)
+    top = torch.where(found, top, torch.div(height - h, 2, rounding_mode="floor"))
+    left = torch.where(found, left, torch.div(width - w, 2, rounding_mode="floor"))
+    return torch.stack([top, left, h, w], dim=1).to(torch.int64)
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """How one kind of view is made: its crop and the probabilities / strengths of each op."""
+
+    size: int
+    scale: tuple[float, float]
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    ratio: tuple[float, float] = DEFAULT_RATIO
+
+    def __post_init__(self) -> None:
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} strength must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma}")
+        if self.size < 1:
+            raise ValueError(f"crop size must be >= 1, got {self.size}")
+
+
+#: Order of the colour-jitter factors in ``ViewParams.factors`` (and of the ops in ``order``).
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+@dataclass
+class ViewParams:
+    """Random parameters of a group of views, each field shaped ``[views, samples, ...]`` (CPU)."""
+
+    boxes: torch.Tensor  # int64 [V, N, 4]: top, left, height, width of the crop in the source
+    flip: torch.Tensor  # bool [V, N]: mirror left-right
+    jitter: torch.Tensor  # bool [V, N]: apply colour jitter
+    factors: torch.Tensor  # float64 [V, N, 4]: brightness, contrast, saturation, hue
+    order: torch.Tensor  # int64 [V, N, 4]: a permutation of JITTER_OPS, applied left to right
+    grayscale: torch.Tensor  # bool [V, N]
+    blur: torch.Tensor  # bool [V, N]
+    sigma: torch.Tensor  # float64 [V, N]: Gaussian blur standard deviation in output pixels
+    solarize: torch.Tensor  # bool [V, N]
+
+    @property
+    def num_views(self) -> int:
+        return self.flip.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self.flip.shape[1]
+
+    def flat(self, name: str) -> torch.Tensor:
+        """Field ``name`` with views and samples merged into one row axis, view-major: ``[V * N, ...]``."""
+        value = getattr(self, name)
+        return value.reshape(-1, *value.shape[2:])
+
+    def rows(self, start: int, stop: int) -> ViewParams:
+        """The parameters of samples ``[start, stop)`` of every view."""
+        return ViewParams(**{f.name: getattr(self, f.name)[:, start:stop] for f in fields(self)})
+
+    @staticmethod
+    def stack(views: list[ViewParams]) -> ViewParams:
+        """Concatenate groups along the view axis."""
+        return ViewParams(
+            **{f.name: torch.cat([getattr(v, f.name) for v in views], dim=0) for f in fields(ViewParams)}
+        )
+
+
+def sample_view_params(
+    recipe: ViewRecipe, n: int, height: int, width: int, *, generator: torch.Generator
+) -> ViewParams:
+    """Draw the parameters of one view for ``n`` samples (returned with a view axis of length 1).
+
+    Every field is drawn for every sample, even when its probability is 0 or 1, so that the
+    generator's position after this call depends only on ``n``.
+    """
+    f64 = torch.float64
+    boxes = sample_crop_boxes(n, height, width, recipe.scale, recipe.ratio, generator=generator)
+    flip = torch.rand(n, dtype=f64, generator=generator) < recipe.flip_p
+    jitter = torch.rand(n, dtype=f64, generator=generator) < recipe.jitter_p
+    # torchvision ColorJitter ranges: [max(0, 1 - s), 1 + s] for the blend factors, [-h, h] for hue.
+    low = torch.tensor(
+        [max(0.0, 1 - recipe.brightness), max(0.0, 1 - recipe.contrast), max(0.0, 1 - recipe.saturation), -recipe.hue],
+        dtype=f64,
+    )
+    high = torch.tensor(
+        [1 + recipe.brightness, 1 + recipe.contrast, 1 + recipe.saturation, recipe.hue], dtype=f64
+    )
+    factors = low + (high - low) * torch.rand(n, 4, dtype=f64, generator=generator)
+    # A uniformly random permutation per sample: the ranks of i.i.d. uniforms.
+    order = torch.argsort(torch.rand(n, 4, dtype=f64, generator=generator), dim=1)
+    grayscale = torch.rand(n, dtype=f64, generator=generator) < recipe.grayscale_p
+    blur = torch.rand(n, dtype=f64, generator=generator) < recipe.blur_p
+    lo, hi = recipe.blur_sigma
+    sigma = lo + (hi - lo) * torch.rand(n, dtype=f64, generator=generator)
+    solarize = torch.rand(n, dtype=f64, generator=generator) < recipe.solarize_p
+    return ViewParams(
+        boxes=boxes[None],
+        flip=flip[None],
+        jitter=jitter[None],
+        factors=factors[None],
+        order=order[None],
+        grayscale=grayscale[None],
+        blur=blur[None],
+        sigma=sigma[None],
+        solarize=solarize[None],
+    )
+
+
+def sample_group_params(
+    recipes: list[ViewRecipe], n: int, height: int, width: int, *, generator: torch.Generator
+) -> ViewParams:
+    """Draw the parameters of several views of the same output size, view after view."""
+    if len({r.size for r in recipes}) > 1:
+        raise ValueError("views grouped together must share one output size")
+    return ViewParams.stack(
+        [sample_view_params(r, n, height, width, generator=generator) for r in recipes]
+    )

@@ -1,0 +1,73 @@
+"""Per-sample intensity ops (geodino/augment/intensity.py)."""
+
+from __future__ import annotations
+
+import torch
+from kornia.enhance import adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction
+
+from geodino.augment import intensity
+
+
+def test_rgb_jitter_follows_each_rows_own_order() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    factors = torch.tensor([[1.4, 0.6, 1.0, 0.0], [1.4, 0.6, 1.0, 0.0]], dtype=torch.float64)
+    # Row 0: brightness then contrast; row 1: contrast then brightness.
+    order = torch.tensor([[0, 1, 2, 3], [1, 0, 2, 3]])
+    out = intensity.rgb_color_jitter(x.clone(), torch.tensor([True, True]), factors, order)
+    b = torch.tensor([1.4])
+    c = torch.tensor([0.6])
+    first = adjust_contrast_with_mean_subtraction(adjust_brightness_accumulative(x[:1], b), c)
+    second = adjust_brightness_accumulative(adjust_contrast_with_mean_subtraction(x[1:], c), b)
+    torch.testing.assert_close(out[:1], first)
+    torch.testing.assert_close(out[1:], second)
+    # Clamping after brightness makes the order matter on these images.
+    other = adjust_brightness_accumulative(adjust_contrast_with_mean_subtraction(x[:1], c), b)
+    assert not torch.allclose(first, other)
+
+
+def test_rgb_jitter_skips_rows_not_selected_and_stays_in_unit_range() -> None:
+    x = torch.rand(4, 3, 8, 8)
+    factors = torch.tensor([[1.4, 1.4, 1.2, 0.1]] * 4, dtype=torch.float64)
+    order = torch.arange(4).expand(4, 4)
+    out = intensity.rgb_color_jitter(x.clone(), torch.tensor([True, False, True, False]), factors, order)
+    assert torch.equal(out[1], x[1]) and torch.equal(out[3], x[3])
+    assert not torch.allclose(out[0], x[0])
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_multispectral_jitter_one_factor_for_all_bands() -> None:
+    u = torch.rand(2, 14, 6, 6) * 3 - 1  # unit space is not clipped: values outside [0, 1] are fine
+    factors = torch.tensor([[1.3, 0.7, 1.0, 0.0], [0.8, 1.2, 1.0, 0.0]], dtype=torch.float64)
+    out = intensity.multispectral_jitter(u.clone(), torch.tensor([True, True]), factors)
+    for i, (b, c) in enumerate([(1.3, 0.7), (0.8, 1.2)]):
+        mean = u[i].mean()
+        torch.testing.assert_close(out[i], b * (c * u[i] + (1 - c) * mean))
+
+
+def test_blur_keeps_constant_images_and_unselected_rows() -> None:
+    x = torch.rand(3, 2, 16, 16)
+    x[0] = 0.25
+    sigma = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    out = intensity.gaussian_blur(x.clone(), torch.tensor([True, True, False]), sigma, 13)
+    torch.testing.assert_close(out[0], x[0])
+    assert torch.equal(out[2], x[2])
+    assert out[1].std() < x[1].std()  # smoothing lowers the pixel-to-pixel variation
+    assert intensity.blur_kernel_size(2.0, 224) == 13
+    assert intensity.blur_kernel_size(2.0, 8) == 7
+
+
+def test_grayscales_and_solarize() -> None:
+    x = torch.rand(2, 3, 4, 4)
+    g = intensity.rgb_grayscale(x.clone(), torch.tensor([True, False]))
+    luma = 0.299 * x[0, 0] + 0.587 * x[0, 1] + 0.114 * x[0, 2]
+    for ch in range(3):
+        torch.testing.assert_close(g[0, ch], luma)
+    assert torch.equal(g[1], x[1])
+    m = torch.randn(1, 5, 4, 4)
+    torch.testing.assert_close(
+        intensity.band_mean_grayscale(m.clone(), torch.tensor([True])), m.mean(1, keepdim=True).expand_as(m)
+    )
+    s = intensity.solarize(x.clone(), torch.tensor([True, False]))
+    torch.testing.assert_close(s[0], torch.where(x[0] >= 0.5, 1 - x[0], x[0]))
+    assert torch.equal(s[1], x[1])
