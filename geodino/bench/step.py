@@ -66,11 +66,9 @@ def _measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = _config(args)
     total = args.warmup + args.steps
     if kind == "geodino":
-        from accelerate import Accelerator
+        from geodino.engine.pretrain import DINOStep, make_accelerator
 
-        from geodino.engine.pretrain import DINOStep
-
-        acc = Accelerator(mixed_precision=args.precision)
+        acc = make_accelerator(args.precision)
         step_fn, device = DINOStep(cfg, args.in_chans, total, acc), acc.device
     else:
         from geodino.bench.reference_step import ReferenceStyleStep

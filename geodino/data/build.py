@@ -55,8 +55,11 @@ class PretrainData:
 def _map_style(dataset: Dataset, cfg: Config, rank: int, world: int) -> Callable[[int, int], Iterator]:
     def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
         sampler = EpochBatches(len(dataset), cfg.data.batch_size, rank, world, cfg.run.seed, epoch, start_step)
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which
+        # would shift the stochastic-depth draws of a run resumed mid-epoch.
+        generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                            persistent_workers=False, pin_memory=torch.cuda.is_available())
+                            pin_memory=torch.cuda.is_available(), generator=generator)
         yield from loader
 
     return batches

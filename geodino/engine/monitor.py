@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from geodino.utils import write_text_atomic
+
 log = logging.getLogger("geodino")
 
 # Thresholds on the normalised signals (fractions of ln K); see collapse_signals.
@@ -57,9 +59,8 @@ class MetricsLog:
         """Drop records beyond ``step`` (written after the checkpoint a resumed run starts from)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [json.dumps(r) for r in self.read() if r.get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -68,4 +69,10 @@ class MetricsLog:
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a killed process
+                continue
+        return records

@@ -32,10 +32,11 @@ def build_optimizer(model: nn.Module, betas: Iterable[float] = (0.9, 0.999)) -> 
 
 
 def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    # Plain floats: numpy scalars in the optimizer state would stop weights-only checkpoint loading.
     for i, group in enumerate(optimizer.param_groups):
-        group["lr"] = lr
+        group["lr"] = float(lr)
         if i == 0:  # only the decayed group follows the weight-decay schedule
-            group["weight_decay"] = weight_decay
+            group["weight_decay"] = float(weight_decay)
 
 
 def _grads(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:

@@ -39,6 +39,13 @@ log = logging.getLogger("geodino")
 RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "eval.", "data.num_workers")
 
 
+def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
+    """An Accelerator for this machine. Without a GPU it is told so explicitly (``cpu=True``):
+    only then does Accelerate turn a ``torchrun`` launch into a multi-process gloo group."""
+    has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    return Accelerator(mixed_precision=precision, cpu=not has_gpu, **kwargs)
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stops and the last good checkpoint is left as it was."""
 
@@ -97,8 +104,11 @@ class DINOStep:
             signals = collapse_signals(self.objectives["dino"].teacher_probabilities(teacher_out, teacher_temp))
         losses = {name: obj(student_out, teacher_out, teacher_temp) for name, obj in self.objectives.items()}
         loss = sum(self.weights[name] * value for name, value in losses.items())
-        if not math.isfinite(acc.reduce(loss.detach(), reduction="mean").item()):
-            raise NonFiniteLossError(step, {n: v.item() for n, v in losses.items()})
+        # One all-reduce gives the global-batch means to log and stops every process together.
+        reduced = acc.reduce(torch.stack([loss, *losses.values()]).detach().float(), reduction="mean").tolist()
+        values = dict(zip(["loss", *(f"loss_{n}" for n in losses)], reduced))
+        if not all(math.isfinite(v) for v in reduced):
+            raise NonFiniteLossError(step, values)
 
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
@@ -110,7 +120,6 @@ class DINOStep:
             drop_last_layer_gradients(self.student)
         self.optimizer.step()
         ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
-        values = {"loss": loss.item(), **{f"loss_{n}": v.item() for n, v in losses.items()}}
         return StepResult(values, signals)
 
 
@@ -118,9 +127,8 @@ class Pretrainer:
     def __init__(self, cfg: Config, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
         self.out_dir = Path(cfg.run.out_dir)
-        trackers = _available_trackers()
-        self.accelerator = acc = accelerator or Accelerator(
-            mixed_precision=cfg.train.precision, log_with=trackers or None, project_dir=str(self.out_dir)
+        self.accelerator = acc = accelerator or make_accelerator(
+            cfg.train.precision, log_with=_available_trackers() or None, project_dir=str(self.out_dir)
         )
         self.rank, self.world = acc.process_index, acc.num_processes
         self.data = build_pretrain_data(cfg, self.rank, self.world)

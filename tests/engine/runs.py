@@ -1,0 +1,56 @@
+"""Helpers for tests that run ``geodino pretrain`` for real, in-process or as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+# A tiny but complete recipe: ViT with 2 blocks, 32-px synthetic scenes, 2 local crops.
+TINY = [
+    "model.arch=vit_tiny_patch16_224", "model.depth=2", "model.patch_size=8",
+    "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32",
+    "data.image_size=32", "data.num_samples=64", "data.batch_size=16", "augment.global_size=32",
+    "augment.local_size=16", "augment.n_local=2", "optim.epochs=2", "optim.warmup_epochs=1",
+    "optim.lr=0.005", "train.log_every=1", "train.progress=false", "eval.knn=false",
+]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["OMP_NUM_THREADS"] = "1"  # two processes on two cores
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return e
+
+
+def pretrain_cmd(out_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
+    args = ["-m", "geodino", "pretrain", f"run.out_dir={out_dir}", *TINY, *overrides]
+    if nproc == 1:
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_port", str(29500 + os.getpid() % 1000), *args]
+
+
+def run_pretrain(out_dir: Path, *overrides: str, nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(pretrain_cmd(out_dir, *overrides, nproc=nproc), env=env(), capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def losses(out_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def teacher(out_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out_dir / "checkpoint.pt", weights_only=True)["teacher"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=lambda m, k=key: f"{k}: {m}")
