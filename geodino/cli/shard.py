@@ -1,0 +1,153 @@
+"""``geodino shard``: convert an Earth-observation dataset into webdataset shards.
+
+One sub-command per source (``bigearthnet``, ``ssl4eo-s12``, ``imagefolder``), each a thin layer
+over its reader in :mod:`geodino.data.sources` and :func:`geodino.data.shards.writer.write_shards`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder for shards, index.json, card.yaml, rejects.jsonl")
+    parser.add_argument("--shard-size", type=int, default=256, help="samples per shard (default: 256)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="reader processes (default: min(4, CPUs))")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first bad patch (naming the file) instead of logging it to rejects.jsonl")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the (deterministic) patch-to-shard assignment")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "shard", help="convert a dataset into webdataset shards",
+        description="Convert a dataset into webdataset shards (<out>/<split>-000000.tar ...) with an "
+                    "index.json, the dataset card, rejects.jsonl and summary.json. Re-running skips "
+                    "finished shards.")
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    ben = sources.add_parser(
+        "bigearthnet", help="BigEarthNet v1 (S2 + S1) or v2 (reBEN)",
+        description="BigEarthNet → 14-band samples (S2 B01..B12 without B10, then S1 VH, VV) on the 120×120 "
+                    "10 m grid, with 19- and 43-class labels (and v2 reference-map masks).")
+    ben.add_argument("--s2-root", required=True, help="v1: BigEarthNet-v1.0/; v2: BigEarthNet-S2/")
+    ben.add_argument("--s1-root", required=True, help="v1: BigEarthNet-S1-v1.0/; v2: BigEarthNet-S1/")
+    ben.add_argument("--version", type=int, choices=[1, 2], default=1)
+    ben.add_argument("--split-csv", nargs="+", default=[], metavar="FILE",
+                     help="v1: s2_name,s1_name CSVs; the split is the file stem (default: pair every S1 patch "
+                          "through its JSON into split 'all')")
+    ben.add_argument("--metadata", help="v2: metadata.parquet (default: beside --s2-root)")
+    ben.add_argument("--reference-maps", help="v2: Reference_Maps/ folder (adds mask.npy and corine.npy)")
+    ben.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
+                     help="CSV/text files whose first column lists S2 patches to leave out "
+                          "(e.g. the seasonal-snow and cloud/shadow lists)")
+    _common(ben)
+
+    ssl = sources.add_parser(
+        "ssl4eo-s12", help="SSL4EO-S12 (S2 L1C or L2A + S1)",
+        description="SSL4EO-S12 → one sample per (location, season): S2 bands then S1 VH, VV on the 264×264 grid.")
+    ssl.add_argument("--root", required=True, help="folder holding s1/ and s2a/ or s2c/")
+    ssl.add_argument("--product", choices=["l2a", "l1c"], default="l2a", help="S2 product (default: l2a)")
+    _common(ssl)
+
+    img = sources.add_parser(
+        "imagefolder", help="RGB class folders (ImageNet layout)",
+        description="root/<class>/<image> → shards of the original JPEG bytes and class indices.")
+    img.add_argument("--root", required=True)
+    img.add_argument("--split", default="train", help="split name of these images (default: train)")
+    _common(img)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    runners = {"bigearthnet": run_bigearthnet, "ssl4eo-s12": run_ssl4eo, "imagefolder": run_imagefolder}
+    return runners[args.source](args)
+
+
+def _write(args: argparse.Namespace, items: list, read: Any, card: Any, rejects: list, source: dict) -> int:
+    from geodino.cli import CommandError
+    from geodino.data.shards.writer import write_shards
+    from geodino.data.sources import PatchError
+
+    if not items and not rejects:
+        raise CommandError("nothing to convert: no patches found")
+    try:
+        summary = write_shards(args.out, items, read, card, shard_size=args.shard_size, workers=args.workers,
+                               strict=args.strict, seed=args.seed, listing_rejects=rejects, source=source,
+                               progress=not args.no_progress)
+    except PatchError as err:
+        raise CommandError(f"--strict: {err}") from None
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    splits = sorted(set(summary["written"]) | set(summary["rejected"]))
+    lines = [f"{split:>8}: {summary['written'].get(split, 0)} written, {summary['rejected'].get(split, 0)} rejected"
+             for split in splits]
+    shards = summary["shards"]
+    lines.append(f"shards: {shards['written']} written, {shards['skipped']} already done, {shards['total']} in all; "
+                 f"{summary['patches_per_s']} patches/s")
+    if any(summary["rejected"].values()):
+        lines.append(f"rejected patches and reasons: {summary['out']}/rejects.jsonl")
+    lines.append(f"summary: {summary['out']}/summary.json")
+    return "\n".join(lines)
+
+
+def _excluded(files: list[str]) -> set[str]:
+    import csv
+
+    names: set[str] = set()
+    for path in files:
+        with open(path, newline="") as f:
+            names.update(row[0].strip() for row in csv.reader(f) if row and row[0].strip())
+    return names
+
+
+def run_bigearthnet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from geodino.data.card import DatasetCard
+    from geodino.data.sources import bigearthnet as ben
+
+    if args.version == 1:
+        items, rejects = ben.list_v1(args.s2_root, args.s1_root, args.split_csv)
+    else:
+        metadata = args.metadata or Path(args.s2_root).parent / "metadata.parquet"
+        if not Path(metadata).is_file():
+            raise FileNotFoundError(f"v2 needs metadata.parquet (--metadata); not found at {metadata}")
+        items, rejects = ben.list_v2(args.s2_root, args.s1_root, metadata, args.reference_maps)
+    excluded = _excluded(args.exclude)
+    if excluded:
+        items = [p for p in items if p.key not in excluded]
+    source = {"kind": "bigearthnet", "version": args.version, "s2_root": str(args.s2_root),
+              "s1_root": str(args.s1_root), "split_csvs": [str(p) for p in args.split_csv],
+              "excluded_lists": [str(p) for p in args.exclude]}
+    card = DatasetCard.load(f"bigearthnet-v{args.version}")
+    return _write(args, items, ben.read_patch, card, rejects, source)
+
+
+def run_ssl4eo(args: argparse.Namespace) -> int:
+    from geodino.data.card import DatasetCard
+    from geodino.data.sources import ssl4eo
+
+    items, rejects = ssl4eo.list_samples(args.root, args.product)
+    card = DatasetCard.load(f"ssl4eo-s12-{args.product}")
+    return _write(args, items, ssl4eo.read_sample, card, rejects,
+                  {"kind": "ssl4eo-s12", "product": args.product, "root": str(args.root)})
+
+
+def run_imagefolder(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from geodino.data.card import DatasetCard
+    from geodino.data.sources import imagefolder
+
+    items, classes = imagefolder.list_images(args.root, args.split)
+    card = dataclasses.replace(DatasetCard.load("imagenet"), classes=classes)
+    return _write(args, items, imagefolder.read_item, card, [],
+                  {"kind": "imagefolder", "root": str(args.root), "split": args.split})

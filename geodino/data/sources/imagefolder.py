@@ -1,0 +1,112 @@
+"""RGB images in ImageNet-style class folders (``root/<class>/<image>``): listing, shard items and a
+map-style dataset.
+
+Shards keep each JPEG's original bytes (re-encoding would lose quality and time); the few files
+that are not JPEG (ImageNet has some PNG and CMYK files behind ``.JPEG`` names) are converted to RGB
+JPEG once, flagged ``reencoded`` in ``meta.json``. :func:`load_rgb` is the one decode used both by
+:class:`ImageFolderDataset` and when streaming ``image.jpg`` from shards: RGB, shorter side
+resized to ``size`` (bicubic, antialiased), centre crop, float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geodino.data.shards.format import SampleParts
+from geodino.data.sources import PatchError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass
+class ImageItem:
+    key: str
+    split: str
+    path: str
+    label: int
+    class_name: str
+
+
+def find_classes(root: str | Path) -> list[str]:
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"no class folders under {root} (expected root/<class>/<image>)")
+    return classes
+
+
+def list_images(root: str | Path, split: str = "train") -> tuple[list[ImageItem], list[str]]:
+    """Every image under ``root/<class>/`` (recursively) and the sorted class names."""
+    root = Path(root)
+    classes = find_classes(root)
+    items = []
+    for label, name in enumerate(classes):
+        for dirpath, _, files in os.walk(root / name):
+            for file in sorted(files):
+                if file.lower().endswith(IMAGE_SUFFIXES):
+                    path = Path(dirpath) / file
+                    rel = path.relative_to(root).with_suffix("")
+                    # Keys may not contain '.' or '/' (webdataset splits member names at the first dot).
+                    key = re.sub(r"[./]", "_", rel.as_posix())
+                    items.append(ImageItem(key, split, str(path), label, name))
+    return items, classes
+
+
+def read_item(item: ImageItem) -> SampleParts:
+    """Original JPEG bytes (or a one-off JPEG of another format), checked to decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = Path(item.path).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # a truncated or corrupt file fails here, not during training
+            reencoded = not (data.startswith(JPEG_MAGIC) and img.mode in ("RGB", "L"))
+            if reencoded:
+                buf = io.BytesIO()
+                img.convert("RGB").save(buf, format="JPEG", quality=95)
+                data = buf.getvalue()
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise PatchError(item.key, item.path, f"unreadable image: {err}") from None
+    meta: dict[str, Any] = {"source": "imagefolder", "bands": ["R", "G", "B"], "path": item.path,
+                            "class": item.class_name, "split": item.split, "reencoded": reencoded}
+    return SampleParts(key=item.key, image=data, meta=meta, label=item.label)
+
+
+def load_rgb(source: bytes | str | Path, size: int):
+    """Decode an image to a float32 tensor [3, size, size] in [0, 1] (resize shorter side, centre crop)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset:
+    """Map-style dataset over class folders: ``{"image": float32 [3,S,S] in [0,1], "label": int}``."""
+
+    def __init__(self, root: str | Path, image_size: int = 256) -> None:
+        self.items, self.classes = list_images(root)
+        if not self.items:
+            raise FileNotFoundError(f"no images under {root}")
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        return {"image": load_rgb(item.path, self.image_size), "label": item.label}

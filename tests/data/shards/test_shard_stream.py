@@ -1,0 +1,83 @@
+"""Streaming shards for training: batches, splitting by rank/worker, epochs, and no DDP hang."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from geodino.data.shards.format import expand_shards, iter_samples
+from geodino.data.shards.stream import count_samples, make_shard_loader
+
+HERE = Path(__file__).resolve().parent
+
+
+def _keys(batches) -> list[str]:
+    return [k for b in batches for k in b["key"]]
+
+
+def test_batches_hold_raw_images_and_labels(ben_v1_shards) -> None:
+    # No shuffle buffer: one epoch is then exactly one pass over the shards.
+    loader = make_shard_loader(ben_v1_shards, batch_size=2, num_workers=0, split="all", shuffle_buffer=1)
+    assert count_samples(ben_v1_shards, "all") == 4 and len(loader) == 2
+    batches = list(loader)
+    assert len(batches) == 2
+    batch = batches[0]
+    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (2, 14, 120, 120)
+    assert batch["labels19"].shape == (2, 19) and batch["labels43"].shape == (2, 43)
+    assert sorted(_keys(batches)) == sorted(s["key"] for s in iter_samples(expand_shards(ben_v1_shards)))
+    sar = batch["image"][:, 12:]
+    assert (sar < 0).float().mean() > 0.99 and not torch.equal(sar, sar.round())
+
+
+def test_folder_defaults_to_train_split(ben_v1_shards) -> None:
+    assert count_samples(ben_v1_shards) == 2
+    loader = make_shard_loader(ben_v1_shards, batch_size=1, num_workers=0, shuffle_buffer=1)
+    train = {s["key"] for s in iter_samples(expand_shards(ben_v1_shards, "train"))}
+    assert set(_keys(loader)) == train
+
+
+def test_exact_split_by_rank_and_worker(ben_v1_shards) -> None:
+    shards = expand_shards(ben_v1_shards)  # 4 shards of one sample each
+    loader = make_shard_loader(shards, batch_size=1, num_workers=2, rank=1, world_size=2, steps_per_epoch=6,
+                               resample=False, shuffle_buffer=1)
+    own = {s["key"] for s in iter_samples(shards[1::2])}
+    keys = _keys(loader)
+    assert len(keys) == 6 and set(keys) == own
+    with pytest.raises(ValueError, match="cannot be split"):
+        make_shard_loader(shards, batch_size=1, num_workers=3, world_size=2, resample=False)
+
+
+def test_epochs_reshuffle_and_set_epoch_replays(ben_v1_shards) -> None:
+    loader = make_shard_loader(ben_v1_shards, batch_size=1, num_workers=0, split="all", shuffle_buffer=3,
+                               steps_per_epoch=12, resample=True)
+    first, second = _keys(loader), _keys(loader)
+    assert first != second
+    loader.set_epoch(0)
+    assert _keys(loader) == first
+
+
+def test_image_size_resizes_arrays(ben_v1_shards) -> None:
+    loader = make_shard_loader(ben_v1_shards, batch_size=2, num_workers=0, image_size=64, steps_per_epoch=1)
+    assert next(iter(loader))["image"].shape == (2, 14, 64, 64)
+
+
+def test_two_ranks_fewer_shards_than_streams_do_not_hang(ben_v1_shards) -> None:
+    """2 ranks x 2 workers over the 2 train shards: resampled, same number of batches everywhere."""
+    from conftest import subprocess_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run([sys.executable, str(HERE / "stream_ddp_run.py"), str(ben_v1_shards), str(port), "3"],
+                         capture_output=True, text=True, timeout=150, env=subprocess_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [r["counts"] for r in ranks] == [[3, 3], [3, 3]]
+    assert all(len(b) == 2 for r in ranks for b in r["keys"])
+    assert ranks[0]["keys"] != ranks[1]["keys"]  # seeded per rank

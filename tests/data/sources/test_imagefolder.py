@@ -1,0 +1,45 @@
+"""ImageNet-style class folders: listing, the map-style dataset and the shared decode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geodino.data.sources import PatchError
+from geodino.data.sources import imagefolder
+
+
+def test_listing_and_keys(image_folder) -> None:
+    items, classes = imagefolder.list_images(image_folder)
+    assert classes == ["n01440764", "n01443537"]
+    assert len(items) == 6 and [i.label for i in items].count(1) == 3
+    assert all("." not in i.key and "/" not in i.key for i in items)
+
+
+def test_jpeg_bytes_are_kept_and_other_formats_converted(image_folder) -> None:
+    items, _ = imagefolder.list_images(image_folder)
+    jpeg = next(i for i in items if i.path.endswith(".JPEG"))
+    parts = imagefolder.read_item(jpeg)
+    assert parts.image == Path(jpeg.path).read_bytes() and not parts.meta["reencoded"]
+    png = next(i for i in items if i.path.endswith(".png"))
+    parts = imagefolder.read_item(png)
+    assert parts.image.startswith(imagefolder.JPEG_MAGIC) and parts.meta["reencoded"]
+
+
+def test_corrupt_image_is_rejected(image_folder) -> None:
+    root = image_folder
+    (root / "n01440764" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    items, _ = imagefolder.list_images(root)
+    with pytest.raises(PatchError, match="broken.jpg"):
+        imagefolder.read_item(next(i for i in items if "broken" in i.key))
+
+
+def test_dataset_resizes_shorter_side_and_centre_crops(image_folder) -> None:
+    ds = imagefolder.ImageFolderDataset(image_folder, image_size=32)
+    sample = ds[0]
+    assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype.is_floating_point
+    assert 0.0 <= sample["image"].min() and sample["image"].max() <= 1.0 and sample["label"] == 0
+    # The same decode from bytes (as when streaming image.jpg from shards).
+    from_bytes = imagefolder.load_rgb(Path(ds.items[0].path).read_bytes(), 32)
+    assert (from_bytes == sample["image"]).all()
