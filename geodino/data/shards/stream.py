@@ -241,3 +241,40 @@ def make_shard_loader(
                            rank=rank, world_size=world_size, num_workers=num_workers, resample=resample,
                            image_size=image_size)
     return ShardLoader(stream, steps_per_epoch, num_workers, pin_memory)
+
+
+def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
+    """The pretraining data of a ``data.source: shards`` recipe (see ``geodino.data.build``).
+
+    ``data.root`` is a shard folder (its train split), pattern or list; the epoch is
+    ``data.samples_per_epoch`` (default: the index's count) divided by the global batch. The card
+    is ``data.card`` or the ``card.yaml`` beside the shards. RGB shards (JPEG) are decoded at
+    ``data.image_size``; multispectral arrays are delivered at their stored size.
+    """
+    from geodino.data.build import PretrainData
+    from geodino.data.card import DatasetCard
+    from geodino.data.shards.format import CARD_FILE
+
+    d = cfg.data
+    paths = training_shards(d.root)
+    card = DatasetCard.load(d.card or shard_folder(paths) / CARD_FILE)
+    samples = d.samples_per_epoch or count_samples(paths)
+    steps = samples // (d.batch_size * world_size)
+    if steps == 0:
+        raise ValueError(f"data: {samples} samples per epoch are fewer than one global batch "
+                         f"({d.batch_size} × {world_size} processes)")
+    image_size = d.image_size if set(card.modalities) == {"rgb"} else None
+    loader = make_shard_loader(paths, batch_size=d.batch_size, num_workers=d.num_workers,
+                               shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, rank=rank,
+                               world_size=world_size, steps_per_epoch=steps, image_size=image_size,
+                               pin_memory=torch.cuda.is_available())
+
+    def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
+        # A stream cannot seek: an epoch resumed at start_step gets the remaining number of
+        # batches from a stream seeded by the epoch, not the exact batches it missed.
+        loader.set_epoch(epoch)
+        epoch_batches = iter(loader)
+        for _ in range(steps - start_step):
+            yield next(epoch_batches)
+
+    return PretrainData(card=card, steps_per_epoch=steps, batches=batches)

@@ -81,3 +81,15 @@ def test_two_ranks_fewer_shards_than_streams_do_not_hang(ben_v1_shards) -> None:
     assert [r["counts"] for r in ranks] == [[3, 3], [3, 3]]
     assert all(len(b) == 2 for r in ranks for b in r["keys"])
     assert ranks[0]["keys"] != ranks[1]["keys"]  # seeded per rank
+
+
+def test_pretrain_data_from_a_recipe(ben_v1_shards) -> None:
+    from geodino.config.load import load_config
+    from geodino.data.build import build_pretrain_data
+
+    cfg = load_config(None, ["data.source=shards", f"data.root={ben_v1_shards}", "data.batch_size=1",
+                             "data.shuffle_buffer=2"])
+    data = build_pretrain_data(cfg, rank=0, world_size=1)
+    assert data.card.name == "bigearthnet-v1" and data.steps_per_epoch == 2  # the 2 train samples
+    assert [b["image"].shape for b in data.batches(0, 0)] == [(1, 14, 120, 120)] * 2
+    assert len(list(data.batches(1, 1))) == 1  # resumed mid-epoch: the remaining steps
