@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import CARD_FILE, expand_shards, iter_samples, shard_folder
+from geodino.data.shards.format import CARD_FILE, expand_shards, image_array, iter_samples, shard_folder
 from geodino.data.stats import BandMoments
 from geodino.utils import atomic_path
 
@@ -27,14 +27,6 @@ def _class_names(urls: list[str]) -> dict[str, list[str]]:
     card = DatasetCard.load(path)
     return {"labels19": list(card.classes), "label": list(card.classes),
             "labels43": list(card.extra.get("classes43", []))}
-
-
-def _image_array(image: np.ndarray | bytes) -> np.ndarray:
-    if isinstance(image, (bytes, bytearray)):
-        from geodino.data.sources.imagefolder import load_rgb
-
-        return load_rgb(image, 224).numpy()
-    return image
 
 
 def inspect_shards(
@@ -63,7 +55,7 @@ def inspect_shards(
         bands = meta.get("bands", bands)
         splits[meta.get("split", "?")] += 1
         dtype = "jpeg" if isinstance(sample["image"], (bytes, bytearray)) else str(sample["image"].dtype)
-        array = _image_array(sample["image"]).astype(np.float64)
+        array = image_array(sample["image"]).astype(np.float64)
         shapes[tuple(array.shape)] += 1
         moments.update(array)
         lo, hi = array.min(axis=(1, 2)), array.max(axis=(1, 2))
@@ -92,7 +84,7 @@ def inspect_shards(
         "splits": dict(sorted(splits.items())),
         "bands": bands,
         "shape": list(shapes.most_common(1)[0][0]) if len(shapes) == 1 else None,
-        "shapes": {"x".join(map(str, s)): c for s, c in shapes.items()},
+        "shapes": {"x".join(map(str, s)): c for s, c in shapes.most_common(10)},  # photos vary
         "dtype": dtype,
         "band_stats": {b: {"min": float(low[i]), "mean": float(moments.mean[i]), "max": float(high[i])}
                        for i, b in enumerate(bands or [str(i) for i in range(len(low))])},
@@ -134,7 +126,7 @@ def composites(sample: dict[str, Any]) -> dict[str, np.ndarray]:
     """The pictures of one sample by name (``optical``, ``sar`` or ``rgb``), [H,W,3] in [0,1]."""
     image = sample["image"]
     if isinstance(image, (bytes, bytearray)):
-        return {"rgb": _image_array(image).transpose(1, 2, 0)}
+        return {"rgb": image_array(image).transpose(1, 2, 0)}
     bands = sample["meta"].get("bands", [])
     out = {}
     if {"B04", "B03", "B02"} <= set(bands):

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import CARD_FILE, expand_shards, iter_samples, shard_folder
+from geodino.data.shards.format import CARD_FILE, expand_shards, image_array, iter_samples, shard_folder
 
 
 @dataclass
@@ -72,18 +72,6 @@ class BandStatistics:
                 "pixels_per_band": self.pixels_per_band, "shards": len(self.shards)}
 
 
-def _as_array(sample: dict[str, Any]) -> np.ndarray:
-    image = sample["image"]
-    if isinstance(image, (bytes, bytearray)):
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(image)) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return image
-
-
 def compute_band_statistics(
     urls: str | Sequence[str], *, batch_size: int = 64, max_samples: int | None = None, progress: bool = True
 ) -> BandStatistics:
@@ -113,7 +101,7 @@ def compute_band_statistics(
             bands = sample_bands
         elif sample_bands != bands:
             raise ValueError(f"sample {sample['key']} has bands {sample_bands}, earlier samples {bands}")
-        batch.append(_as_array(sample))
+        batch.append(image_array(sample["image"]))
         samples += 1
         if len(batch) == batch_size:
             flush()

@@ -35,3 +35,16 @@ def test_text_report_and_default_preview(ben_v1_shards, capsys) -> None:
     text = capsys.readouterr().out
     assert "samples: 2" in text and "labels19_frequency:" in text and "VH" in text
     assert (ben_v1_shards / "preview.png").is_file()
+
+
+def test_rgb_shards(image_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "shards"
+    assert main(["shard", "imagefolder", "--root", str(image_folder), "--out", str(out), "--workers", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dtype"] == "jpeg" and report["bands"] == ["R", "G", "B"]
+    assert report["label_frequency"] == {"n01440764": 3, "n01443537": 3}
+    assert all(0.0 <= s["min"] and s["max"] <= 1.0 for s in report["band_stats"].values())
+    assert (out / "preview.png").is_file()

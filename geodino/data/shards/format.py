@@ -129,6 +129,17 @@ def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def image_array(image: np.ndarray | bytes) -> np.ndarray:
+    """A decoded sample's image as an array [C,H,W]: arrays as stored, JPEG bytes as float32 RGB in
+    [0, 1] at their stored size (for measuring and looking; training resizes with ``load_rgb``)."""
+    if not isinstance(image, (bytes, bytearray)):
+        return image
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
 # -- locating shards ------------------------------------------------------------------------------
 def read_index(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(folder) / INDEX_FILE

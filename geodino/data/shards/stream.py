@@ -22,6 +22,7 @@ when the shards hold them.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from typing import Any, Iterator, Sequence
 
@@ -30,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from geodino.data.shards.format import decode_sample, read_index, shard_folder, training_shards
+from geodino.data.sources.imagefolder import load_rgb
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("labels19", "labels43", "label", "mask")
@@ -41,7 +43,7 @@ def count_samples(urls: str | Sequence[str], split: str | None = None) -> int:
     paths = training_shards(urls, split)
     by_folder: dict[str, list[str]] = {}
     for p in paths:
-        by_folder.setdefault(str(shard_folder([p])), []).append(p.rsplit("/", 1)[-1])
+        by_folder.setdefault(os.path.dirname(p) or ".", []).append(os.path.basename(p))
     total = 0
     for folder, names in by_folder.items():
         index = read_index(folder)
@@ -70,8 +72,6 @@ def _resize(image, size: int):
 
 def to_tensors(sample: dict[str, Any], image_size: int | None) -> dict[str, Any]:
     """A decoded shard sample as tensors; JPEGs go through the same decode as ImageFolderDataset."""
-    from geodino.data.sources.imagefolder import load_rgb
-
     image = sample["image"]
     if isinstance(image, (bytes, bytearray)):
         tensor = load_rgb(image, image_size or 256)

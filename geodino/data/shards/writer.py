@@ -3,8 +3,9 @@
 The assignment of items to shards is a pure function of the item keys, ``shard_size`` and
 ``seed`` (per split: sort the keys, shuffle them with a seeded RNG so that a shard mixes tiles or
 classes, cut into chunks). A shard is written to a temporary file and renamed when complete, and
-``index.json`` is rewritten after every shard; a re-run therefore skips every shard whose tar
-exists and whose planned key list is unchanged, and rewrites the others byte for byte.
+``index.json`` records finished shards as the run goes; a re-run therefore skips every recorded
+shard whose tar exists and whose planned key list is unchanged, and rewrites the others byte for
+byte.
 
 Items are read (and encoded) in worker processes; the main process only appends bytes to tars.
 An item that fails with :class:`~geodino.data.sources.PatchError` is skipped and logged to
@@ -13,7 +14,9 @@ An item that fails with :class:`~geodino.data.sources.PatchError` is skipped and
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import hashlib
 import json
 import multiprocessing
@@ -40,6 +43,7 @@ from geodino.data.sources import PatchError
 from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
 
 INDEX_FORMAT = "geodino-shards/1"
+INDEX_SAVE_EVERY_S = 10.0
 
 
 class Item(Protocol):
@@ -93,13 +97,22 @@ def _init_worker() -> None:
 
 
 def _results(read: Callable, items: list[Any], workers: int) -> Iterator[list[tuple[str, bytes]] | PatchError]:
+    """Encoded samples (or rejects) in item order."""
     task = functools.partial(_read_encoded, read)
     if workers <= 1:
         yield from map(task, items)
         return
     # spawn, not fork: the parent may already run OpenMP threads (torch), which fork can deadlock.
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(task, items, chunksize=4)
+        # A bounded window of submitted items: Pool.imap would read ahead without limit and pile up
+        # encoded samples in memory whenever writing is slower than reading.
+        todo = iter(items)
+        window = collections.deque(pool.apply_async(task, (i,)) for i in itertools.islice(todo, 8 * workers))
+        while window:
+            result = window.popleft().get()
+            for item in itertools.islice(todo, 1):
+                window.append(pool.apply_async(task, (item,)))
+            yield result
 
 
 def _card_for_output(card: DatasetCard, out: Path) -> DatasetCard:
@@ -177,6 +190,7 @@ def write_shards(
     todo = [item for shard in pending for item in shard.items]
     bar = tqdm(total=len(todo), unit="patch", desc="shard", disable=not progress, smoothing=0.1)
     results = _results(read, todo, workers)
+    last_save = time.perf_counter()
     try:
         for shard in pending:
             rejected: list[dict[str, str]] = []
@@ -195,14 +209,18 @@ def write_shards(
             entries[shard.name] = {"name": shard.name, "split": shard.split,
                                    "samples": len(shard.items) - len(rejected),
                                    "plan": shard.digest, "rejected": rejected}
-            save_index(complete=False)
+            # Record progress for a resume, at most every few seconds (the index of a large
+            # conversion lists thousands of shards); a shard finished but not yet recorded is
+            # simply rewritten, identically, by the next run.
+            if time.perf_counter() - last_save > INDEX_SAVE_EVERY_S:
+                save_index(complete=False)
+                last_save = time.perf_counter()
     finally:
         results.close()  # stops the worker pool if we leave early
         bar.close()
     save_index(complete=True)
 
-    all_rejects = [{"split": r.get("split", ""), **r} for r in listing_rejects]
-    all_rejects += [r for s in plan for r in entries[s.name]["rejected"]]
+    all_rejects = list(listing_rejects) + [r for s in plan for r in entries[s.name]["rejected"]]
     write_text_atomic(out / REJECTS_FILE, "".join(json.dumps(r) + "\n" for r in all_rejects))
     elapsed = time.perf_counter() - started
     written: dict[str, int] = {}
