@@ -57,15 +57,15 @@ def count_samples(urls: str | Sequence[str], split: str | None = None) -> int:
     return total
 
 
-def _resize(image, size: int):
+def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     """Shorter side to ``size`` (bilinear, antialiased), centre crop: the JPEG geometry for arrays."""
     h, w = image.shape[-2:]
     if (h, w) == (size, size):
         return image
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    image = torch.nn.functional.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
-                          antialias=True)[0]
+    image = torch.nn.functional.interpolate(image[None], size=(new_h, new_w), mode="bilinear",
+                                            align_corners=False, antialias=True)[0]
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return image[:, top:top + size, left:left + size]
 
@@ -116,7 +116,7 @@ class _WorkerStream(IterableDataset):
         self.urls, self.batch_size, self.shuffle_buffer = urls, batch_size, shuffle_buffer
         self.seed, self.rank, self.world_size, self.num_workers = seed, rank, world_size, num_workers
         self.resample, self.image_size = resample, image_size
-        self.epoch = 0  # set by ShardLoader before each epoch's workers start
+        self.epoch = 0  # set by ShardLoader before it (re)starts the stream; seeds the shuffling
 
     def _shard_urls(self, rng: random.Random, worker: int) -> Iterator[str]:
         if self.resample:

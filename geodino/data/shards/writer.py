@@ -194,7 +194,7 @@ def write_shards(
     try:
         for shard in pending:
             rejected: list[dict[str, str]] = []
-            with atomic_path(out / shard.name) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            with atomic_path(out / shard.name) as tmp, tarfile.open(tmp, "w") as tar:
                 for item in shard.items:
                     result = next(results)
                     bar.update(1)
