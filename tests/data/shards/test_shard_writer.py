@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+import torch
+import torch.nn.functional as F
 
 from geodino.data.card import DatasetCard
 from geodino.data.shards.format import expand_shards, iter_samples, read_index
@@ -40,6 +43,12 @@ def test_samples_equal_the_reader_output(ben_v1, ben_v1_shards) -> None:
         assert s["meta"]["bands"] == list(ben.BANDS) and s["meta"]["split"] == by_key[s["key"]].split
         sar = s["image"][12:]
         assert not np.allclose(sar, np.round(sar))  # dB survives the round trip unrounded
+    # One band recomputed from its GeoTIFF: B09 (60 m, 20 px) upsampled bilinearly to 120 px.
+    s = samples[0]
+    with rasterio.open(Path(by_key[s["key"]].s2_dir) / f"{s['key']}_B09.tif") as src:
+        b09 = torch.from_numpy(src.read(1).astype(np.float32))[None, None]
+    want = F.interpolate(b09, size=(120, 120), mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(s["image"][s["meta"]["bands"].index("B09")], want, rtol=0, atol=1e-3)
     index = read_index(ben_v1_shards)
     assert index["complete"] and index["bands"] == list(ben.BANDS)
     assert index["splits"] == {"test": {"shards": 1, "samples": 1}, "train": {"shards": 2, "samples": 2},
