@@ -50,9 +50,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from geodino.engine.pretrain import pretrain
+    from geodino.cli import CommandError
+    from geodino.engine.pretrain import NonFiniteLossError, pretrain
 
-    summary = pretrain(cfg)
+    try:
+        summary = pretrain(cfg)
+    except NonFiniteLossError as err:
+        raise CommandError(str(err)) from None
     if "knn" in summary:
         knn = summary["knn"]
         print(f"k-NN top-1 on held-out scenes: random teacher {knn['random_teacher']['top1']:.1f}%, "

@@ -49,8 +49,8 @@ def synthetic_card(num_classes: int = len(CLASSES)) -> DatasetCard:
     return DatasetCard(
         name="synthetic-sar-optical",
         bands=bands,
-        mean=[775.0, 920.0, 828.0, 2088.0, 1745.0, 1194.0, -17.7, -10.9],
-        std=[331.0, 352.0, 458.0, 1029.0, 985.0, 833.0, 4.9, 4.75],
+        mean=[977.0, 1105.0, 978.0, 2292.0, 1898.0, 1296.0, -17.7, -10.8],
+        std=[450.0, 491.0, 578.0, 1339.0, 1252.0, 1020.0, 5.2, 5.0],
         classes=list(CLASSES)[:num_classes],
         description="Embedded synthetic SAR-optical scenes (geodino.data.synthetic).",
     )
@@ -101,12 +101,12 @@ def make_scene(index: int, seed: int, size: int, num_classes: int) -> dict[str, 
             image[len(optical) + b][where] = (value + 1.5 * pattern)[where]
 
     n_opt = len(OPTICAL_BANDS)
-    gain = rng.uniform(0.6, 1.4)  # illumination / sun angle
-    haze = rng.uniform(0, 300)  # additive path radiance, stronger in the visible
+    gain = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))  # illumination / sun angle
+    haze = rng.uniform(0, 600)  # additive path radiance, stronger in the visible
     haze_per_band = haze * np.array([1.0, 0.8, 0.6, 0.3, 0.1, 0.05], np.float32)[:, None, None]
     image[:n_opt] = image[:n_opt] * gain + haze_per_band
     image[:n_opt] += rng.normal(0, 60, size=image[:n_opt].shape)
-    image[n_opt:] += rng.uniform(-3.0, 3.0)  # incidence-angle offset
+    image[n_opt:] += rng.uniform(-4.0, 4.0)  # incidence-angle offset
     image[n_opt:] += rng.normal(0, 1.5, size=image[n_opt:].shape)  # speckle, in dB
     image[:n_opt] = np.clip(image[:n_opt], 1.0, None)
 

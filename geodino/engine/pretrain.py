@@ -35,6 +35,9 @@ from geodino.utils import write_json_atomic
 
 log = logging.getLogger("geodino")
 
+# Offset of the patch-mask random stream from the augmentation's (both seeded by the step).
+MASK_STREAM = 1 << 40
+
 # Keys that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "eval.", "data.num_workers")
 
@@ -95,14 +98,20 @@ class DINOStep:
         set_hyperparameters(self.optimizer, s.lr[step], s.weight_decay[step])
         teacher_temp = s.teacher_temperature(step)
 
+        masks = self.student_masks(views, step)
+        n_teacher = len(views.teacher)
         with acc.autocast():
             with torch.no_grad():
-                teacher_out = self.teacher(views.teacher)
-            student_out = self.student(views.student)
+                teacher_out = self.teacher(views.teacher, extra_views=views.student[n_teacher:], masks=masks)
+            student_out = self.student(views.student, masks=masks)
         signals = None
         if want_signals:
             signals = collapse_signals(self.objectives["dino"].teacher_probabilities(teacher_out, teacher_temp))
         losses = {name: obj(student_out, teacher_out, teacher_temp) for name, obj in self.objectives.items()}
+        if want_signals:
+            for name, obj in self.objectives.items():
+                if hasattr(obj, "signals"):
+                    signals.update({f"{name}_{key}": value for key, value in obj.signals().items()})
         loss = sum(self.weights[name] * value for name, value in losses.items())
         # One all-reduce gives the global-batch means to log and stops every process together.
         reduced = acc.reduce(torch.stack([loss, *losses.values()]).detach().float(), reduction="mean").tolist()
@@ -122,6 +131,26 @@ class DINOStep:
         ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
         return StepResult(values, signals)
 
+    def student_masks(self, views: Views, step: int) -> list[torch.Tensor | None] | None:
+        """Patch masks for the student's crops from the objectives that ask for them (None if none do).
+
+        Seeded by the step (a stream apart from the augmentation's) and drawn for the global batch,
+        of which this process keeps its rows: exact on resume and across world sizes.
+        """
+        makers = [obj for obj in self.objectives.values() if hasattr(obj, "student_masks")]
+        if not makers:
+            return None
+        if len(makers) > 1:
+            raise ConfigError("only one objective may mask the student's crops")
+        patch = self.accelerator.unwrap_model(self.student).backbone.patch_size or 1
+        grids = [(v.shape[-2] // patch, v.shape[-1] // patch) for v in views.student]
+        batch = views.student[0].shape[0]
+        generator = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step + MASK_STREAM)
+        masks = makers[0].student_masks(grids, len(views.teacher), generator,
+                                        offset=self.accelerator.process_index * batch, batch=batch,
+                                        total=self.global_batch)
+        return [m.to(views.student[i].device) if m is not None else None for i, m in enumerate(masks)]
+
 
 class Pretrainer:
     def __init__(self, cfg: Config, accelerator: Accelerator | None = None) -> None:
@@ -134,14 +163,12 @@ class Pretrainer:
         self.data = build_pretrain_data(cfg, self.rank, self.world)
         card = self.data.card
         if card.mean is None or card.std is None:
-            raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the data")
-        self.augment = MultiCropAugment(
-            in_chans=card.num_bands, mean=card.mean, std=card.std, mode=cfg.augment.mode,
-            global_size=cfg.augment.global_size, global_scale=tuple(cfg.augment.global_scale),
-            local_size=cfg.augment.local_size, local_scale=tuple(cfg.augment.local_scale),
-            n_local=cfg.augment.n_local, modalities=card.modalities,
-            modality_drop_p=cfg.augment.modality_drop_p, modality_fill=cfg.augment.modality_fill,
-            modality_drop_on=cfg.augment.modality_drop_on,
+            raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the shards")
+        a = cfg.augment
+        self.augment = MultiCropAugment.from_card(
+            card, mode=a.mode, global_size=a.global_size, global_scale=tuple(a.global_scale),
+            local_size=a.local_size, local_scale=tuple(a.local_scale), n_local=a.n_local,
+            modality_drop_p=a.modality_drop_p, modality_fill=a.modality_fill, modality_drop_on=a.modality_drop_on,
         )
         self.core = DINOStep(cfg, card.num_bands, self.data.steps_per_epoch, acc)
         self.schedules = self.core.schedules
