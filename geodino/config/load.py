@@ -55,6 +55,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         if value is None:
             return ""
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no` (train.precision: no) as False
+            return "yes" if value else "no"
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
 
@@ -125,6 +127,7 @@ _CHOICES = {
     "augment.modality_drop_on": ("all", "student"),
     "optim.clip_mode": ("per_param", "global"),
     "train.precision": ("no", "bf16", "fp16"),
+    "objective.patch": ("none", "selfpatch", "masked"),
 }
 
 
@@ -150,6 +153,27 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"augment.{key}: expected [low, high] with 0 < low <= high <= 1, got {lo_hi}")
     if not 0 <= cfg.augment.modality_drop_p <= 1:
         raise ConfigError("augment.modality_drop_p: must be in [0, 1]")
+    _validate_objective(cfg)
+
+
+def _validate_objective(cfg: Config) -> None:
+    o = cfg.objective
+    if o.patch_weight < 0:
+        raise ConfigError("objective.patch_weight: must be >= 0")
+    for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers", "selfpatch_blocks"):
+        if getattr(o, key) <= 0:
+            raise ConfigError(f"objective.{key}: must be positive")
+    if o.patch_student_temp <= 0 or o.patch_teacher_temp < 0:
+        raise ConfigError("objective.patch_student_temp / patch_teacher_temp: must be positive (teacher: 0 = "
+                          "the image-level schedule)")
+    if not 0 <= o.patch_center_momentum < 1:
+        raise ConfigError("objective.patch_center_momentum: must be in [0, 1)")
+    if not 1 <= o.selfpatch_k <= 8:
+        raise ConfigError(f"objective.selfpatch_k: a 3x3 window has 8 neighbours, got {o.selfpatch_k}")
+    if not 0 <= o.mask_probability <= 1:
+        raise ConfigError("objective.mask_probability: must be in [0, 1]")
+    if len(o.mask_ratio) != 2 or not 0 <= o.mask_ratio[0] <= o.mask_ratio[1] <= 1:
+        raise ConfigError(f"objective.mask_ratio: expected [low, high] with 0 <= low <= high <= 1, got {o.mask_ratio}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
