@@ -24,3 +24,21 @@ def test_imagenet_recipes_on_an_image_folder(tmp_path, recipe):
     summary = pretrain(cfg)
     assert summary["steps"] == 2
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["teacher"]["backbone.model.patch_embed.proj.weight"].shape[1] == 3
+
+
+def test_dinomm_recipe_streams_bigearthnet_shards(tmp_path):
+    from geodino.cli import main
+    from tests.data.conftest import load_fixture_module
+
+    tree = load_fixture_module("bigearthnet").write_v1(tmp_path / "ben", patches=6)
+    shards = tmp_path / "shards"
+    assert main(["shard", "bigearthnet", "--s2-root", str(tree["s2_root"]), "--s1-root", str(tree["s1_root"]),
+                 "--out", str(shards), "--shard-size", "2", "--no-progress"]) == 0
+    assert main(["stats", str(shards)]) == 0
+    cfg = load_config(RECIPES_DIR / "bigearthnet_dinomm_vits8.yaml",
+                      [f"data.root={shards}", f"run.out_dir={tmp_path / 'run'}", "data.samples_per_epoch=4", *SHRINK])
+    assert cfg.augment.modality_drop_p == 0.5
+    summary = pretrain(cfg)
+    assert summary["steps"] == 2
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["teacher"]["backbone.model.patch_embed.proj.weight"].shape[1] == 14
