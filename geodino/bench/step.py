@@ -3,6 +3,11 @@
 The step runs on random crops (no data pipeline), once with geodino's step and once with the
 reference-style baseline (:mod:`geodino.bench.reference_step`), each in its own process so that
 peak memory is measured separately. Prints one JSON line with both and their ratio.
+
+With ``--objective selfpatch|masked`` the baseline is geodino's image-level step instead: both
+steps are built in one process and timed alternately, step by step, so that a machine whose load
+changes during the run slows both alike; ``step_time_ratio`` (median patch step / median image
+step) is the price of the patch objective.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import time
 from typing import Any
 
@@ -30,9 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    p.add_argument("--objective", default="dino", help="dino (image level only)")
+    p.add_argument("--objective", choices=["dino", "selfpatch", "masked"], default="dino",
+                   help="dino (image level only), or a patch objective timed against dino alone")
+    p.add_argument("--patch-hidden-dim", type=int, default=0, help="patch head MLP width (0 = the schema's)")
     p.add_argument("--baseline", choices=["reference", "none"], default="reference",
-                   help="also time the reference-style step in the same run (fp32 only)")
+                   help="also time the reference-style step in the same run (fp32, --objective dino only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
 
 
@@ -47,6 +55,9 @@ def _config(args: argparse.Namespace):
     cfg.train.precision, cfg.train.compile = args.precision, args.compile
     cfg.optim.epochs, cfg.optim.warmup_epochs = 1, 0
     cfg.optim.freeze_last_layer = 0  # time the full update, prototype layer included
+    cfg.objective.patch = {"dino": "none"}.get(args.objective, args.objective)
+    if args.patch_hidden_dim:
+        cfg.objective.patch_hidden_dim = args.patch_hidden_dim
     return cfg
 
 
@@ -92,15 +103,60 @@ def _measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "device": device.type}
 
 
+def _measure_pair(args: argparse.Namespace) -> dict[str, Any]:
+    """The image-only step and the step with ``args.objective``, interleaved, in this process."""
+    from geodino.engine.pretrain import DINOStep, make_accelerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    total = args.warmup + args.steps
+    acc = make_accelerator(args.precision)
+    steps = {"image_only": DINOStep(_config(argparse.Namespace(**{**vars(args), "objective": "dino"})),
+                                    args.in_chans, total, acc),
+             "with_patch": DINOStep(_config(args), args.in_chans, total, acc)}
+    views = _random_views(args, acc.device)
+    cuda = acc.device.type == "cuda"
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: dict[str, float] = {name: 0.0 for name in steps}
+    for step in range(total):
+        for name, step_fn in steps.items():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            step_fn(views, step)
+            if cuda:
+                torch.cuda.synchronize()
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**20)
+            if step >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    out: dict[str, Any] = {"device": acc.device.type}
+    for name, values in times.items():
+        step_s = statistics.median(values)
+        out[name] = {"imgs_per_s": args.batch_size / step_s, "step_s": step_s}
+        if cuda:
+            out[name]["peak_mem_mb"] = round(peaks[name], 1)
+    if not cuda:  # one process holds both: only the joint peak is known
+        out["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["step_time_ratio"] = round(out["with_patch"]["step_s"] / out["image_only"]["step_s"], 3)
+    return out
+
+
 def _in_subprocess(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    # Only plain values cross to the spawned process (the CLI's ``func`` is a closure).
+    plain = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, (kind, args))
+        if kind == "pair":
+            return pool.apply(_measure_pair, (plain,))
+        return pool.apply(_measure, (kind, plain))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.objective != "dino":
-        raise ValueError(f"--objective {args.objective!r}: only 'dino' is available")
     result: dict[str, Any] = {"bench": "step", **{k: v for k, v in vars(args).items() if k != "func"}}
+    if args.objective != "dino":
+        result.update(_in_subprocess("pair", args))
+        print(json.dumps(result))
+        return result
     ours = _in_subprocess("geodino", args)
     result.update(ours)
     if args.baseline == "reference":

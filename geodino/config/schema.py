@@ -86,6 +86,27 @@ class DinoConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """Patch-level objectives added to the image-level DINO loss (see geodino.objectives)."""
+
+    patch: str = "none"  # none | selfpatch | masked
+    patch_weight: float = 0.1  # total = DINO image loss + patch_weight x patch loss (SelfPatch: 0.1)
+    patch_out_dim: int = 4096  # prototypes of the patch head
+    # The patch head sees every patch token (SelfPatch) or the masked ones: narrower than the image
+    # head's MLP (2048) to keep the step cheap; see `geodino bench step --objective`.
+    patch_hidden_dim: int = 512
+    patch_bottleneck_dim: int = 256
+    patch_nlayers: int = 3
+    patch_student_temp: float = 0.1
+    patch_teacher_temp: float = 0.0  # 0 = the image loss's teacher temperature (dino.* schedule)
+    patch_center_momentum: float = 0.9
+    selfpatch_k: int = 4  # neighbours kept out of the 3x3 window
+    selfpatch_blocks: int = 2  # class-attention blocks of the aggregation module
+    mask_probability: float = 0.5  # masked: chance that a student global crop is masked
+    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # masked: fraction of its patches
+
+
+@dataclass
 class TrainConfig:
     precision: str = "no"  # no | bf16 | fp16
     log_every: int = 10
@@ -110,5 +131,6 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     dino: DinoConfig = field(default_factory=DinoConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

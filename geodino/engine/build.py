@@ -5,12 +5,27 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from geodino.config.load import ConfigError
 from geodino.config.schema import Config
 from geodino.models import DINOHead, MultiCropWrapper, build_backbone
-from geodino.objectives import DINOLoss
+from geodino.objectives import DINOLoss, MaskedPatchHeads, MaskedPatchLoss, SelfPatchHeads, SelfPatchLoss
 
 
-def build_network(cfg: Config, in_chans: int, drop_path_rate: float) -> MultiCropWrapper:
+def build_extra_heads(cfg: Config, embed_dim: int, is_vit: bool) -> dict[str, nn.Module]:
+    """The trainable parts of the recipe's patch-level objective, by objective name."""
+    o, m = cfg.objective, cfg.model
+    head = dict(out_dim=o.patch_out_dim, hidden_dim=o.patch_hidden_dim, bottleneck_dim=o.patch_bottleneck_dim,
+                nlayers=o.patch_nlayers, norm_last_layer=m.norm_last_layer)
+    if o.patch == "selfpatch":
+        return {"selfpatch": SelfPatchHeads(embed_dim, k=o.selfpatch_k, blocks=o.selfpatch_blocks, **head)}
+    if o.patch == "masked":
+        if not is_vit:
+            raise ConfigError(f"objective.patch=masked needs a ViT backbone (mask token), not {m.arch!r}")
+        return {"masked": MaskedPatchHeads(embed_dim, **head)}
+    return {}
+
+
+def build_network(cfg: Config, in_chans: int, drop_path_rate: float, role: str = "student") -> MultiCropWrapper:
     m = cfg.model
     backbone = build_backbone(
         m.arch,
@@ -22,7 +37,10 @@ def build_network(cfg: Config, in_chans: int, drop_path_rate: float) -> MultiCro
     )
     head = DINOHead(backbone.embed_dim, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.nlayers,
                     m.use_bn_in_head, m.norm_last_layer)
-    return MultiCropWrapper(backbone, head)
+    net = MultiCropWrapper(backbone, head, role=role)
+    # Built after the backbone and head, so that without a patch objective the weights are the same.
+    net.extra_heads.update(build_extra_heads(cfg, backbone.embed_dim, backbone.is_vit))
+    return net
 
 
 def build_student_teacher(cfg: Config, in_chans: int) -> tuple[MultiCropWrapper, MultiCropWrapper]:
@@ -30,8 +48,8 @@ def build_student_teacher(cfg: Config, in_chans: int) -> tuple[MultiCropWrapper,
 
     The teacher has no stochastic depth and never receives gradients.
     """
-    student = build_network(cfg, in_chans, cfg.model.drop_path_rate)
-    teacher = build_network(cfg, in_chans, 0.0)
+    student = build_network(cfg, in_chans, cfg.model.drop_path_rate, role="student")
+    teacher = build_network(cfg, in_chans, 0.0, role="teacher")
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -40,13 +58,25 @@ def build_student_teacher(cfg: Config, in_chans: int) -> tuple[MultiCropWrapper,
 
 def build_objectives(cfg: Config) -> nn.ModuleDict:
     """Every objective of the recipe by name; the engine sums them with their weights."""
-    return nn.ModuleDict(
-        {"dino": DINOLoss(cfg.model.out_dim, cfg.dino.student_temp, cfg.dino.center_momentum)}
-    )
+    o = cfg.objective
+    objectives: dict[str, nn.Module] = {
+        "dino": DINOLoss(cfg.model.out_dim, cfg.dino.student_temp, cfg.dino.center_momentum)
+    }
+    common = dict(out_dim=o.patch_out_dim, student_temp=o.patch_student_temp,
+                  center_momentum=o.patch_center_momentum, teacher_temp=o.patch_teacher_temp)
+    if o.patch == "selfpatch":
+        objectives["selfpatch"] = SelfPatchLoss(**common, key="selfpatch")
+    elif o.patch == "masked":
+        objectives["masked"] = MaskedPatchLoss(**common, probability=o.mask_probability,
+                                               ratio=tuple(o.mask_ratio), key="masked")
+    return nn.ModuleDict(objectives)
 
 
 def objective_weights(cfg: Config) -> dict[str, float]:
-    return {"dino": 1.0}
+    weights = {"dino": 1.0}
+    if cfg.objective.patch != "none":
+        weights[cfg.objective.patch] = cfg.objective.patch_weight
+    return weights
 
 
 def compile_backbone(net: MultiCropWrapper) -> None:

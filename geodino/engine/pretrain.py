@@ -107,6 +107,9 @@ class DINOStep:
         signals = None
         if want_signals:
             signals = collapse_signals(self.objectives["dino"].teacher_probabilities(teacher_out, teacher_temp))
+        for obj in self.objectives.values():
+            if hasattr(obj, "record_signals"):  # their statistics cost a pass over every token's output
+                obj.record_signals = want_signals
         losses = {name: obj(student_out, teacher_out, teacher_temp) for name, obj in self.objectives.items()}
         if want_signals:
             for name, obj in self.objectives.items():

@@ -38,17 +38,49 @@ class Backbone(nn.Module):
             return None
         return int(self.model.patch_embed.patch_size[0])
 
-    def forward(self, x: torch.Tensor) -> BackboneOutput:
-        if self.is_vit:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                mask_token: torch.Tensor | None = None) -> BackboneOutput:
+        """Embed ``x`` ``[B, C, H, W]``.
+
+        ``mask`` (ViTs only) is a boolean ``[B, h, w]`` on the patch grid: the embeddings of the
+        ``True`` patches are replaced by ``mask_token`` ``[D]`` before the position embedding is
+        added, so that a masked patch keeps its position but loses its content (BEiT, iBOT).
+        """
+        if not self.is_vit:
+            if mask is not None:
+                raise ValueError("patch masking needs a ViT backbone")
+            fmap = self.model.forward_features(x)  # [B, C, h, w]
+            pooled = self.model.forward_head(fmap, pre_logits=True)
+            grid = (fmap.shape[-2], fmap.shape[-1])
+            return BackboneOutput(cls=pooled, patches=fmap.flatten(2).transpose(1, 2), grid=grid)
+        if mask is None:
             tokens = self.model.forward_features(x)  # already passed through the final norm
-            n_prefix = self.model.num_prefix_tokens
-            p = self.patch_size
-            grid = (x.shape[-2] // p, x.shape[-1] // p)
-            return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
-        fmap = self.model.forward_features(x)  # [B, C, h, w]
-        pooled = self.model.forward_head(fmap, pre_logits=True)
-        grid = (fmap.shape[-2], fmap.shape[-1])
-        return BackboneOutput(cls=pooled, patches=fmap.flatten(2).transpose(1, 2), grid=grid)
+        elif mask_token is None:
+            raise ValueError("a mask was given without a mask token")
+        else:
+            tokens = self._masked_tokens(x, mask, mask_token)
+        n_prefix = self.model.num_prefix_tokens
+        p = self.patch_size
+        grid = (x.shape[-2] // p, x.shape[-1] // p)
+        return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
+
+    def _masked_tokens(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+        # timm's forward_features, with the masked embeddings swapped in between the patch
+        # embedding and the position embedding (hence not a call to forward_features).
+        m = self.model
+        emb = m.patch_embed(x)  # [B, h, w, D] with dynamic_img_size, else [B, h*w, D]
+        if emb.ndim == 4:
+            if mask.shape != emb.shape[:3]:
+                raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(emb.shape[:3])}")
+        else:
+            mask = mask.flatten(1)
+            if mask.shape != emb.shape[:2]:
+                raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(emb.shape[:2])}")
+        # torch.where keeps the token in the graph even when nothing is masked (DDP wants every
+        # parameter used in every step).
+        emb = torch.where(mask.unsqueeze(-1), mask_token.to(emb.dtype), emb)
+        tokens = m.norm_pre(m.patch_drop(m._pos_embed(emb)))
+        return m.norm(m.blocks(tokens))
 
     def last_blocks_cls(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Concatenated (normed) CLS tokens of the last ``n`` blocks, the linear-probe feature of DINO."""

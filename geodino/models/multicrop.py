@@ -1,45 +1,110 @@
-"""Runs a backbone and head over a list of crops, batching crops of the same size together."""
+"""Runs a backbone and heads over a list of crops, batching crops of the same size together."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from geodino.models.backbone import Backbone, BackboneOutput
 
+ROLES = ("student", "teacher")
+
 
 @dataclass
 class MultiCropOutput:
     logits: list[torch.Tensor]  # one [B, K] tensor per view, in view order
-    features: list[BackboneOutput]  # backbone output per view (CLS and patch tokens)
+    features: list[BackboneOutput]  # backbone output per crop (CLS and patch tokens)
+    extra: dict[str, Any] = field(default_factory=dict)  # each extra head's output, by name
 
 
 class MultiCropWrapper(nn.Module):
-    """Backbone + head over multi-crop views.
+    """Backbone + image head (+ extra heads) over multi-crop views.
 
     Consecutive views of the same spatial size go through the backbone in one call (as in the
-    reference DINO); the head runs once on all CLS embeddings. Extra heads (patch-level objectives)
-    are registered by name in ``extra_heads`` so that they are trained, checkpointed and averaged
-    into the teacher together with the rest.
+    reference DINO); the image head runs once on all CLS embeddings.
+
+    Extra heads (the trainable parts of patch-level objectives) are registered by name in
+    ``extra_heads``, so that they are trained, checkpointed and averaged into the teacher with the
+    rest; the forward pass runs them (inside ``forward``, so that DDP sees their parameters) as
+    ``head(features, role=..., masks=...)`` and returns their outputs in ``extra[name]``. What an
+    extra head may declare:
+
+    - ``teacher_sees_all_crops = True``: the teacher also runs its backbone on ``extra_views``
+      (the student's crops beyond the teacher's own, i.e. the local crops), for those heads only;
+    - a ``mask_token`` parameter: the student replaces the patch embeddings that ``masks`` select
+      by it.
+
+    Args:
+        backbone: a :class:`Backbone`.
+        head: the image-level head (on the CLS embedding).
+        role: ``"student"`` or ``"teacher"``; the extra heads compute different things for each.
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module, role: str = "student") -> None:
         super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         self.backbone = backbone
         self.head = head
+        self.role = role
         self.extra_heads = nn.ModuleDict()
 
-    def forward(self, views: list[torch.Tensor]) -> MultiCropOutput:
+    def forward(
+        self,
+        views: list[torch.Tensor],
+        extra_views: list[torch.Tensor] | None = None,
+        masks: list[torch.Tensor | None] | None = None,
+    ) -> MultiCropOutput:
+        """``views``: the crops of this network's image-level loss. ``extra_views``: crops only
+        extra heads asking for them see (teacher). ``masks``: per crop, in the student's crop order,
+        a boolean ``[B, h, w]`` patch mask or None; the student masks its input with it, both
+        networks pass it to the extra heads."""
+        crops = list(views)
+        if self.role == "teacher" and extra_views and self._teacher_sees_all_crops():
+            crops += list(extra_views)
+        input_masks: list[torch.Tensor | None] = [None] * len(crops)
+        if self.role == "student" and masks is not None:
+            input_masks = [*masks, *input_masks][: len(crops)]
+        features = self._features(crops, input_masks)
+        logits = self.head(torch.cat([f.cls for f in features[: len(views)]]))
+        extra = {name: head(features, role=self.role, masks=masks) for name, head in self.extra_heads.items()}
+        return MultiCropOutput(logits=list(logits.split([v.shape[0] for v in views])), features=features, extra=extra)
+
+    def _features(self, crops: list[torch.Tensor], masks: list[torch.Tensor | None]) -> list[BackboneOutput]:
         features: list[BackboneOutput] = []
-        for _, same_size in groupby(views, key=lambda v: tuple(v.shape[-2:])):
+        token = self._mask_token()
+        start = 0
+        for _, same_size in groupby(crops, key=lambda v: tuple(v.shape[-2:])):
             same_size = list(same_size)
             sizes = [v.shape[0] for v in same_size]
-            out = self.backbone(torch.cat(same_size))
+            group_masks = masks[start : start + len(same_size)]
+            start += len(same_size)
+            mask = None
+            if any(m is not None for m in group_masks):
+                if token is None:
+                    raise ValueError("masks were given but no extra head defines a mask token")
+                grid = self._grid(same_size[0])
+                mask = torch.cat([m if m is not None else torch.zeros(s, *grid, dtype=torch.bool, device=v.device)
+                                  for m, s, v in zip(group_masks, sizes, same_size)]).to(same_size[0].device)
+            out = self.backbone(torch.cat(same_size), mask=mask, mask_token=token if mask is not None else None)
             patches = out.patches.split(sizes) if out.patches is not None else [None] * len(sizes)
             for cls, tokens in zip(out.cls.split(sizes), patches):
                 features.append(BackboneOutput(cls=cls, patches=tokens, grid=out.grid))
-        logits = self.head(torch.cat([f.cls for f in features]))
-        return MultiCropOutput(logits=list(logits.split([v.shape[0] for v in views])), features=features)
+        return features
+
+    def _grid(self, crop: torch.Tensor) -> tuple[int, int]:
+        p = self.backbone.patch_size or 1
+        return crop.shape[-2] // p, crop.shape[-1] // p
+
+    def _teacher_sees_all_crops(self) -> bool:
+        return any(getattr(h, "teacher_sees_all_crops", False) for h in self.extra_heads.values())
+
+    def _mask_token(self) -> torch.Tensor | None:
+        tokens = [h.mask_token for h in self.extra_heads.values() if getattr(h, "mask_token", None) is not None]
+        if len(tokens) > 1:
+            raise ValueError("more than one extra head defines a mask token")
+        return tokens[0] if tokens else None

@@ -1,0 +1,96 @@
+"""Blockwise patch masks for masked-patch objectives (BEiT, iBOT, DINOv2).
+
+Each masked crop gets a target count ``round(ratio × h·w)`` and is covered by random rectangles
+(area between ``min_block`` and what is still missing, aspect ratio log-uniform in
+``[min_aspect, 1/min_aspect]``), each placed only where it adds at least one and at most the
+missing number of patches — the BEiT rule. When no rectangle fits any more (a small grid,
+an awkward remainder) the missing patches are added one at a time at random, so that a crop's
+count is always exactly its target.
+
+Randomness: the draws for the whole global batch come from one ``torch.Generator`` in a fixed
+order (which crops are masked, their ratios, one seed per crop); each crop's rectangles come from
+its own seed. A process that holds rows ``[offset, offset + batch)`` builds only those rows and
+gets exactly what a single process would for them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+
+def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 4,
+               min_aspect: float = 0.3) -> torch.Tensor:
+    """A boolean ``[h, w]`` mask with exactly ``count`` patches set, in rectangles where possible."""
+    if not 0 <= count <= h * w:
+        raise ValueError(f"cannot mask {count} of {h * w} patches")
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    done = 0
+    while done < count:
+        added = _add_block(mask, count - done, rng, min_block, log_aspect)
+        if added == 0:
+            break
+        done += added
+    if done < count:  # top up patch by patch
+        free = (~mask).flatten().nonzero().flatten().tolist()
+        for i in rng.sample(free, count - done):
+            mask.view(-1)[i] = True
+    return mask
+
+
+def _add_block(mask: torch.Tensor, missing: int, rng: random.Random, min_block: int,
+               log_aspect: tuple[float, float]) -> int:
+    h, w = mask.shape
+    for _ in range(10):  # attempts, as in BEiT
+        area = rng.uniform(min_block, missing)
+        aspect = math.exp(rng.uniform(*log_aspect))
+        bh = int(round(math.sqrt(area * aspect)))
+        bw = int(round(math.sqrt(area / aspect)))
+        if not (1 <= bh <= h and 1 <= bw <= w):
+            continue
+        top, left = rng.randint(0, h - bh), rng.randint(0, w - bw)
+        block = mask[top : top + bh, left : left + bw]
+        new = bh * bw - int(block.sum())
+        if 0 < new <= missing:
+            block.fill_(True)
+            return new
+    return 0
+
+
+def sample_block_masks(
+    n_views: int,
+    grid: tuple[int, int],
+    generator: torch.Generator,
+    total: int,
+    offset: int = 0,
+    batch: int | None = None,
+    probability: float = 0.5,
+    ratio: tuple[float, float] = (0.1, 0.5),
+    min_block: int = 4,
+) -> torch.Tensor:
+    """Masks ``[n_views, batch, h, w]`` for rows ``[offset, offset + batch)`` of a global batch.
+
+    Each of the ``n_views × total`` crops is masked with ``probability``, with a ratio uniform in
+    ``ratio``; an unmasked crop's mask is all ``False``.
+    """
+    batch = total - offset if batch is None else batch
+    if offset < 0 or offset + batch > total:
+        raise ValueError(f"rows [{offset}, {offset + batch}) are not inside a global batch of {total}")
+    lo, hi = ratio
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"ratio must be [low, high] within [0, 1], got {ratio}")
+    h, w = grid
+    chosen = torch.rand(n_views, total, generator=generator) < probability
+    ratios = lo + (hi - lo) * torch.rand(n_views, total, generator=generator)
+    seeds = torch.randint(0, 2**62, (n_views, total), generator=generator)
+    masks = torch.zeros(n_views, batch, h, w, dtype=torch.bool)
+    for v in range(n_views):
+        for i in range(batch):
+            row = offset + i
+            if chosen[v, row]:
+                count = int(round(float(ratios[v, row]) * h * w))
+                masks[v, i] = block_mask(h, w, count, random.Random(int(seeds[v, row])), min_block)
+    return masks

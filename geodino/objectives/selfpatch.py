@@ -1,0 +1,152 @@
+"""SelfPatch: each patch learns to predict a summary of its most similar spatial neighbours.
+
+Yun et al., "Patch-level Representation Learning for Self-supervised Vision Transformers",
+CVPR 2022 (code: alinlab/SelfPatch). See DESIGN §3.
+
+For every patch of every crop (global and local), the teacher takes the patches of the 3×3
+window around it that lie on the crop's grid, keeps the ``k`` most cosine-similar ones
+(:mod:`geodino.objectives.neighbours`), and summarises them with an aggregation module (two
+class-attention blocks with their own summary token, then a LayerNorm:
+:class:`geodino.models.class_attention.SummaryAggregator`). The student's own patch token (after
+the backbone's final LayerNorm) must predict, through the patch head, the teacher's summary
+through the teacher's patch head: DINO's cross-entropy per token, with its own center, same crop
+only. The loss is each crop's mean over patches and images, averaged over crops.
+
+**Who trains the aggregation module.** The teacher is an exponential average of the student,
+so a module that only the teacher runs would stay at its initial weights. In the reference the
+module belongs to both networks: the student runs it too, as its *image-level* pooling — the
+summary token reads all the patch tokens of a crop and its output replaces the CLS token in the
+image-level DINO loss — and the teacher's copy, averaged from it, additionally summarises each
+patch's top-k neighbours. geodino keeps the backbone's CLS token as the image embedding (k-NN,
+linear probes, export and fine-tuning all read it), so the pooling that trains the aggregator
+is done here instead, in the reference's way: the student's aggregator summarises all patch
+tokens of each crop, the teacher's summarises all patch tokens of its two global crops, and a
+DINO loss across views (teacher global crop ``i`` against every student crop ``v ≠ i``, its own
+center) ties them through the patch head. This ``summary`` term is part of this objective's
+loss (so weighted by ``objective.patch_weight``); both terms are reported by :meth:`signals`.
+The patch head serves both summaries and patch tokens, as iBOT's shared head does, with
+separate centers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from geodino.models.backbone import BackboneOutput
+from geodino.models.class_attention import SummaryAggregator
+from geodino.objectives.dino import DINOLoss
+from geodino.objectives.neighbours import top_k_neighbours
+from geodino.objectives.patch_common import (
+    TeacherStats,
+    TokenCenter,
+    build_patch_head,
+    concat_rows,
+    token_cross_entropy,
+)
+
+
+@dataclass
+class SelfPatchOutput:
+    # [T, K], the rows of all crops one after the other (each crop image-major, patches row-major):
+    # the student's patch tokens, or the teacher's neighbour summaries, through the patch head.
+    # Kept in one tensor: at ~10^4 tokens × 4096 prototypes, a split and re-concatenation would
+    # cost a full copy each.
+    patch_logits: torch.Tensor
+    patch_counts: list[int]  # rows per crop
+    summary_logits: list[torch.Tensor]  # per crop [B, K]: summary of all the crop's patch tokens
+
+
+class SelfPatchHeads(nn.Module):
+    """The trainable parts of SelfPatch, held by both networks in ``MultiCropWrapper.extra_heads``.
+
+    ``forward(features, role)`` maps the backbone outputs of every crop to a :class:`SelfPatchOutput`:
+    the student heads its patch tokens, the teacher the summaries of their top-``k`` neighbours.
+    """
+
+    teacher_sees_all_crops = True  # same-view targets for the local crops too
+
+    def __init__(self, embed_dim: int, out_dim: int = 4096, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 nlayers: int = 3, norm_last_layer: bool = True, k: int = 4, blocks: int = 2) -> None:
+        super().__init__()
+        self.k = k
+        self.aggregator = SummaryAggregator(embed_dim, depth=blocks)
+        self.head = build_patch_head(embed_dim, out_dim, hidden_dim, bottleneck_dim, nlayers, norm_last_layer)
+
+    def forward(self, features: list[BackboneOutput], role: str, masks: Any = None) -> SelfPatchOutput:
+        if any(f.patches is None for f in features):
+            raise ValueError("SelfPatch needs a backbone that returns patch tokens")
+        targets, summaries = [], []
+        # Crops of one grid are consecutive (MultiCropWrapper's order): one call per grid.
+        for grid, same in groupby(features, key=lambda f: f.grid):
+            same = list(same)
+            tokens = torch.cat([f.patches for f in same])
+            summaries += list(self.aggregator.pool(tokens).split([f.patches.shape[0] for f in same]))
+            if role == "teacher":
+                tokens = self.aggregator.pool_sets(tokens, *top_k_neighbours(tokens, grid, self.k))
+            targets += list(tokens.split([f.patches.shape[0] for f in same]))
+        rows, counts = concat_rows(targets + summaries)
+        logits = self.head(rows)
+        n_patch_rows = sum(counts[: len(targets)])
+        return SelfPatchOutput(
+            patch_logits=logits[:n_patch_rows],
+            patch_counts=counts[: len(targets)],
+            summary_logits=list(logits[n_patch_rows:].split(counts[len(targets):])),
+        )
+
+
+class SelfPatchLoss(nn.Module):
+    """The SelfPatch loss, called like every objective: ``loss(student_out, teacher_out, teacher_temp)``.
+
+    Reads ``extra[key]`` (a :class:`SelfPatchOutput`) of both outputs; the teacher must have run
+    its patch heads on every student crop, in the student's order.
+
+    Args:
+        out_dim: prototypes of the patch head.
+        student_temp: softening of the student's outputs.
+        center_momentum: of the patch center (and of the summary term's center).
+        teacher_temp: sharpening of the teacher's outputs; 0 follows the image-level schedule.
+        key: the name of the patch heads in ``extra_heads``.
+
+    Attributes:
+        center: :class:`TokenCenter` of the teacher's patch outputs.
+        summary: :class:`DINOLoss` on the crop summaries (trains the aggregation module; see
+            the module docstring), with its own center.
+    """
+
+    def __init__(self, out_dim: int = 4096, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 teacher_temp: float = 0.0, key: str = "selfpatch") -> None:
+        super().__init__()
+        self.key, self.student_temp, self.teacher_temp = key, student_temp, teacher_temp
+        self.center = TokenCenter(out_dim, center_momentum)
+        self.summary = DINOLoss(out_dim, student_temp, center_momentum)
+        self.record_signals = True  # the engine turns it off on steps that do not log
+        self._stats = TeacherStats()
+        self._parts: dict[str, torch.Tensor] = {}
+
+    def forward(self, student_out: Any, teacher_out: Any, teacher_temp: float) -> torch.Tensor:
+        student: SelfPatchOutput = student_out.extra[self.key]
+        teacher: SelfPatchOutput = teacher_out.extra[self.key]
+        if teacher.patch_counts != student.patch_counts:
+            raise ValueError(f"SelfPatch pairs each student crop with the teacher's view of it: the student has "
+                             f"{student.patch_counts} tokens per crop, the teacher {teacher.patch_counts}")
+        temp = self.teacher_temp or teacher_temp
+        teacher_rows = teacher.patch_logits.detach()
+        probs = self.center.probabilities(teacher_rows, temp)
+        per_token = token_cross_entropy(student.patch_logits, probs, self.student_temp)
+        patch = torch.stack([crop.mean() for crop in per_token.split(student.patch_counts)]).mean()
+        n_teacher_views = len(teacher_out.logits)  # the image-level teacher views: the global crops
+        summary = self.summary(student.summary_logits, teacher.summary_logits[:n_teacher_views], temp)
+        if self.record_signals:
+            self._stats.record(probs)
+            self._parts = {"patch_loss": patch.detach(), "summary_loss": summary.detach()}
+        self.center.update(teacher_rows)
+        return patch + summary
+
+    def signals(self) -> dict[str, float]:
+        """The two loss terms and the patch teacher's entropy, from the last call (this process)."""
+        return {**{k: float(v) for k, v in self._parts.items()}, **self._stats.as_dict()}
