@@ -227,6 +227,8 @@ class Pretrainer:
                                      img_s=f"{rate:.1f}", refresh=False)
                 if log_now:
                     self._log(step, epoch, result, rate)
+                if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
+                    self._log_knn()
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save()
                 if self.step >= self.total_steps:
@@ -256,6 +258,11 @@ class Pretrainer:
         if self.accelerator.is_main_process:
             self.metrics.write(record)
         self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step + 1)
+
+    def _log_knn(self) -> None:
+        scores = self.evaluate_knn()
+        if scores is not None and self.accelerator.is_main_process:
+            self.metrics.write({"step": self.step, "knn_top1": scores["top1"], "knn_top5": scores["top5"]})
 
     def state(self) -> dict[str, Any]:
         acc = self.accelerator
@@ -336,8 +343,9 @@ class Pretrainer:
             from geodino.viz.curves import plot_curves
 
             records = self.metrics.read()
-            if records:
-                summary["final_loss"] = records[-1]["loss"]
+            losses = [r["loss"] for r in records if "loss" in r]
+            if losses:
+                summary["final_loss"] = losses[-1]
                 summary["loss_curve"] = str(plot_curves(records, self.out_dir / "loss.png", title=self.cfg.model.arch))
             write_json_atomic(self.out_dir / "summary.json", summary)
         acc.end_training()
