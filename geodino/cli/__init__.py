@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Order is the order shown by ``geodino --help``.
-COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench"]
+COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench", "eval", "finetune", "export", "attention", "plot"]
 
 
 class CommandError(Exception):

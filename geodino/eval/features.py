@@ -1,6 +1,19 @@
-"""Frozen-feature extraction: whole images, standardised with the dataset card, through a backbone."""
+"""Frozen-feature extraction: whole images, standardised with the dataset card, through a backbone.
+
+One pass over the data can produce several feature sets at once, one per modality choice (e.g.
+optical only, SAR only, both): the images are read and standardised once and the backbone runs
+once per choice, with the hidden modality filled in standardised space
+(:func:`geodino.augment.modality.apply_modality_choice`). Extracted sets can be cached on disk.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from geodino.data.card import DatasetCard
 from geodino.models.backbone import Backbone
+from geodino.utils import atomic_path
+
+log = logging.getLogger("geodino")
+
+# Name of the feature set computed on the unmodified input.
+ALL_BANDS = "all"
+
+Embed = Callable[[Backbone, torch.Tensor], torch.Tensor]
 
 
 def standardise(images: torch.Tensor, card: DatasetCard) -> torch.Tensor:
@@ -21,7 +42,78 @@ def standardise(images: torch.Tensor, card: DatasetCard) -> torch.Tensor:
     return (images - mean) / std
 
 
+def cls_embedding(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """The image embedding the k-NN protocol uses: the final (normed) CLS token."""
+    return backbone(images).cls
+
+
+def probe_embedding(n_last_blocks: int = 4, avgpool: bool = False) -> Embed:
+    """The linear-probe feature of DINO: the CLS tokens of the last ``n_last_blocks`` blocks
+    concatenated (:meth:`Backbone.last_blocks_cls`), plus, with ``avgpool``, the mean of the last
+    block's patch tokens."""
+
+    def embed(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+        if not avgpool or not backbone.is_vit:
+            return backbone.last_blocks_cls(images, n_last_blocks)
+        # One pass for both parts: the CLS tokens and the patch tokens of the same blocks.
+        outs = backbone.model.forward_intermediates(images, indices=n_last_blocks, norm=True,
+                                                    intermediates_only=True, return_prefix_tokens=True,
+                                                    output_fmt="NLC")
+        cls = torch.cat([prefix[:, 0] for _, prefix in outs], dim=-1)
+        return torch.cat([cls, outs[-1][0].mean(1)], dim=-1)
+
+    return embed
+
+
+def fit_size(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize whole images to ``size`` × ``size`` (bicubic, antialiased); ``None`` keeps them."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+
+
 @torch.no_grad()
+def extract_feature_sets(
+    backbone: Backbone,
+    dataset: Dataset,
+    card: DatasetCard,
+    size: int | None,
+    *,
+    modalities: Sequence[str] = (ALL_BANDS,),
+    fill: float = 0.0,
+    embed: Embed = cls_embedding,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    label_key: str = "label",
+    progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Embeddings of every sample for each modality choice, and the labels.
+
+    ``modalities`` are choices as :func:`~geodino.augment.modality.apply_modality_choice` takes
+    them (``"s2"``, ``"s1"``, ``"s2+s1"``) or :data:`ALL_BANDS` (no filling). Map-style and
+    iterable datasets both work; samples are dicts with ``image`` and ``label_key``.
+    """
+    from tqdm.auto import tqdm
+
+    from geodino.augment.modality import apply_modality_choice
+
+    was_training = backbone.training
+    backbone.eval()
+    features: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
+    labels = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in tqdm(loader, desc="features", unit="batch", disable=not progress):
+        images = fit_size(standardise(batch["image"].to(device).float(), card), size)
+        for choice in modalities:
+            view = images if choice == ALL_BANDS else apply_modality_choice(images, card.modalities, choice, fill)
+            features[choice].append(embed(backbone, view).float().cpu())
+        labels.append(batch[label_key])
+    backbone.train(was_training)
+    if not labels:
+        raise ValueError("the dataset yielded no samples")
+    return {m: torch.cat(f) for m, f in features.items()}, torch.cat(labels)
+
+
 def extract_features(
     backbone: Backbone,
     dataset: Dataset,
@@ -32,14 +124,35 @@ def extract_features(
     label_key: str = "label",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings (CLS) and labels of every sample; each image is resized whole to ``size``."""
-    was_training = backbone.training
-    backbone.eval()
-    features, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        images = standardise(batch["image"].to(device).float(), card)
-        if images.shape[-1] != size or images.shape[-2] != size:
-            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-        features.append(backbone(images).cls.float().cpu())
-        labels.append(batch[label_key])
-    backbone.train(was_training)
-    return torch.cat(features), torch.cat(labels)
+    sets, labels = extract_feature_sets(backbone, dataset, card, size, batch_size=batch_size, device=device,
+                                        label_key=label_key)
+    return sets[ALL_BANDS], labels
+
+
+# -- caching ------------------------------------------------------------------------------------
+def cache_key(**parts: Any) -> str:
+    """A short stable digest of JSON-able parts (checkpoint identity, data, options)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """What tells two versions of a file apart without reading it: path, size, modification time."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def cached(cache_dir: str | Path | None, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()`` once per ``key``: the result (tensors, plain values) is kept in
+    ``cache_dir/<key>.pt`` and loaded back with ``weights_only=True``. No ``cache_dir``: no cache."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.is_file():
+        log.info("features from cache %s", path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    result = compute()
+    with atomic_path(path) as tmp:
+        torch.save(result, tmp)
+    return result

@@ -26,3 +26,27 @@ def test_scores_read_class_count_from_labels():
     val_x = centers[val_y] + torch.randn(13, 8, generator=g) * 0.1
     result = knn_scores(train_x, train_y, val_x, val_y, k=3)
     assert result["top1"] == 100.0 and result["top5"] == 100.0 and result["num_val"] == 13
+
+
+def test_multilabel_votes_by_hand() -> None:
+    from geodino.eval.knn import knn_multilabel_scores
+
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]])  # class 2 is nowhere
+    query = torch.tensor([[1.0, 0.2]])
+    votes = knn_predict(train, labels, query, num_classes=3, k=2, temperature=0.5)
+    sims = torch.nn.functional.normalize(train, dim=1) @ (query / query.norm()).t()
+    w0, w2 = math.exp(sims[0, 0] / 0.5), math.exp(sims[2, 0] / 0.5)  # neighbours train[0], train[2]
+    torch.testing.assert_close(votes, torch.tensor([[w0 + w2, w2, 0.0]]))
+    result = knn_multilabel_scores(train, labels, query, torch.tensor([[1, 0, 0]]), k=2, temperature=0.5)
+    assert result["map_macro"] == 100.0 and result["classes_evaluated"] == 1
+    # shares: class 0 gets all the weight, class 1 w2/(w0+w2) < ½: only class 0 predicted
+    assert result["f1_micro"] == 100.0
+
+
+def test_k_larger_than_the_memory_bank_and_absent_classes() -> None:
+    from geodino.eval.knn import knn_evaluate
+
+    train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    result = knn_evaluate(train_x, torch.tensor([0, 4]), torch.tensor([[0.9, 0.1]]), torch.tensor([0]), k=20)
+    assert result["top1"] == 100.0 and result["num_train"] == 2

@@ -1,0 +1,96 @@
+"""``geodino eval knn|linear CKPT --train DATA --val DATA``: frozen-feature evaluation of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DATA_HELP = ("a shard folder (train: its train split; val: its val/validation/test split), a tar, a brace "
+             "pattern or glob, or 'synthetic' (the embedded scenes)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", help="a geodino pretraining checkpoint (checkpoint.pt)")
+    p.add_argument("--train", required=True, metavar="DATA", help=f"training / memory-bank data: {DATA_HELP}")
+    p.add_argument("--val", required=True, metavar="DATA", help=f"validation data: {DATA_HELP}")
+    p.add_argument("--label", default="auto", choices=["auto", "labels19", "labels43", "label", "labels"],
+                   help="which labels (auto: labels19 if present, else label)")
+    p.add_argument("--train-split", help="shard split to use as training data ('all': every shard)")
+    p.add_argument("--val-split", help="shard split to use as validation data ('all': every shard)")
+    p.add_argument("--num-samples", type=int, help="training samples (synthetic: scenes; shards: the first N)")
+    p.add_argument("--val-samples", type=int, help="validation samples (synthetic: scenes; shards: the first N)")
+    p.add_argument("--image-size", type=int, help="size of the synthetic scenes (default: the recipe's)")
+    p.add_argument("--size", type=int, help="input size of the backbone (default: the recipe's global crop size)")
+    p.add_argument("--modalities", metavar="CHOICES",
+                   help="comma-separated modality choices, e.g. s2,s1,s2+s1: evaluate each with the other "
+                        "modalities filled (missing-modality table)")
+    p.add_argument("--fill", type=float, default=0.0, help="standardised value of hidden bands (default 0 = mean)")
+    p.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="output folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("eval", help="k-NN or linear-probe evaluation of a checkpoint's teacher",
+                                   description="Evaluate the frozen teacher backbone of a checkpoint.")
+    protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+    knn = protocols.add_parser(
+        "knn", help="weighted k-NN on L2-normalised CLS features",
+        description="Weighted k-NN (votes exp(cos/T)) on the teacher's CLS features: top-1/top-5 for "
+                    "single-label data, micro/macro mAP and F1 for multi-label data.")
+    _common(knn)
+    knn.add_argument("--k", type=int, default=20)
+    knn.add_argument("--temperature", type=float, default=0.07)
+    knn.set_defaults(func=run)
+    linear = protocols.add_parser(
+        "linear", help="linear probe on frozen features",
+        description="Linear probe on the concatenated CLS tokens of the last blocks (+ average-pooled patch "
+                    "tokens): cross-entropy and top-1 for single-label data, BCE with mAP and F1 for multi-label.")
+    _common(linear)
+    linear.add_argument("--label-fraction", type=float, default=1.0,
+                        help="fraction of the training samples to train on (seeded choice)")
+    linear.add_argument("--n-last-blocks", type=int, default=4)
+    linear.add_argument("--avgpool", action="store_true", help="also the mean of the last block's patch tokens")
+    linear.add_argument("--epochs", type=int, default=100)
+    linear.add_argument("--lr", type=float, default=1e-3)
+    linear.add_argument("--weight-decay", type=float, default=1e-4)
+    linear.add_argument("--seed", type=int, default=0)
+    linear.add_argument("--cache", metavar="DIR", help="keep extracted features here (keyed by checkpoint, data, "
+                                                       "options) and reuse them")
+    linear.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from geodino.eval.modality_table import split_choices
+    from geodino.eval.protocols import (
+        EvalData,
+        EvalOptions,
+        LinearSettings,
+        default_out_dir,
+        format_results,
+        knn_eval,
+        linear_eval,
+    )
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    data = EvalData(train=args.train, val=args.val, label=args.label, train_split=args.train_split,
+                    val_split=args.val_split, train_samples=args.num_samples, val_samples=args.val_samples,
+                    image_size=args.image_size)
+    options = EvalOptions(fill=args.fill, size=args.size, batch_size=args.batch_size, device=args.device,
+                          card=args.card, progress=not args.json)
+    options.modalities = split_choices(args.modalities)  # checked against the card once it is loaded
+    out = args.out or default_out_dir(args.checkpoint)
+    if args.protocol == "knn":
+        report = knn_eval(args.checkpoint, data, options, k=args.k, temperature=args.temperature, out_dir=out)
+    else:
+        settings = LinearSettings(label_fraction=args.label_fraction, n_last_blocks=args.n_last_blocks,
+                                  avgpool=args.avgpool, epochs=args.epochs, lr=args.lr,
+                                  weight_decay=args.weight_decay, seed=args.seed, cache_dir=args.cache)
+        report = linear_eval(args.checkpoint, data, options, settings, out_dir=out)
+    print(json.dumps(report) if args.json else format_results(report))
+    return 0

@@ -1,0 +1,147 @@
+"""Segmentation fine-tuning recipes: the schema, and loading with overrides and validation.
+
+A recipe is YAML with four sections (``run``, ``model``, ``data``, ``train``); command-line
+overrides use dotted keys (``train.epochs=2``). Loading, type checking and misspelt-key hints are
+those of the pretraining recipes (:mod:`geodino.config.load`); only the schema and the checks
+that span keys live here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geodino.config.load import RECIPES_DIR, ConfigError, _apply, _read_yaml, parse_overrides
+
+HEADS = ("linear", "progressive", "upernet")
+SOURCES = ("synthetic", "shards", "sen12ms")
+RANDOM_INIT = "none"
+
+
+@dataclass
+class SegRunConfig:
+    out_dir: str = "runs/seg"
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class SegModelConfig:
+    pretrained: str = ""  # a geodino pretraining checkpoint, or "none" (random init of the arch below)
+    # Architecture of a randomly initialised backbone (a checkpoint brings its own):
+    arch: str = "vit_small_patch16_224"
+    patch_size: int = 0  # 0 = the arch's own
+    depth: int = 0  # 0 = the arch's own
+    img_size: int = 0  # size the position embedding is laid out for; 0 = data.image_size
+    head: str = "upernet"  # linear | progressive | upernet
+    freeze_backbone: bool = False
+    layer_decay: float = 0.75  # lr of block i = lr × decay^(depth + 1 − (i + 1)); 1 = no decay
+    decoder_channels: int = 256  # width of the progressive / UPerNet decoders
+    levels: list[int] = field(default_factory=list)  # blocks feeding UPerNet; [] = 4 evenly spaced
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class SegDataConfig:
+    source: str = "synthetic"  # synthetic | shards (mask.npy) | sen12ms (torchgeo SEN12MS layout)
+    root: str = ""  # shard folder / pattern, or the SEN12MS root
+    card: str = ""  # card of the data when it cannot be found (random init on sen12ms)
+    train_split: str = "train"
+    val_split: str = ""  # shards: "" = the first of val, validation, test
+    image_size: int = 32  # model input size; predictions are resized back to the mask size
+    batch_size: int = 16
+    num_workers: int = 0
+    num_samples: int = 512  # training samples (synthetic: scenes; others: 0 = all)
+    val_samples: int = 128  # validation samples (synthetic: scenes; others: 0 = all)
+    num_classes: int = 8  # synthetic scenes
+    label_map: str = "dfc"  # sen12ms: dfc (10 simplified IGBP classes, DFC2020) | igbp (17 classes)
+
+
+@dataclass
+class SegTrainConfig:
+    epochs: int = 5
+    lr: float = 1e-3  # the decoder's; backbone blocks get lr × layer-decay factor
+    min_lr: float = 1e-6
+    warmup_epochs: int = 1
+    weight_decay: float = 0.05
+    max_steps: int = 0  # stop early after this many steps (0 = the full schedule)
+    log_every: int = 10
+    eval_every: int = 0  # epochs; 0 = only at the end
+    flip: bool = True  # random horizontal and vertical flips of image and mask
+    predictions: int = 8  # validation samples drawn as PNG (image | ground truth | prediction)
+
+
+@dataclass
+class SegConfig:
+    run: SegRunConfig = field(default_factory=SegRunConfig)
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A YAML path, or a recipe name from ``recipes/``."""
+    path = Path(recipe)
+    if not path.is_file() and not path.suffix and (RECIPES_DIR / f"{path}.yaml").is_file():
+        return RECIPES_DIR / f"{path}.yaml"
+    return path
+
+
+def load_seg_config(recipe: str | Path, overrides: list[str] | None = None) -> SegConfig:
+    """Defaults ← recipe ← overrides, validated."""
+    cfg = SegConfig()
+    path = recipe_path(recipe)
+    try:
+        _apply(cfg, _read_yaml(path), "")
+        _apply(cfg, parse_overrides(overrides or []), "")
+    except ConfigError as err:
+        raise ConfigError(f"{path.name}: {err}") from None
+    validate_seg(cfg)
+    return cfg
+
+
+def seg_config_from_dict(data: dict[str, Any]) -> SegConfig:
+    cfg = SegConfig()
+    _apply(cfg, data, "")
+    validate_seg(cfg)
+    return cfg
+
+
+def validate_seg(cfg: SegConfig) -> None:
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if not m.pretrained:
+        raise ConfigError(f"model.pretrained: a pretraining checkpoint, or {RANDOM_INIT!r} for a random init")
+    if m.pretrained != RANDOM_INIT and not Path(m.pretrained).is_file():
+        raise ConfigError(f"model.pretrained: checkpoint {m.pretrained!r} not found (or use {RANDOM_INIT!r})")
+    if m.head not in HEADS:
+        raise ConfigError(f"model.head: {m.head!r} is not one of {list(HEADS)}")
+    if d.source not in SOURCES:
+        raise ConfigError(f"data.source: {d.source!r} is not one of {list(SOURCES)}")
+    if d.source != "synthetic" and not d.root:
+        raise ConfigError(f"data.root: required when data.source={d.source!r}")
+    if d.label_map not in ("dfc", "igbp"):
+        raise ConfigError(f"data.label_map: {d.label_map!r} is not one of ['dfc', 'igbp']")
+    if d.batch_size < 2:
+        raise ConfigError("data.batch_size: at least 2 (the decoders use batch norm)")
+    if d.image_size <= 0 or t.epochs <= 0:
+        raise ConfigError("data.image_size and train.epochs: must be positive")
+    if t.warmup_epochs > t.epochs:
+        raise ConfigError("train.warmup_epochs: longer than train.epochs")
+    if not 0 < m.layer_decay <= 1:
+        raise ConfigError("model.layer_decay: must be in (0, 1]")
+    if m.levels and len(m.levels) != 4:
+        raise ConfigError(f"model.levels: UPerNet takes 4 blocks, got {m.levels}")
+
+
+def seg_config_to_dict(cfg: SegConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_seg_config(cfg: SegConfig, path: str | Path) -> None:
+    from geodino.utils import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(seg_config_to_dict(cfg), sort_keys=False))

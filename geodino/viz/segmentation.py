@@ -1,0 +1,63 @@
+"""Pictures of segmentation results: the input composite, the ground truth and the prediction side by
+side, in one colour per class (ignored pixels black)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from geodino.utils import atomic_path  # noqa: E402
+
+
+def composite(image: np.ndarray, bands: list[str]) -> tuple[str, np.ndarray]:
+    """The picture a person would look at first: true colour if the bands allow, else SAR false
+    colour, else the first bands (see :func:`geodino.data.inspect.composites`)."""
+    from geodino.data.inspect import composites
+
+    pictures = composites({"image": np.asarray(image, dtype=np.float32), "meta": {"bands": list(bands)}})
+    name = next(iter(pictures))
+    return name, pictures[name]
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    base = plt.get_cmap("tab20" if num_classes > 10 else "tab10")
+    return np.array([base(i % base.N)[:3] for i in range(num_classes)], dtype=np.float32)
+
+
+def colour_mask(mask: np.ndarray, colours: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """``[H, W]`` class map → ``[H, W, 3]`` colours; ignored (or unknown) pixels black."""
+    out = np.zeros(mask.shape + (3,), dtype=np.float32)
+    valid = (mask != ignore_index) & (mask >= 0) & (mask < len(colours))
+    out[valid] = colours[mask[valid]]
+    return out
+
+
+def save_prediction(image: np.ndarray, bands: list[str], target: np.ndarray, prediction: np.ndarray,
+                    class_names: list[str], path: str | Path, ignore_index: int = 255, title: str = "") -> Path:
+    """One PNG: composite | ground truth | prediction, with a legend of the classes present."""
+    colours = class_colours(len(class_names))
+    name, picture = composite(image, bands)
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6))
+    panels = [(picture, name), (colour_mask(target, colours, ignore_index), "ground truth"),
+              (colour_mask(prediction, colours, ignore_index), "prediction")]
+    for ax, (pic, label) in zip(axes, panels):
+        ax.imshow(pic, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    present = sorted(set(np.unique(target).tolist()) | set(np.unique(prediction).tolist()))
+    handles = [Patch(color=colours[c], label=class_names[c]) for c in present if 0 <= c < len(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)
+

@@ -1,0 +1,61 @@
+"""``geodino eval knn|linear`` on synthetic scenes and on shards, with the missing-modality table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from geodino.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_knn_synthetic_multilabel_with_modality_table(synthetic_checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "eval"
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", "synthetic", "--val", "synthetic",
+            "--num-samples", "24", "--val-samples", "8", "--label", "labels", "--k", "50",
+            "--modalities", "s2,s1,s2+s1", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| SAR only | `s1` |" in text and "map_micro" in text
+    report = json.loads((out / "knn.json").read_text())
+    assert report["task"] == "multi-label" and list(report["results"]) == ["s2", "s1", "s2+s1"]
+    assert report["results"]["s1"]["num_train"] == 24  # k = 50 > 24 training scenes
+    rows = list(csv.DictReader((out / "knn_modalities.csv").open()))
+    assert [r["input"] for r in rows] == ["optical only", "SAR only", "both (optical+SAR)"]
+    assert (out / "knn_modalities.png").stat().st_size > 0 and (out / "knn_modalities.md").is_file()
+
+
+def test_knn_on_shards_single_label(synthetic_checkpoint, synthetic_shards, tmp_path, capsys) -> None:
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(synthetic_shards), "--val",
+            str(synthetic_shards), "--val-samples", "10", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["labels"] == "label" and report["results"]["all"]["num_train"] == 96
+    assert report["results"]["all"]["num_val"] == 10 and 0 <= report["results"]["all"]["top1"] <= 100
+
+
+def test_modalities_are_checked_against_the_card(synthetic_checkpoint, tmp_path, capsys) -> None:
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", "synthetic", "--val", "synthetic",
+            "--modalities", "s2,rgb", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "'rgb'" in capsys.readouterr().err
+
+
+def test_linear_caches_features(synthetic_checkpoint, synthetic_shards, tmp_path, capsys) -> None:
+    cache = tmp_path / "cache"
+    argv = ["eval", "linear", str(synthetic_checkpoint), "--train", str(synthetic_shards), "--val",
+            str(synthetic_shards), "--n-last-blocks", "2", "--avgpool", "--epochs", "5", "--cache", str(cache),
+            "--label-fraction", "0.5", "--modalities", "s2,s2+s1", "--out", str(tmp_path / "out"), "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["settings"]["train_used"] == 48
+    assert first["results"]["s2"]["feature_dim"] == 2 * 192 + 192  # 2 CLS tokens + pooled patches
+    assert len(list(cache.glob("*.pt"))) == 2  # train and val features
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == first["results"]  # same features, same seed
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps  # read back, not recomputed
+    assert (tmp_path / "out" / "linear_modalities.csv").is_file()

@@ -1,0 +1,101 @@
+"""``geodino finetune seg`` on tiny data: synthetic scenes, shards with ignored pixels, SEN12MS."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geodino.cli import main
+from geodino.finetune.config import load_seg_config
+from geodino.finetune.loop import finetune_segmentation
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+HERE = Path(__file__).resolve().parent
+TINY_SEG = ["model.arch=vit_tiny_patch16_224", "model.depth=2", "model.patch_size=8", "model.decoder_channels=16",
+            "data.image_size=32", "data.batch_size=4", "data.num_samples=8", "data.val_samples=4",
+            "train.epochs=1", "train.warmup_epochs=0", "train.log_every=1", "train.predictions=2"]
+
+
+def test_random_init_on_synthetic_scenes(tmp_path, capsys) -> None:
+    out = tmp_path / "seg"
+    argv = ["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained=none", *TINY_SEG, "--out", str(out)]
+    assert main(argv) == 0
+    assert "mIoU" in capsys.readouterr().out
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["steps"] == 2 and 0 <= summary["miou"] <= 100 and len(summary["per_class_iou"]) == 8
+    assert summary["pixels"] == 4 * 32 * 32
+    assert sorted(p.name for p in (out / "predictions").glob("*.png")) == ["000.png", "001.png"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2] and "val_miou" in records[-1]
+    state = torch.load(out / "segmentation.pt", weights_only=True)
+    assert state["config"]["model"]["head"] == "upernet" and len(state["classes"]) == 8
+
+
+def test_frozen_pretrained_backbone_keeps_its_weights(synthetic_checkpoint, tmp_path) -> None:
+    from geodino.eval.checkpoint import load_teacher_backbone
+
+    cfg = load_seg_config("seg_synthetic_quickstart", [f"model.pretrained={synthetic_checkpoint}", *TINY_SEG,
+                                                       "model.head=linear", "model.freeze_backbone=true",
+                                                       f"run.out_dir={tmp_path}"])
+    finetune_segmentation(cfg)
+    saved = torch.load(tmp_path / "segmentation.pt", weights_only=True)["model"]
+    backbone, _, _ = load_teacher_backbone(synthetic_checkpoint)
+    for name, value in backbone.state_dict().items():
+        torch.testing.assert_close(saved[f"backbone.{name}"], value, rtol=0, atol=0)
+
+
+def _masked_read(item, image_size, num_classes, seed):
+    from geodino.data.sources.synthetic_shards import read_item
+
+    parts = read_item(item, image_size, num_classes, seed)
+    parts.mask[:, :8] = 255  # a strip without reference data, as reBEN maps have
+    return parts
+
+
+def test_shards_with_ignored_pixels(tmp_path) -> None:
+    import functools
+
+    from geodino.data.shards.writer import write_shards
+    from geodino.data.sources.synthetic_shards import list_items
+    from geodino.data.synthetic import synthetic_card
+
+    shards = tmp_path / "shards"
+    write_shards(shards, list_items(8, 4), functools.partial(_masked_read, image_size=32, num_classes=8, seed=0),
+                 synthetic_card(), shard_size=8, progress=False)
+    cfg = load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", *TINY_SEG, "model.head=progressive",
+                                                       "data.source=shards", f"data.root={shards}",
+                                                       "data.num_samples=0", "data.val_samples=0",
+                                                       f"run.out_dir={tmp_path / 'run'}"])
+    summary = finetune_segmentation(cfg)
+    assert summary["pixels"] == 4 * 32 * 24  # the 255 strip is not scored
+    assert summary["steps"] == 2 and (tmp_path / "run" / "predictions" / "001.png").is_file()
+
+
+def _sen12ms_fixture():
+    spec = importlib.util.spec_from_file_location("geodino_fixture_sen12ms", HERE / "sen12ms" / "data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sen12ms_through_torchgeo(synthetic_checkpoint, tmp_path) -> None:
+    from geodino.finetune.data import DFC_CLASSES, SEN12MSMasks
+
+    root = _sen12ms_fixture().write_sen12ms(tmp_path / "sen12ms", train=4, test=2)["root"]
+    bands = ["B02", "B03", "B04", "B08", "B11", "B12", "VH", "VV"]  # the synthetic card's order
+    sample = SEN12MSMasks(str(root), "train", bands, "dfc")[0]
+    assert sample["image"].shape == (8, 32, 32) and sample["image"].dtype == torch.float32
+    assert float(sample["image"][6:].mean()) == pytest.approx(-15, abs=0.5)  # S1 dB kept as float
+    assert set(np.unique(sample["mask"].numpy())) <= set(range(len(DFC_CLASSES)))
+    cfg = load_seg_config("seg_synthetic_quickstart", [f"model.pretrained={synthetic_checkpoint}", *TINY_SEG,
+                                                       "data.source=sen12ms", f"data.root={root}",
+                                                       "data.num_samples=0", "data.val_samples=0",
+                                                       f"run.out_dir={tmp_path / 'run'}"])
+    summary = finetune_segmentation(cfg)
+    assert summary["classes"] == DFC_CLASSES and summary["pixels"] == 2 * 32 * 32 and summary["steps"] == 1

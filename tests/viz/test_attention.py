@@ -1,0 +1,53 @@
+"""Last-block CLS attention recomputed from the qkv weights, and ``geodino attention`` pictures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geodino.cli import main
+from geodino.eval.checkpoint import load_teacher_backbone
+from geodino.viz.attention import cls_attention
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_weights_reproduce_the_fused_attention(synthetic_checkpoint) -> None:
+    backbone, _, _ = load_teacher_backbone(synthetic_checkpoint)
+    attn = backbone.model.blocks[-1].attn
+    seen = {}
+    attn.register_forward_hook(lambda m, args, out: seen.update(x=args[0], out=out))
+    x = torch.randn(2, 8, 40, 32)
+    weights = cls_attention(backbone, x)  # [B, heads, h, w]
+    assert weights.shape == (2, 3, 5, 4)
+    # The full weights of the CLS row, applied to the values, must give the fused module's output.
+    tokens = seen["x"]
+    qkv = attn.qkv(tokens).reshape(2, tokens.shape[1], 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    cls_row = ((qkv[0] * attn.scale) @ qkv[1].transpose(-2, -1)).softmax(-1)[:, :, 0]  # [B, heads, N]
+    torch.testing.assert_close(cls_row[:, :, 1:].reshape(2, 3, 5, 4), weights)
+    mixed = (cls_row[:, :, None] @ qkv[2]).squeeze(2).reshape(2, -1)  # heads concatenated
+    torch.testing.assert_close(attn.proj(mixed), seen["out"][:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_pictures_from_a_geotiff_and_a_shard_sample(synthetic_checkpoint, synthetic_shards, tmp_path, capsys) -> None:
+    import rasterio
+    from rasterio.transform import Affine
+
+    bands = ["VV", "VH", "B12", "B11", "B08", "B04", "B03", "B02"]  # not the card's order: matched by name
+    data = np.random.default_rng(0).uniform(0, 3000, size=(8, 24, 24)).astype(np.float32)
+    tif = tmp_path / "scene.tif"
+    with rasterio.open(tif, "w", driver="GTiff", height=24, width=24, count=8, dtype="float32", crs="EPSG:32632",
+                       transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+        dst.write(data)
+        dst.descriptions = tuple(bands)
+    assert main(["attention", str(synthetic_checkpoint), str(tif), "--out", str(tmp_path / "a")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["scene_attention.npy", "scene_head0.png", "scene_head1.png", "scene_head2.png",
+                     "scene_heads.png", "scene_mean.png"]
+    assert np.load(tmp_path / "a" / "scene_attention.npy").shape == (3, 3, 3)
+    key = "synthetic_val_0000003"
+    assert main(["attention", str(synthetic_checkpoint), f"{synthetic_shards}#{key}", "--size", "48",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert np.load(tmp_path / "b" / f"{key}_attention.npy").shape == (3, 6, 6)
+    assert "mean over a composite" in capsys.readouterr().out
