@@ -56,6 +56,10 @@ def test_shards_to_segmentation(synthetic_shards, pretrained_checkpoint, tmp_pat
     assert set(summary["per_class_iou"]) == set(card.classes)
     assert len(list((seg / "predictions").glob("*.png"))) == 3
 
+    # the synthetic scenes generated on the fly also evaluate a model pretrained on their shards
+    assert main(["eval", "knn", str(pretrained_checkpoint), "--train", "synthetic", "--val", "synthetic",
+                 "--num-samples", "16", "--val-samples", "8", "--out", str(tmp_path / "eval2")]) == 0
+
     # the run's curves and the teacher's attention
     assert main(["plot", str(run_dir)]) == 0 and (run_dir / "curves.png").is_file()
     assert main(["attention", str(pretrained_checkpoint), f"{synthetic_shards}#synthetic_val_0000000",

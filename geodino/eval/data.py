@@ -55,7 +55,7 @@ class ShardSamples(IterableDataset):
                 raise ValueError(f"shard sample {sample['key']} has no {self.label_key!r}")
             tensors = to_tensors(sample, None)
             label = tensors[self.label_key]
-            yield {"image": tensors["image"].float(), self.label_key: label.float() if label.ndim else label}
+            yield {"image": tensors["image"].float(), self.label_key: label.float() if label.ndim == 1 else label}
 
 
 def shard_split_paths(spec: str, role: str, split: str | None = None) -> list[str]:
@@ -106,14 +106,17 @@ def _shard_labelled_set(spec: str, role: str, card: DatasetCard, label: str, spl
     return LabelledSet(ShardSamples(paths, label, num_samples), label, description, names)
 
 
-def _synthetic_labelled_set(role: str, cfg: dict[str, Any], label: str, num_samples: int | None,
-                            image_size: int | None) -> LabelledSet:
-    from geodino.data.synthetic import SyntheticScenes
+def _synthetic_labelled_set(role: str, card: DatasetCard, cfg: dict[str, Any], label: str,
+                            num_samples: int | None, image_size: int | None) -> LabelledSet:
+    from geodino.data.synthetic import SyntheticScenes, synthetic_card
 
-    data = cfg.get("data", {})
+    data = dict(cfg.get("data", {}))
     if data.get("source", SYNTHETIC) != SYNTHETIC:
-        raise ValueError("DATA=synthetic needs a checkpoint pretrained on the synthetic scenes "
-                         f"(this one used data.source={data.get('source')!r})")
+        # Pretrained on the synthetic scenes written as shards: same bands, the card's classes.
+        if card.band_names != synthetic_card().band_names:
+            raise ValueError("DATA=synthetic needs a checkpoint pretrained on the synthetic scenes "
+                             f"(this one used data.source={data.get('source')!r}, card {card.name!r})")
+        data = {"num_classes": len(card.classes) or 8, "image_size": cfg["augment"]["global_size"]}
     label = "label" if label == "auto" else label
     if label not in ("label", "labels"):
         raise ValueError(f"the synthetic scenes have 'label' and 'labels', not {label!r}")
@@ -132,7 +135,7 @@ def open_labelled_set(spec: str, role: str, card: DatasetCard, cfg: dict[str, An
     if role not in ("train", "val"):
         raise ValueError(f"role must be 'train' or 'val', not {role!r}")
     if str(spec) == SYNTHETIC:
-        return _synthetic_labelled_set(role, cfg, label, num_samples, image_size)
+        return _synthetic_labelled_set(role, card, cfg, label, num_samples, image_size)
     return _shard_labelled_set(str(spec), role, card, label, split, num_samples)
 
 
