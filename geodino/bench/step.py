@@ -26,6 +26,7 @@ import torch
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="vit_tiny_patch16_224", help="timm model name")
     p.add_argument("--patch-size", type=int, default=0, help="0 = the arch's own")
+    p.add_argument("--depth", type=int, default=0, help="ViT blocks (0 = the arch's own)")
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=8, help="images per step")
     p.add_argument("--global-size", type=int, default=224)
@@ -39,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=["dino", "selfpatch", "masked"], default="dino",
                    help="dino (image level only), or a patch objective timed against dino alone")
     p.add_argument("--patch-hidden-dim", type=int, default=0, help="patch head MLP width (0 = the schema's)")
+    p.add_argument("--count-flops", action="store_true",
+                   help="with --objective: also count the matmul FLOPs of one step of each (machine-independent)")
     p.add_argument("--baseline", choices=["reference", "none"], default="reference",
                    help="also time the reference-style step in the same run (fp32, --objective dino only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -49,6 +52,7 @@ def _config(args: argparse.Namespace):
 
     cfg = Config()
     cfg.model.arch, cfg.model.patch_size, cfg.model.out_dim = args.arch, args.patch_size, args.out_dim
+    cfg.model.depth = args.depth
     cfg.data.batch_size = args.batch_size
     cfg.augment.global_size, cfg.augment.local_size = args.global_size, args.local_size
     cfg.augment.n_local = args.local_crops
@@ -139,6 +143,14 @@ def _measure_pair(args: argparse.Namespace) -> dict[str, Any]:
     if not cuda:  # one process holds both: only the joint peak is known
         out["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["step_time_ratio"] = round(out["with_patch"]["step_s"] / out["image_only"]["step_s"], 3)
+    if args.count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        for name, step_fn in steps.items():
+            with FlopCounterMode(display=False) as counter:
+                step_fn(views, total - 1)
+            out[name]["gflop"] = round(counter.get_total_flops() / 1e9, 1)
+        out["flop_ratio"] = round(out["with_patch"]["gflop"] / out["image_only"]["gflop"], 3)
     return out
 
 

@@ -1,0 +1,105 @@
+"""Masked-patch objective: the loss against a hand computation, the mask token, gradients, masks."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from geodino.config import load_config
+from geodino.engine.build import build_objectives, build_student_teacher
+from geodino.objectives import MaskedOutput, MaskedPatchLoss
+from tests.engine.runs import TINY
+
+LN2 = math.log(2)
+P = [0.5, 0.25, 0.125, 0.125]
+Q = [0.125, 0.125, 0.25, 0.5]
+UNIFORM = [0.25] * 4
+
+
+def _logits(rows, temp):
+    return temp * torch.log(torch.tensor(rows))
+
+
+def _output(rows, masks, temp):
+    return SimpleNamespace(extra={"masked": MaskedOutput(logits=_logits(rows, temp), masks=masks)})
+
+
+def test_loss_and_center_match_hand_computation():
+    # Three crops of 4 patches: crop 0 has 2 masked patches, crop 1 one, crop 2 none.
+    masks = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    # Cross-entropies (units of ln 2): crop 0: uniform vs P 2.25, P vs P 1.75 -> image mean 2.0;
+    # crop 1: P vs Q 2.625. Sum of image means over all 3 crops (DINOv2): (2.0 + 2.625) / 3.
+    loss_fn = MaskedPatchLoss(out_dim=4)
+    loss = loss_fn(_output([P, P, Q], masks, 0.1), _output([UNIFORM, P, P], masks, 0.04), teacher_temp=0.04)
+    assert abs(loss.item() - 4.625 / 3 * LN2) < 1e-5
+    expected = 0.1 * _logits([UNIFORM, P, P], 0.04).mean(0, keepdim=True)
+    torch.testing.assert_close(loss_fn.center.center, expected, atol=1e-7, rtol=0)
+    assert loss_fn.signals()["patch_fraction"] == pytest.approx(3 / 12)
+
+
+def test_no_masked_patch_gives_zero_loss_and_keeps_the_center():
+    masks = torch.zeros(2, 4, dtype=torch.bool)
+    empty = torch.zeros(0, 4)
+    out = SimpleNamespace(extra={"masked": MaskedOutput(logits=empty, masks=masks)})
+    loss_fn = MaskedPatchLoss(out_dim=4)
+    assert loss_fn(out, out, 0.04).item() == 0.0
+    assert not loss_fn.center.center.any()
+
+
+def _networks(*overrides):
+    cfg = load_config(None, [*TINY, "objective.patch=masked", "objective.patch_out_dim=32",
+                             "objective.patch_hidden_dim=16", "objective.patch_bottleneck_dim=8", *overrides])
+    torch.manual_seed(0)
+    student, teacher = build_student_teacher(cfg, in_chans=3)
+    return student.eval(), teacher, build_objectives(cfg)["masked"]
+
+
+def test_masked_patches_lose_their_content_but_keep_their_position():
+    student, _, _ = _networks()
+    backbone, token = student.backbone, student.extra_heads["masked"].mask_token
+    x = torch.randn(1, 3, 32, 24)  # a 4x3 grid
+    mask = torch.zeros(1, 4, 3, dtype=torch.bool)
+    mask[0, 1, 2] = True  # the patch at pixels [8:16, 16:24]
+    y = x.clone()
+    y[..., 8:16, 16:24] = torch.randn(3, 8, 8)
+    with torch.no_grad():
+        a, b = backbone(x, mask=mask, mask_token=token), backbone(y, mask=mask, mask_token=token)
+        plain, unmasked = backbone(x), backbone(x, mask=torch.zeros_like(mask), mask_token=token)
+    torch.testing.assert_close(a.patches, b.patches)  # the changed pixels are not seen
+    torch.testing.assert_close(unmasked.patches, plain.patches)  # an empty mask changes nothing
+    assert not torch.allclose(a.patches, plain.patches)
+    with pytest.raises(ValueError, match="mask token"):
+        backbone(x, mask=mask)
+
+
+def test_gradients_reach_the_student_and_the_mask_token_only():
+    student, teacher, loss_fn = _networks()
+    student.train()
+    views = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16)]
+    grids = [(4, 4), (4, 4), (2, 2)]
+    masks = loss_fn.student_masks(grids, 2, torch.Generator().manual_seed(0), offset=0, batch=4, total=4)
+    assert masks[2] is None and masks[0].shape == (4, 4, 4)
+    masks[0][0, :2] = True  # make sure something is masked
+    with torch.no_grad():
+        teacher_out = teacher(views[:2], extra_views=views[2:], masks=masks)
+    student_out = student(views, masks=masks)
+    assert len(teacher_out.features) == 2  # the masked objective needs no teacher pass on local crops
+    loss = loss_fn(student_out, teacher_out, 0.04)
+    assert loss.item() > 0
+    loss.backward()
+    heads = student.extra_heads["masked"]
+    assert heads.mask_token.grad is not None and heads.mask_token.grad.abs().sum() > 0
+    assert heads.head.mlp[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not teacher_out.extra["masked"].logits.requires_grad
+    # the teacher's rows are taken at the student's masked positions of the same (unmasked) crops
+    n_masked = int(sum(m.sum() for m in masks[:2]))
+    assert teacher_out.extra["masked"].logits.shape == student_out.extra["masked"].logits.shape == (n_masked, 32)
+
+
+def test_masks_without_a_mask_token_are_refused():
+    cfg = load_config(None, [*TINY])
+    student, _ = build_student_teacher(cfg, in_chans=3)
+    with pytest.raises(ValueError, match="mask token"):
+        student([torch.randn(1, 3, 32, 32)], masks=[torch.ones(1, 4, 4, dtype=torch.bool)])
