@@ -151,8 +151,16 @@ def validate(cfg: Config) -> None:
         lo_hi = getattr(cfg.augment, key)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
             raise ConfigError(f"augment.{key}: expected [low, high] with 0 < low <= high <= 1, got {lo_hi}")
-    if not 0 <= cfg.augment.modality_drop_p <= 1:
-        raise ConfigError("augment.modality_drop_p: must be in [0, 1]")
+    a = cfg.augment
+    for key in ("modality_drop_p", "flip_p", "jitter_p", "grayscale_p"):
+        if not 0 <= getattr(a, key) <= 1:
+            raise ConfigError(f"augment.{key}: must be in [0, 1]")
+    for key in ("blur_p", "solarize_p"):
+        values = getattr(a, key)
+        if len(values) != 3 or not all(0 <= v <= 1 for v in values):
+            raise ConfigError(f"augment.{key}: expected 3 probabilities (global 1, global 2, locals), got {values}")
+    if len(a.blur_sigma) != 2 or not 0 < a.blur_sigma[0] <= a.blur_sigma[1]:
+        raise ConfigError(f"augment.blur_sigma: expected [low, high] with 0 < low <= high, got {a.blur_sigma}")
     _validate_objective(cfg)
 
 

@@ -59,6 +59,17 @@ class AugmentConfig:
     modality_drop_p: float = 0.0
     modality_fill: float = 0.0
     modality_drop_on: str = "all"  # all | student
+    # Per-view probabilities and strengths; defaults are the reference DINO recipe.
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2  # rgb mode only
+    hue: float = 0.1  # rgb mode only
+    grayscale_p: float = 0.2
+    blur_p: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # global 1, global 2, locals
+    solarize_p: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.0])
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # in output pixels
 
 
 @dataclass

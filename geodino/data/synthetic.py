@@ -68,10 +68,10 @@ def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     if kind == "stripes":
         angle = rng.uniform(0, np.pi)
-        period = rng.uniform(3.0, 6.0)
+        period = rng.uniform(5.0, 9.0)
         return np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
     if kind == "blocks":
-        cell = int(rng.integers(3, 6))
+        cell = int(rng.integers(4, 8))
         grid = rng.choice([-1.0, 1.0], size=(size // cell + 2, size // cell + 2)).astype(np.float32)
         oy, ox = rng.integers(0, cell, size=2)
         return grid[(yy.astype(int) + oy) // cell, (xx.astype(int) + ox) // cell]

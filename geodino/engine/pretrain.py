@@ -167,12 +167,7 @@ class Pretrainer:
         card = self.data.card
         if card.mean is None or card.std is None:
             raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the shards")
-        a = cfg.augment
-        self.augment = MultiCropAugment.from_card(
-            card, mode=a.mode, global_size=a.global_size, global_scale=tuple(a.global_scale),
-            local_size=a.local_size, local_scale=tuple(a.local_scale), n_local=a.n_local,
-            modality_drop_p=a.modality_drop_p, modality_fill=a.modality_fill, modality_drop_on=a.modality_drop_on,
-        )
+        self.augment = MultiCropAugment.from_card(card, **augment_kwargs(cfg))
         self.core = DINOStep(cfg, card.num_bands, self.data.steps_per_epoch, acc)
         self.schedules = self.core.schedules
         self.global_batch = self.core.global_batch
@@ -350,6 +345,12 @@ class Pretrainer:
             write_json_atomic(self.out_dir / "summary.json", summary)
         acc.end_training()
         return summary
+
+
+def augment_kwargs(cfg: Config) -> dict[str, Any]:
+    """The recipe's ``augment`` section as :class:`MultiCropAugment` keyword arguments."""
+    kwargs = config_to_dict(cfg)["augment"]
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
 def _check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
