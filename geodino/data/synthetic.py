@@ -3,10 +3,12 @@
 Each scene is a small patch of "land" made of a few Voronoi regions, each region one land-cover
 class. A class is a spectral signature over six Sentinel-2-like bands (reflectance × 10⁴), a
 backscatter signature over Sentinel-1-like VH/VV (dB) and a texture (smooth, speckled, striped
-fields, blocky built-up). The eight classes form four spectral families of two classes that share
-their signatures and differ only in texture, so the class is hidden structure: the mean spectrum
-identifies the family but not the class, and a per-scene illumination gain, sensor noise, SAR
-speckle and random region layouts further blur what raw pixels (or a random network) see. A
+fields, blocky built-up). The eight classes form four spectral families; the two members of a
+family differ only in texture and in the shape of their spectrum, and a strong per-scene
+illumination gain hides that shape from raw intensities. The class is therefore hidden structure:
+raw pixels or a random network see mostly the family, while a representation that has learned to
+ignore brightness (as DINO's augmentations teach it) can also see the class. Sensor noise, SAR
+speckle and random region layouts blur the picture further. A
 sample carries:
 
 - ``image``   float32 ``[8, S, S]``: B02 B03 B04 B08 B11 B12 (optical, modality ``s2``) then
@@ -30,22 +32,31 @@ from geodino.data.card import Band, DatasetCard
 OPTICAL_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 SAR_BANDS = ["VH", "VV"]
 
-# Four spectral families, each shared by two classes that differ only in texture, so that the
-# mean spectrum alone cannot tell every class apart.
+# Four spectral families of two classes each. The two members of a family differ in texture and
+# in the *shape* of their spectrum (a tilt of about ±10 % across the bands), not in brightness, so
+# a per-scene illumination gain (×0.4 to ×2.5) hides the difference from raw intensities while it
+# stays visible to a representation that is invariant to brightness.
+_TILT = np.array([0.1, 0.05, 0.0, -0.05, -0.1, -0.1])
+
+
+def _tilted(optical: list[float]) -> list[float]:
+    return [float(v) for v in np.array(optical) * (1.0 + _TILT)]
+
+
+_WATER = [600.0, 500.0, 350.0, 200.0, 120.0, 80.0]
+_TREES = [300.0, 500.0, 300.0, 2800.0, 1300.0, 600.0]
+_CROPS = [500.0, 800.0, 700.0, 3000.0, 2000.0, 1100.0]
+_BUILT = [1100.0, 1200.0, 1350.0, 1950.0, 2500.0, 2200.0]
 # name: (optical reflectance ×1e4 for B02 B03 B04 B08 B11 B12, SAR dB for VH VV, texture)
-_WATER = [600, 500, 350, 200, 120, 80], [-24.0, -17.0]
-_TREES = [300, 500, 300, 2800, 1300, 600], [-14.5, -8.0]
-_CROPS = [500, 800, 700, 3000, 2000, 1100], [-17.0, -10.5]
-_BUILT = [1100, 1200, 1350, 1950, 2500, 2200], [-13.0, -6.5]
 CLASSES: dict[str, tuple[list[float], list[float], str]] = {
-    "water": (*_WATER, "smooth"),
-    "wetland": (*_WATER, "stripes"),
-    "forest": (*_TREES, "speckle"),
-    "shrubland": (*_TREES, "blocks"),
-    "cropland": (*_CROPS, "stripes"),
-    "grassland": (*_CROPS, "speckle"),
-    "urban": (*_BUILT, "blocks"),
-    "bare soil": (*_BUILT, "smooth"),
+    "water": (_WATER, [-24.0, -17.0], "smooth"),
+    "wetland": (_tilted(_WATER), [-24.0, -17.0], "stripes"),
+    "forest": (_TREES, [-14.5, -8.0], "speckle"),
+    "shrubland": (_tilted(_TREES), [-14.5, -8.0], "blocks"),
+    "cropland": (_CROPS, [-17.0, -10.5], "stripes"),
+    "grassland": (_tilted(_CROPS), [-17.0, -10.5], "speckle"),
+    "urban": (_BUILT, [-13.0, -6.5], "blocks"),
+    "bare soil": (_tilted(_BUILT), [-13.0, -6.5], "smooth"),
 }
 
 
@@ -57,8 +68,8 @@ def synthetic_card(num_classes: int = len(CLASSES)) -> DatasetCard:
     return DatasetCard(
         name="synthetic-sar-optical",
         bands=bands,
-        mean=[635.0, 761.0, 685.0, 2016.0, 1501.0, 1011.0, -17.1, -10.5],
-        std=[385.0, 410.0, 510.0, 1416.0, 1101.0, 911.0, 4.8, 4.6],
+        mean=[746.0, 873.0, 766.0, 2203.0, 1595.0, 1072.0, -17.1, -10.5],
+        std=[586.0, 631.0, 700.0, 1927.0, 1444.0, 1148.0, 4.8, 4.6],
         classes=list(CLASSES)[:num_classes],
         description="Embedded synthetic SAR-optical scenes (geodino.data.synthetic).",
     )
@@ -113,7 +124,7 @@ def make_scene(index: int, seed: int, size: int, num_classes: int) -> dict[str, 
     # brightness jitter mimics): a nuisance shared by every crop of a scene but untouched by the
     # augmentations (a per-band haze offset, say) is the easiest cue for a self-distillation
     # objective to match crops by, and it would learn that instead of the land cover.
-    gain = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))  # illumination / sun angle
+    gain = float(np.exp(rng.uniform(np.log(0.4), np.log(2.5))))  # illumination / sun angle
     image[:n_opt] *= gain
     image[:n_opt] += rng.normal(0, 60, size=image[:n_opt].shape)  # sensor noise
     image[n_opt:] += rng.normal(0, 1.5, size=image[n_opt:].shape)  # speckle, in dB
