@@ -60,11 +60,17 @@ def register(subparsers: Any) -> None:
     img.add_argument("--root", required=True)
     img.add_argument("--split", default="train", help="split name of these images (default: train)")
     _common(img)
+    from geodino.cli import shard_synthetic
+
+    shard_synthetic.add_parser(sources, _common)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    runners = {"bigearthnet": run_bigearthnet, "ssl4eo-s12": run_ssl4eo, "imagefolder": run_imagefolder}
+    from geodino.cli import shard_synthetic
+
+    runners = {"bigearthnet": run_bigearthnet, "ssl4eo-s12": run_ssl4eo, "imagefolder": run_imagefolder,
+               "synthetic": shard_synthetic.run}
     return runners[args.source](args)
 
 

@@ -197,6 +197,7 @@ class Pretrainer:
         self._maybe_resume()
         if acc.is_main_process:
             save_config(cfg, self.out_dir / "config.yaml")
+            self.data.card.save(self.out_dir / "card.yaml")  # bands and statistics travel with the run
             self.metrics.truncate_after(self.step)
         if cfg.eval.knn and self.knn_random is None:
             self.knn_random = self.evaluate_knn()
