@@ -34,7 +34,7 @@ SAR_BANDS = ["VH", "VV"]
 
 # Four spectral families of two classes each. The two members of a family differ in texture and
 # in the *shape* of their spectrum (a tilt of about ±10 % across the bands), not in brightness, so
-# a per-scene illumination gain (×0.4 to ×2.5) hides the difference from raw intensities while it
+# a per-scene illumination gain (×0.5 to ×2) hides the difference from raw intensities while it
 # stays visible to a representation that is invariant to brightness.
 _TILT = np.array([0.1, 0.05, 0.0, -0.05, -0.1, -0.1])
 
@@ -68,8 +68,8 @@ def synthetic_card(num_classes: int = len(CLASSES)) -> DatasetCard:
     return DatasetCard(
         name="synthetic-sar-optical",
         bands=bands,
-        mean=[746.0, 873.0, 766.0, 2203.0, 1595.0, 1072.0, -17.1, -10.5],
-        std=[586.0, 631.0, 700.0, 1927.0, 1444.0, 1148.0, 4.8, 4.6],
+        mean=[705.0, 825.0, 724.0, 2080.0, 1506.0, 1013.0, -17.1, -10.5],
+        std=[484.0, 512.0, 593.0, 1619.0, 1221.0, 990.0, 4.8, 4.6],
         classes=list(CLASSES)[:num_classes],
         description="Embedded synthetic SAR-optical scenes (geodino.data.synthetic).",
     )
@@ -124,7 +124,7 @@ def make_scene(index: int, seed: int, size: int, num_classes: int) -> dict[str, 
     # brightness jitter mimics): a nuisance shared by every crop of a scene but untouched by the
     # augmentations (a per-band haze offset, say) is the easiest cue for a self-distillation
     # objective to match crops by, and it would learn that instead of the land cover.
-    gain = float(np.exp(rng.uniform(np.log(0.4), np.log(2.5))))  # illumination / sun angle
+    gain = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))  # illumination / sun angle
     image[:n_opt] *= gain
     image[:n_opt] += rng.normal(0, 60, size=image[:n_opt].shape)  # sensor noise
     image[n_opt:] += rng.normal(0, 1.5, size=image[n_opt:].shape)  # speckle, in dB
