@@ -78,3 +78,19 @@ def test_selfpatch_recipe_streams_bigearthnet_shards(tmp_path):
     assert pretrain(cfg)["steps"] == 2
     last = _records(tmp_path / "run")[-1]
     assert "loss_selfpatch" in last and "selfpatch_teacher_entropy" in last
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("patch", ["masked", "selfpatch"])
+def test_two_processes_match_one_process(tmp_path, patch):
+    # Masks are drawn for the global batch and sliced; the patch centers average over all processes.
+    from tests.engine.runs import assert_same_weights, losses, run_pretrain, teacher
+
+    common = ("model.drop_path_rate=0", "train.checkpoint_every=100", f"objective.patch={patch}", *PATCH)
+    run_pretrain(tmp_path / "one", "data.batch_size=16", *common)
+    run_pretrain(tmp_path / "two", "data.batch_size=8", *common, nproc=2)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 8
+    for a, b in zip(one, two):
+        assert abs(a - b) < 1e-4, (one, two)
+    assert_same_weights(teacher(tmp_path / "one"), teacher(tmp_path / "two"), atol=1e-5)
