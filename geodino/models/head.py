@@ -16,9 +16,11 @@ class PrototypeLayer(nn.Module):
     """Weight-normalised ``Linear(bottleneck, out_dim, bias=False)``: row ``k`` is ``g_k v_k / |v_k|``.
 
     Mathematically the same as ``torch.nn.utils.parametrizations.weight_norm`` (``dim=0``), but
-    it never materialises the normalised ``out_dim × bottleneck`` matrix: ``x @ v.T`` is scaled
-    column-wise by ``g / |v|``. With K = 65536 this saves a full read-write of the 16.7 M-entry
-    matrix in the forward and in the backward (measured: see ``geodino bench step``).
+    the scale ``g / |v|`` goes on whichever is smaller, the ``out_dim × bottleneck`` weight or the
+    ``rows × out_dim`` output. With few rows (image heads: K = 65536 and tens of crops) scaling
+    ``x @ v.T`` column-wise saves a full read-write of the 16.7 M-entry matrix in the forward and
+    in the backward (measured: see ``geodino bench step``); with more rows than ``bottleneck``
+    (patch heads: one row per patch token) scaling the weight is the cheaper of the two.
     """
 
     def __init__(self, in_dim: int, out_dim: int, norm_last_layer: bool = True) -> None:
@@ -34,6 +36,9 @@ class PrototypeLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.weight_g.squeeze(1) / self.weight_v.norm(dim=1)
+        rows = x.numel() // x.shape[-1]
+        if rows > x.shape[-1]:
+            return x @ (self.weight_v * scale.unsqueeze(1)).t()
         return (x @ self.weight_v.t()) * scale
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 
@@ -24,7 +25,8 @@ def test_layer_structure_and_init():
     assert DINOHead(16, 8, 32, 4, norm_last_layer=False).last_layer.weight_g.requires_grad
 
 
-def test_prototype_layer_equals_torch_weight_norm_in_value_and_gradient():
+@pytest.mark.parametrize("rows", [4, 20])  # fewer rows than inputs: scaled output; more: scaled weight
+def test_prototype_layer_equals_torch_weight_norm_in_value_and_gradient(rows):
     torch.manual_seed(0)
     ours = PrototypeLayer(6, 5, norm_last_layer=False)
     with torch.no_grad():
@@ -33,7 +35,7 @@ def test_prototype_layer_equals_torch_weight_norm_in_value_and_gradient():
     linear.weight.data.copy_(ours.weight_v.data)
     theirs = nn.utils.parametrizations.weight_norm(linear)
     theirs.parametrizations.weight.original0.data.copy_(ours.weight_g.data)
-    x = torch.randn(4, 6)
+    x = torch.randn(rows, 6)
     torch.testing.assert_close(ours(x), theirs(x))
     (ours(x) ** 2).sum().backward()
     (theirs(x) ** 2).sum().backward()
