@@ -37,7 +37,8 @@ class ClassAttentionBlock(nn.Module):
         """``[..., M, D]`` context tokens → ``[..., M, 2D]`` keys then values."""
         return self.kv(self.norm1(tokens))
 
-    def forward(self, summary: torch.Tensor, context_kv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, summary: torch.Tensor, context_kv: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         """Update ``summary`` ``[S, D]`` from ``context_kv`` ``[S, M, 2D]``.
 
         ``valid`` ``[S, M]`` marks the context tokens to read; the summary always reads itself,
