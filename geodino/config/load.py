@@ -106,17 +106,27 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults ← recipe (``None`` = the embedded quickstart) ← overrides. Validates everything."""
-    cfg = Config()
-    path = Path(recipe) if recipe else DEFAULT_RECIPE
+def recipe_path(recipe: str | Path) -> Path:
+    """A YAML path, or a recipe name from ``recipes/``."""
+    path = Path(recipe)
     if not path.is_file() and not path.suffix and (RECIPES_DIR / f"{path}.yaml").is_file():
-        path = RECIPES_DIR / f"{path}.yaml"
+        return RECIPES_DIR / f"{path}.yaml"
+    return path
+
+
+def apply_recipe(cfg: Any, path: Path, overrides: list[str] | None = None) -> None:
+    """Fill the dataclass tree ``cfg`` from the YAML at ``path``, then the dotted overrides."""
     try:
         _apply(cfg, _read_yaml(path), "")
         _apply(cfg, parse_overrides(overrides or []), "")
     except ConfigError as err:
         raise ConfigError(f"{path.name}: {err}") from None
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← recipe (``None`` = the embedded quickstart) ← overrides. Validates everything."""
+    cfg = Config()
+    apply_recipe(cfg, recipe_path(recipe) if recipe else DEFAULT_RECIPE, overrides)
     validate(cfg)
     return cfg
 

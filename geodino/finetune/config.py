@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from geodino.config.load import RECIPES_DIR, ConfigError, _apply, _read_yaml, parse_overrides
+from geodino.config.load import ConfigError, _apply, apply_recipe, recipe_path
 
 HEADS = ("linear", "progressive", "upernet")
 SOURCES = ("synthetic", "shards", "sen12ms")
@@ -83,23 +83,10 @@ class SegConfig:
     train: SegTrainConfig = field(default_factory=SegTrainConfig)
 
 
-def recipe_path(recipe: str | Path) -> Path:
-    """A YAML path, or a recipe name from ``recipes/``."""
-    path = Path(recipe)
-    if not path.is_file() and not path.suffix and (RECIPES_DIR / f"{path}.yaml").is_file():
-        return RECIPES_DIR / f"{path}.yaml"
-    return path
-
-
 def load_seg_config(recipe: str | Path, overrides: list[str] | None = None) -> SegConfig:
     """Defaults ← recipe ← overrides, validated."""
     cfg = SegConfig()
-    path = recipe_path(recipe)
-    try:
-        _apply(cfg, _read_yaml(path), "")
-        _apply(cfg, parse_overrides(overrides or []), "")
-    except ConfigError as err:
-        raise ConfigError(f"{path.name}: {err}") from None
+    apply_recipe(cfg, recipe_path(recipe), overrides)
     validate_seg(cfg)
     return cfg
 
