@@ -21,6 +21,7 @@ from geodino.config import Config, ConfigError, config_to_dict, save_config
 from geodino.data.build import build_knn_data, build_pretrain_data
 from geodino.engine import checkpoint as ckpt
 from geodino.engine.build import build_objectives, build_student_teacher, compile_backbone, objective_weights
+from geodino.engine.cpu_memory import keep_freed_memory
 from geodino.engine.ema import ema_update
 from geodino.engine.monitor import MetricsLog, collapse_signals, collapse_verdict
 from geodino.engine.optim import (
@@ -44,8 +45,11 @@ RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpo
 
 def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
     """An Accelerator for this machine. Without a GPU it is told so explicitly (``cpu=True``):
-    only then does Accelerate turn a ``torchrun`` launch into a multi-process gloo group."""
+    only then does Accelerate turn a ``torchrun`` launch into a multi-process gloo group; and
+    malloc is told to keep freed memory (:mod:`geodino.engine.cpu_memory`)."""
     has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    if not has_gpu:
+        keep_freed_memory()
     return Accelerator(mixed_precision=precision, cpu=not has_gpu, **kwargs)
 
 

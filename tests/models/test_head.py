@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from geodino.models import DINOHead
-from geodino.models.head import PrototypeLayer
+from geodino.models.head import PrototypeLayer, _WeightNormedLinear
 
 
 def test_shapes_and_cosine_range():
@@ -25,19 +25,50 @@ def test_layer_structure_and_init():
     assert DINOHead(16, 8, 32, 4, norm_last_layer=False).last_layer.weight_g.requires_grad
 
 
-@pytest.mark.parametrize("rows", [4, 20])  # fewer rows than inputs: scaled output; more: scaled weight
-def test_prototype_layer_equals_torch_weight_norm_in_value_and_gradient(rows):
-    torch.manual_seed(0)
-    ours = PrototypeLayer(6, 5, norm_last_layer=False)
+def _twin_layers(in_dim=6, out_dim=5):
+    """Our prototype layer and torch's weight_norm Linear holding the same g and v."""
+    ours = PrototypeLayer(in_dim, out_dim, norm_last_layer=False)
     with torch.no_grad():
         ours.weight_g.uniform_(0.5, 2.0)
-    linear = nn.Linear(6, 5, bias=False)
+    linear = nn.Linear(in_dim, out_dim, bias=False)
     linear.weight.data.copy_(ours.weight_v.data)
     theirs = nn.utils.parametrizations.weight_norm(linear)
     theirs.parametrizations.weight.original0.data.copy_(ours.weight_g.data)
-    x = torch.randn(rows, 6)
-    torch.testing.assert_close(ours(x), theirs(x))
-    (ours(x) ** 2).sum().backward()
-    (theirs(x) ** 2).sum().backward()
+    return ours, theirs
+
+
+# fewer rows than inputs: scaled output; more: scaled weight; a [B, N, D] token batch
+@pytest.mark.parametrize("shape", [(4, 6), (20, 6), (3, 5, 6)])
+def test_prototype_layer_equals_torch_weight_norm_in_value_and_gradient(shape):
+    torch.manual_seed(0)
+    ours, theirs = _twin_layers()
+    x = torch.randn(*shape)
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(ours(x_ours), theirs(x_theirs))
+    (ours(x_ours) ** 2).sum().backward()
+    (theirs(x_theirs) ** 2).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad)
     torch.testing.assert_close(ours.weight_v.grad, theirs.parametrizations.weight.original1.grad)
     torch.testing.assert_close(ours.weight_g.grad, theirs.parametrizations.weight.original0.grad)
+
+
+@pytest.mark.parametrize("rows", [3, 9])
+def test_prototype_layer_gradient_matches_finite_differences(rows):
+    torch.manual_seed(1)
+    x = torch.randn(rows, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.rand(7, 1, dtype=torch.float64).add(0.5).requires_grad_()
+    assert torch.autograd.gradcheck(_WeightNormedLinear.apply, (x, v, g))
+
+
+def test_prototype_layer_under_bf16_autocast_stays_near_fp32():
+    torch.manual_seed(2)
+    layer = PrototypeLayer(16, 32, norm_last_layer=False)
+    x = torch.randn(4, 16)
+    exact = torch.autograd.grad(layer(x).pow(2).sum(), layer.weight_v)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    grad = torch.autograd.grad(out.float().pow(2).sum(), layer.weight_v)[0]
+    assert grad.dtype == torch.float32
+    # bf16 keeps ~3 significant digits; torch's weight_norm under autocast errs by as much
+    assert (grad - exact).abs().max() < 0.01 * exact.abs().max()
