@@ -1,8 +1,10 @@
 """``geodino bench step``: images/s, seconds per step and peak memory of the DINO training step.
 
-The step runs on random crops (no data pipeline), once with geodino's step and once with the
-reference-style baseline (:mod:`geodino.bench.reference_step`), each in its own process so that
-peak memory is measured separately. Prints one JSON line with both and their ratio.
+The step runs on random crops (no data pipeline), with geodino's step and with the reference-style
+baseline (:mod:`geodino.bench.reference_step`), each in its own process so that peak memory is
+measured separately. ``--rounds`` alternates the two processes (geodino, baseline, geodino, ...)
+and reports the median of each, so that a machine whose speed drifts during the run (shared
+cores) slows both alike. Prints one JSON line with both and their ratio.
 
 With ``--objective selfpatch|masked`` the baseline is geodino's image-level step instead: both
 steps are built in one process and timed alternately, step by step, so that a machine whose load
@@ -45,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", choices=["reference", "none"], default="reference",
                    help="also time the reference-style step in the same run (fp32, --objective dino only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating geodino/baseline processes; the medians are reported (--objective dino)")
 
 
 def _config(args: argparse.Namespace):
@@ -163,20 +167,30 @@ def _in_subprocess(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         return pool.apply(_measure, (kind, plain))
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median images/s, and every round's rate."""
+    ordered = sorted(runs, key=lambda r: r["imgs_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "imgs_per_s_rounds": [round(r["imgs_per_s"], 3) for r in runs]}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"bench": "step", **{k: v for k, v in vars(args).items() if k != "func"}}
     if args.objective != "dino":
         result.update(_in_subprocess("pair", args))
         print(json.dumps(result))
         return result
-    ours = _in_subprocess("geodino", args)
-    result.update(ours)
-    if args.baseline == "reference":
-        if args.precision != "no" or ours["device"] != "cpu":
-            result["baseline"] = "skipped: the reference-style baseline runs fp32 on the CPU only"
-        else:
-            ref = _in_subprocess("reference", args)
-            result["baseline"] = {"kind": "reference-style step", **ref}
-            result["speedup_vs_baseline"] = round(ours["imgs_per_s"] / ref["imgs_per_s"], 3)
+    with_baseline = args.baseline == "reference" and args.precision == "no"
+    ours_runs, ref_runs = [], []
+    for _ in range(max(1, args.rounds)):
+        ours_runs.append(_in_subprocess("geodino", args))
+        if with_baseline and ours_runs[-1]["device"] == "cpu":
+            ref_runs.append(_in_subprocess("reference", args))
+    result.update(_median_run(ours_runs))
+    if ref_runs:
+        result["baseline"] = {"kind": "reference-style step", **_median_run(ref_runs)}
+        result["speedup_vs_baseline"] = round(result["imgs_per_s"] / result["baseline"]["imgs_per_s"], 3)
+        result["speedup_per_round"] = [round(o["imgs_per_s"] / r["imgs_per_s"], 3) for o, r in zip(ours_runs, ref_runs)]
+    elif args.baseline == "reference":
+        result["baseline"] = "skipped: the reference-style baseline runs fp32 on the CPU only"
     print(json.dumps(result))
     return result
