@@ -35,27 +35,25 @@ class _WeightNormedLinear(torch.autograd.Function):
         norm = v.detach().norm(dim=1)
         scale = g.detach().squeeze(1) / norm
         rows = x.numel() // x.shape[-1]
-        ctx.few_rows = rows <= x.shape[-1]
-        if ctx.few_rows:
+        weight = None  # the normalised weight, when it is the cheaper side to scale
+        if rows <= x.shape[-1]:
             y = x @ v.t()
             out = y.mul_(scale) if y.dtype == scale.dtype else y * scale  # bf16 y: fp32 out, as autocast
         else:
-            out = x @ (v * scale.unsqueeze(1)).t()
-        ctx.save_for_backward(x, v, g, norm, scale)
+            weight = v * scale.unsqueeze(1)
+            out = x @ weight.t()
+        ctx.save_for_backward(x, v, g, norm, scale, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, v, g, norm, scale = ctx.saved_tensors
+        x, v, g, norm, scale, weight = ctx.saved_tensors
         device = x.device.type
         with torch.autocast(device, dtype=ctx.amp or torch.bfloat16, enabled=ctx.amp is not None):
             x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
             grad_x = None
             if ctx.needs_input_grad[0]:
-                if ctx.few_rows:
-                    grad_x = (g2 * scale) @ v
-                else:
-                    grad_x = g2 @ (v * scale.unsqueeze(1))
+                grad_x = (g2 * scale) @ v if weight is None else g2 @ weight
                 grad_x = grad_x.reshape(x.shape).to(x.dtype)
             grad_raw = (g2.t() @ x2).to(v.dtype)  # Gᵀx, [out_dim, in_dim]
         a = torch.einsum("kd,kd->k", grad_raw, v)  # row-wise dot product, no [out_dim, in_dim] temporary
