@@ -62,10 +62,12 @@ def knn_scores(
     votes = knn_predict(train_features, train_labels, val_features, num_classes, k, temperature)
     return {
         **topk_accuracy(votes, val_labels, (1, 5)),
-        "k": k,
-        "num_train": int(train_features.shape[0]),
-        "num_val": int(val_features.shape[0]),
+        **_run_info(k, train_features, val_features),
     }
+
+
+def _run_info(k: int, train_features: torch.Tensor, val_features: torch.Tensor) -> dict[str, int]:
+    return {"k": k, "num_train": int(train_features.shape[0]), "num_val": int(val_features.shape[0])}
 
 
 def knn_multilabel_scores(
@@ -90,9 +92,7 @@ def knn_multilabel_scores(
     share = votes[:, :num_classes] / votes[:, num_classes:].clamp_min(1e-12)
     return {
         **multilabel_scores(share, val_labels, threshold=0.5),
-        "k": k,
-        "num_train": int(train_features.shape[0]),
-        "num_val": int(val_features.shape[0]),
+        **_run_info(k, train_features, val_features),
     }
 
 

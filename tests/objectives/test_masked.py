@@ -1,6 +1,5 @@
 """Masked-patch objective: the loss against a hand computation, the mask token, gradients, masks."""
 
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -10,19 +9,10 @@ from geodino.config import load_config
 from geodino.engine.build import build_objectives, build_student_teacher
 from geodino.objectives import MaskedOutput, MaskedPatchLoss
 from tests.engine.runs import TINY
-
-LN2 = math.log(2)
-P = [0.5, 0.25, 0.125, 0.125]
-Q = [0.125, 0.125, 0.25, 0.5]
-UNIFORM = [0.25] * 4
-
-
-def _logits(rows, temp):
-    return temp * torch.log(torch.tensor(rows))
-
+from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 
 def _output(rows, masks, temp):
-    return SimpleNamespace(extra={"masked": MaskedOutput(logits=_logits(rows, temp), masks=masks)})
+    return SimpleNamespace(extra={"masked": MaskedOutput(logits=logits_for(rows, temp), masks=masks)})
 
 
 def test_loss_and_center_match_hand_computation():
@@ -33,7 +23,7 @@ def test_loss_and_center_match_hand_computation():
     loss_fn = MaskedPatchLoss(out_dim=4)
     loss = loss_fn(_output([P, P, Q], masks, 0.1), _output([UNIFORM, P, P], masks, 0.04), teacher_temp=0.04)
     assert abs(loss.item() - 4.625 / 3 * LN2) < 1e-5
-    expected = 0.1 * _logits([UNIFORM, P, P], 0.04).mean(0, keepdim=True)
+    expected = 0.1 * logits_for([UNIFORM, P, P], 0.04).mean(0, keepdim=True)
     torch.testing.assert_close(loss_fn.center.center, expected, atol=1e-7, rtol=0)
     assert loss_fn.signals()["patch_fraction"] == pytest.approx(3 / 12)
 

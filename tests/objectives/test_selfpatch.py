@@ -1,6 +1,5 @@
 """SelfPatch: the loss against a hand computation, gradients, crop sizes, who trains the aggregator."""
 
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -10,21 +9,11 @@ from geodino.config import load_config
 from geodino.engine.build import build_objectives, build_student_teacher
 from geodino.objectives import SelfPatchLoss, SelfPatchOutput
 from tests.engine.runs import TINY
-
-LN2 = math.log(2)
-P = [0.5, 0.25, 0.125, 0.125]
-Q = [0.125, 0.125, 0.25, 0.5]
-UNIFORM = [0.25] * 4
-
-
-def _logits(rows, temp):
-    # logits whose softmax at temperature `temp` is exactly each row
-    return temp * torch.log(torch.tensor(rows))
-
+from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 
 def _output(patch_rows, counts, temp, teacher_views=1):
     summaries = [torch.zeros(1, 4) for _ in counts]  # uniform: the summary term is ln 4 per pair
-    out = SelfPatchOutput(patch_logits=_logits(patch_rows, temp), patch_counts=counts, summary_logits=summaries)
+    out = SelfPatchOutput(patch_logits=logits_for(patch_rows, temp), patch_counts=counts, summary_logits=summaries)
     return SimpleNamespace(extra={"selfpatch": out}, logits=[torch.zeros(1, 4)] * teacher_views)
 
 
@@ -45,7 +34,7 @@ def test_loss_and_center_match_hand_computation():
     # Teacher entropy: (H(uniform) + 2 H(P)) / 3 = (2 + 2 * 1.75) / 3 ln 2
     assert abs(signals["teacher_entropy"] - 5.5 / 3 * LN2) < 1e-5
     # The center moves by 0.1 x the mean teacher row, after the loss.
-    expected = 0.1 * _logits([UNIFORM, P, P], 0.04).mean(0, keepdim=True)
+    expected = 0.1 * logits_for([UNIFORM, P, P], 0.04).mean(0, keepdim=True)
     torch.testing.assert_close(loss_fn.center.center, expected, atol=1e-7, rtol=0)
 
 
