@@ -1,6 +1,6 @@
 """The README's main job end to end: ``geodino pretrain`` on the embedded default, as a user runs it.
 
-This is the slowest test of the suite (about 4 minutes on 2 cores): it trains the real quickstart
+This is the slowest test of the suite (about 3.5 minutes on 2 cores): it trains the real quickstart
 recipe for its full 192 steps, because the claim it checks, that DINO teaches the teacher something
 a random network does not know, only holds for a real run. Every output the README lists is checked
 too.

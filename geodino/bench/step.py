@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if ref_runs:
         result["baseline"] = {"kind": "reference-style step", **_median_run(ref_runs)}
         result["speedup_vs_baseline"] = round(result["imgs_per_s"] / result["baseline"]["imgs_per_s"], 3)
-        result["speedup_per_round"] = [round(o["imgs_per_s"] / r["imgs_per_s"], 3) for o, r in zip(ours_runs, ref_runs)]
+        result["speedup_per_round"] = [round(o["imgs_per_s"] / r["imgs_per_s"], 3)
+                                       for o, r in zip(ours_runs, ref_runs)]
     elif args.baseline == "reference":
         result["baseline"] = "skipped: the reference-style baseline runs fp32 on the CPU only"
     print(json.dumps(result))

@@ -11,6 +11,7 @@ from geodino.objectives import MaskedOutput, MaskedPatchLoss
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 
+
 def _output(rows, masks, temp):
     return SimpleNamespace(extra={"masked": MaskedOutput(logits=logits_for(rows, temp), masks=masks)})
 

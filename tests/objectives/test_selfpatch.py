@@ -11,6 +11,7 @@ from geodino.objectives import SelfPatchLoss, SelfPatchOutput
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 
+
 def _output(patch_rows, counts, temp, teacher_views=1):
     summaries = [torch.zeros(1, 4) for _ in counts]  # uniform: the summary term is ln 4 per pair
     out = SelfPatchOutput(patch_logits=logits_for(patch_rows, temp), patch_counts=counts, summary_logits=summaries)
