@@ -1,25 +1,30 @@
-"""``geodino bench step --objective``: both steps timed in one process, with their ratio."""
+"""``geodino bench step``: the patch objective timed against the image-only step in one process,
+and rounds that alternate geodino's step with the reference-style one."""
 
 import argparse
+import json
 
-from geodino.bench.step import _measure_pair, add_arguments
+from geodino.bench.step import _measure_pair, _median_run, add_arguments, run
+
+# A step small enough for a test: 1-block ViT, 32-px global and 16-px local crops, 64 prototypes.
+TINY_STEP = ["--batch-size", "2", "--global-size", "32", "--local-size", "16", "--local-crops", "2",
+             "--patch-size", "8", "--depth", "1", "--out-dim", "64", "--steps", "1", "--warmup", "0"]
+
+
+def _args(*extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([*TINY_STEP, *extra])
 
 
 def test_patch_objective_is_timed_against_the_image_only_step():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--objective", "selfpatch", "--batch-size", "2", "--global-size", "32",
-                              "--local-size", "16", "--local-crops", "2", "--patch-size", "8", "--depth", "1",
-                              "--out-dim", "64", "--steps", "1", "--warmup", "0", "--count-flops"])
-    out = _measure_pair(args)
+    out = _measure_pair(_args("--objective", "selfpatch", "--count-flops"))
     assert out["image_only"]["step_s"] > 0 and out["with_patch"]["step_s"] > 0
     assert out["step_time_ratio"] > 0
     assert out["flop_ratio"] > 1.0  # the patch objective adds work
 
 
 def test_median_round_is_reported_with_every_round():
-    from geodino.bench.step import _median_run
-
     runs = [{"imgs_per_s": 3.0, "step_s": 1.0}, {"imgs_per_s": 1.0, "step_s": 3.0}, {"imgs_per_s": 2.0, "step_s": 1.5}]
     median = _median_run(runs)
     assert median["imgs_per_s"] == 2.0 and median["step_s"] == 1.5
@@ -27,16 +32,7 @@ def test_median_round_is_reported_with_every_round():
 
 
 def test_rounds_alternate_geodino_and_the_reference_style_step(capsys):
-    import json
-
-    from geodino.bench.step import run
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--batch-size", "2", "--global-size", "32", "--local-size", "16", "--local-crops", "2",
-                              "--patch-size", "8", "--depth", "1", "--out-dim", "64", "--steps", "1", "--warmup", "0",
-                              "--rounds", "2", "--threads", "1"])
-    result = run(args)
+    result = run(_args("--rounds", "2", "--threads", "1"))
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert len(result["imgs_per_s_rounds"]) == 2 and len(result["baseline"]["imgs_per_s_rounds"]) == 2
     assert len(result["speedup_per_round"]) == 2
