@@ -39,9 +39,9 @@ _TILT = np.array([0.1, 0.05, 0.0, -0.05, -0.1, -0.1])
 
 # Relative amplitude of a class's texture in the optical bands (SAR: ±2 dB per unit of pattern).
 # Strong enough that texture, which survives every augmentation and is shared by all crops of a
-# region, is a cue self-distillation picks up within the quickstart's 192 steps: at ±25 % the
-# trained teacher's k-NN stayed level with the random one's, at ±60 % it rose 2-3.5 points above it (see the
-# closing note of issue 2 for the runs).
+# region, is a cue self-distillation picks up within the quickstart's 192 steps. On the session-3
+# scenes (dominant share 0.6, gain x0.5-2) the trained teacher's k-NN stayed level with the random
+# one's at ±25 % and rose 2-3.5 points above it at ±60 % (closing notes of issue 2).
 TEXTURE_CONTRAST = 0.6
 
 # Share of a scene's Voronoi seeds that take its dominant class; the rest go to two other classes.
