@@ -4,7 +4,9 @@ The published implementation (facebookresearch/dino, ``main_dino.py`` + ``vision
 makes these computational choices, which this module reproduces on the same timm ViT so that the
 two steps differ only in how, not in what, they compute:
 
-- explicit attention (``softmax(q kᵀ) v`` as separate ops) instead of fused scaled-dot-product;
+- explicit attention (``softmax(q kᵀ · scale) v`` as separate ops, the scale applied to the
+  N×N score matrix) instead of fused scaled-dot-product;
+- the whole last block for every token, although the loss reads only the CLS token;
 - a weight-normalised prototype layer whose normalised weight is materialised every forward;
 - the loss as a Python loop over (teacher view, student view) pairs;
 - AdamW's single-tensor for-loop implementation (the default on the CPU);
@@ -27,6 +29,22 @@ from geodino.engine.optim import param_groups
 from geodino.engine.schedules import Schedules
 
 
+class _ExplicitAttention(nn.Module):
+    """timm's ``Attention`` (same weights) computed as the published ViT does."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        self.qkv, self.proj = attn.qkv, attn.proj
+        self.num_heads, self.scale = attn.num_heads, attn.scale
+
+    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+        out = scores.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
 class _MaterialisedPrototypes(nn.Module):
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
@@ -41,8 +59,9 @@ class _MaterialisedPrototypes(nn.Module):
 
 
 def _referencify(net: nn.Module) -> None:
+    net.skip_unread_patch_tokens = False  # the reference runs the whole last block
     for block in net.backbone.model.blocks:
-        block.attn.fused_attn = False
+        block.attn = _ExplicitAttention(block.attn)
     net.head.last_layer = _MaterialisedPrototypes(net.head.last_layer)
 
 

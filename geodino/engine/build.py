@@ -80,6 +80,7 @@ def objective_weights(cfg: Config) -> dict[str, float]:
 
 
 def compile_backbone(net: MultiCropWrapper) -> None:
-    """``torch.compile`` the backbone's forward in place; parameter names stay unchanged."""
+    """``torch.compile`` the backbone's forward paths in place; parameter names stay unchanged."""
     model = net.backbone.model
     model.forward_features = torch.compile(model.forward_features, dynamic=False)
+    net.backbone.cls_embedding = torch.compile(net.backbone.cls_embedding, dynamic=False)

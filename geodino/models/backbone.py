@@ -13,6 +13,8 @@ import timm
 import torch
 import torch.nn as nn
 
+from geodino.models.cls_block import cls_only_block, supports_cls_only
+
 
 @dataclass
 class BackboneOutput:
@@ -39,12 +41,16 @@ class Backbone(nn.Module):
         return int(self.model.patch_embed.patch_size[0])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                mask_token: torch.Tensor | None = None) -> BackboneOutput:
+                mask_token: torch.Tensor | None = None, cls_only: bool = False) -> BackboneOutput:
         """Embed ``x`` ``[B, C, H, W]``.
 
         ``mask`` (ViTs only) is a boolean ``[B, h, w]`` on the patch grid: the embeddings of the
         ``True`` patches are replaced by ``mask_token`` ``[D]`` before the position embedding is
         added, so that a masked patch keeps its position but loses its content (BEiT, iBOT).
+
+        ``cls_only``: the caller needs the CLS embedding alone; a ViT whose last block allows it
+        computes that block for the CLS token only (:mod:`geodino.models.cls_block`) and returns
+        no patch tokens. Other backbones ignore it.
         """
         if not self.is_vit:
             if mask is not None:
@@ -53,6 +59,8 @@ class Backbone(nn.Module):
             pooled = self.model.forward_head(fmap, pre_logits=True)
             grid = (fmap.shape[-2], fmap.shape[-1])
             return BackboneOutput(cls=pooled, patches=fmap.flatten(2).transpose(1, 2), grid=grid)
+        if cls_only and mask is None and self._cls_only_supported():
+            return BackboneOutput(cls=self.cls_embedding(x), patches=None, grid=None)
         if mask is None:
             tokens = self.model.forward_features(x)  # already passed through the final norm
         elif mask_token is None:
@@ -63,6 +71,21 @@ class Backbone(nn.Module):
         p = self.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
+
+    def _cls_only_supported(self) -> bool:
+        m = self.model
+        return (self.is_vit and getattr(m, "cls_token", None) is not None
+                and not getattr(m, "grad_checkpointing", False) and supports_cls_only(m.blocks[-1]))
+
+    def cls_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The normed CLS token ``[B, D]``: timm's ``forward_features`` with the last block run for
+        that token alone (ViTs that :func:`supports_cls_only`)."""
+        m = self.model
+        tokens = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        *blocks, last = m.blocks
+        for block in blocks:
+            tokens = block(tokens)
+        return m.norm(cls_only_block(last, tokens))[:, 0]
 
     def _masked_tokens(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
         # timm's forward_features, with the masked embeddings swapped in between the patch

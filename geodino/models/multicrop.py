@@ -25,7 +25,9 @@ class MultiCropWrapper(nn.Module):
     """Backbone + image head (+ extra heads) over multi-crop views.
 
     Consecutive views of the same spatial size go through the backbone in one call (as in the
-    reference DINO); the image head runs once on all CLS embeddings.
+    reference DINO); the image head runs once on all CLS embeddings. Without extra heads nothing
+    reads the patch tokens, so the backbone is asked for the CLS embedding alone (``cls_only``),
+    which saves most of a ViT's last block; ``features[i].patches`` is then None.
 
     Extra heads (the trainable parts of patch-level objectives) are registered by name in
     ``extra_heads``, so that they are trained, checkpointed and averaged into the teacher with the
@@ -52,6 +54,7 @@ class MultiCropWrapper(nn.Module):
         self.head = head
         self.role = role
         self.extra_heads = nn.ModuleDict()
+        self.skip_unread_patch_tokens = True  # False computes them anyway (the reference-style baseline)
 
     def forward(
         self,
@@ -77,6 +80,7 @@ class MultiCropWrapper(nn.Module):
     def _features(self, crops: list[torch.Tensor], masks: list[torch.Tensor | None]) -> list[BackboneOutput]:
         features: list[BackboneOutput] = []
         token = self._mask_token()
+        cls_only = self.skip_unread_patch_tokens and not self.extra_heads
         start = 0
         for _, same_size in groupby(crops, key=lambda v: tuple(v.shape[-2:])):
             same_size = list(same_size)
@@ -90,7 +94,8 @@ class MultiCropWrapper(nn.Module):
                 grid = self._grid(same_size[0])
                 mask = torch.cat([m if m is not None else torch.zeros(s, *grid, dtype=torch.bool, device=v.device)
                                   for m, s, v in zip(group_masks, sizes, same_size)]).to(same_size[0].device)
-            out = self.backbone(torch.cat(same_size), mask=mask, mask_token=token if mask is not None else None)
+            out = self.backbone(torch.cat(same_size), mask=mask, mask_token=token if mask is not None else None,
+                                cls_only=cls_only)
             patches = out.patches.split(sizes) if out.patches is not None else [None] * len(sizes)
             for cls, tokens in zip(out.cls.split(sizes), patches):
                 features.append(BackboneOutput(cls=cls, patches=tokens, grid=out.grid))
