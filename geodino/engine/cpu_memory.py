@@ -23,10 +23,15 @@ log = logging.getLogger("geodino")
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 
 # The largest mmap threshold glibc accepts on 64-bit systems (HEAP_MAX_SIZE / 2): blocks up to
-# this size come from the heap and are reused; larger ones are still mapped per allocation.
+# this size come from the heap and are reused.
 _MMAP_THRESHOLD = 32 * 2**20
+# No block is mapped on its own, larger ones included: the 64 MB gradient of a 65536-prototype
+# layer was mapped afresh (and page-faulted in, 16 384 faults) every step or two. Threads whose
+# arena cannot grow that far still fall back to mmap inside glibc.
+_MMAP_MAX = 0
 _TRIM_THRESHOLD = 2**31 - 1  # the largest an int holds: the top of the heap is not given back
 _TOP_PAD = 64 * 2**20  # grow the heap in steps large enough for a batch of activations
 
@@ -48,8 +53,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to tune
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    settings = ((_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
-                (_M_TOP_PAD, _TOP_PAD))
+    settings = ((_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_MMAP_MAX, _MMAP_MAX),
+                (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD))
     _applied = all(mallopt(param, value) == 1 for param, value in settings)
     if not _applied:
         log.debug("mallopt refused a setting; malloc left partly at its defaults")

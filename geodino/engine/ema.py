@@ -17,5 +17,4 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     s_params = [p.detach() for p in student.parameters()]
     if len(t_params) != len(s_params):
         raise ValueError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
+    torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)  # one pass: t + (1 − m)(s − t)

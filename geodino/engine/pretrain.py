@@ -32,6 +32,7 @@ from geodino.engine.optim import (
     set_hyperparameters,
 )
 from geodino.engine.schedules import Schedules
+from geodino.models.onednn_linear import use_onednn_linears
 from geodino.utils import write_json_atomic
 
 log = logging.getLogger("geodino")
@@ -87,6 +88,9 @@ class DINOStep:
         if cfg.train.compile:
             compile_backbone(student)
             compile_backbone(self.teacher)
+        else:  # fp32 CPU matmuls through oneDNN (the compiler makes its own choices)
+            use_onednn_linears(student)
+            use_onednn_linears(self.teacher)
         self.objectives = build_objectives(cfg).to(acc.device)
         self.weights = objective_weights(cfg)
         self.global_batch = cfg.data.batch_size * acc.num_processes

@@ -1,0 +1,74 @@
+"""OneDNNLinear computes what nn.Linear computes, value and gradients, and steps aside where it must."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from geodino.models.onednn_linear import OneDNNLinear, onednn_linear_available, use_onednn_linears
+
+needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="oneDNN linear needs an x86-64 build")
+
+
+def _pair(bias: bool = True):
+    torch.manual_seed(0)
+    plain = nn.Linear(24, 40, bias=bias)
+    fast = copy.deepcopy(plain)
+    assert use_onednn_linears(fast) == 1 and type(fast) is OneDNNLinear
+    return plain, fast
+
+
+def _run(layer, x):
+    x = x.clone().requires_grad_(True)
+    out = layer(x)
+    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()  # a gradient that is not all ones
+    grads = [x.grad] + [p.grad for p in layer.parameters()]
+    layer.zero_grad()
+    return out, grads
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(7, 24), (3, 5, 24), (24,)])
+def test_value_and_gradients_match_nn_linear(bias, shape):
+    plain, fast = _pair(bias)
+    x = torch.randn(shape)
+    (want, want_grads), (got, got_grads) = _run(plain, x), _run(fast, x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert len(got_grads) == len(want_grads) == (3 if bias else 2)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+@needs_onednn
+def test_strided_input_is_handled():
+    plain, fast = _pair()
+    x = torch.randn(24, 9).t()  # a transposed view, not contiguous
+    torch.testing.assert_close(_run(fast, x)[1][1], _run(plain, x)[1][1], atol=1e-5, rtol=1e-5)
+
+
+@needs_onednn
+def test_other_dtypes_and_autocast_take_torchs_path():
+    plain, fast = _pair()
+    x = torch.randn(4, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(x).dtype == plain(x).dtype == torch.bfloat16
+    assert fast(torch.randn(0, 24)).shape == (0, 40)
+    assert fast.double()(x.double()).dtype == torch.float64
+
+
+@needs_onednn
+def test_conversion_keeps_parameters_and_state_dict():
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2), nn.LayerNorm(2))
+    params = [id(p) for p in model.parameters()]
+    keys = list(model.state_dict())
+    assert use_onednn_linears(model) == 2
+    assert [id(p) for p in model.parameters()] == params and list(model.state_dict()) == keys
+    assert use_onednn_linears(model) == 0  # already converted
+
+
+def test_environment_variable_turns_it_off(monkeypatch):
+    monkeypatch.setenv("GEODINO_ONEDNN_LINEAR", "0")
+    model = nn.Linear(4, 8)
+    assert not onednn_linear_available() and use_onednn_linears(model) == 0 and type(model) is nn.Linear
