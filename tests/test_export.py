@@ -48,4 +48,5 @@ def test_timm_loads_the_export(synthetic_checkpoint, tmp_path, caplog, monkeypat
         for size in (32, 48):  # the crop size and another one (dynamic image size)
             x = torch.randn(2, 8, size, size)
             with torch.no_grad():
-                torch.testing.assert_close(model(x), backbone(x).cls, rtol=0, atol=1e-6)
+                # geodino runs its linears on oneDNN, timm on MKL: equal up to float rounding order
+                torch.testing.assert_close(model(x), backbone(x).cls, rtol=1e-4, atol=1e-5)

@@ -13,6 +13,7 @@ from typing import Any
 
 from geodino.data.card import CardError, DatasetCard
 from geodino.models.backbone import Backbone, build_backbone
+from geodino.models.onednn_linear import use_onednn_linears
 
 BACKBONE_PREFIX = "backbone."
 
@@ -91,4 +92,5 @@ def load_teacher_backbone(
     except RuntimeError as err:
         raise ValueError(f"{ckpt_path}: the teacher backbone does not fit {cfg['model']['arch']} with "
                          f"{card.num_bands} bands (card {card.name!r}): {str(err)[:400]}") from None
+    use_onednn_linears(backbone)
     return backbone.to(device).eval(), card, cfg

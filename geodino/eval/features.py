@@ -44,7 +44,7 @@ def standardise(images: torch.Tensor, card: DatasetCard) -> torch.Tensor:
 
 def cls_embedding(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     """The image embedding the k-NN protocol uses: the final (normed) CLS token."""
-    return backbone(images).cls
+    return backbone(images, cls_only=True).cls
 
 
 def probe_embedding(n_last_blocks: int = 4, avgpool: bool = False) -> Embed:
