@@ -21,6 +21,7 @@ import platform
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 
 def onednn_linear_available() -> bool:
@@ -29,6 +30,23 @@ def onednn_linear_available() -> bool:
             and platform.machine().lower() in ("x86_64", "amd64")
             and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _register_flops() -> None:
+    # FlopCounterMode (``geodino bench step --count-flops``) knows aten's matmuls, not this op.
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None or op in flop_registry:
+        return
+
+    @register_flop_formula(op)
+    def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        rows = 1
+        for size in x_shape[:-1]:
+            rows *= size
+        return 2 * rows * x_shape[-1] * w_shape[0]
+
+
+_register_flops()
 
 
 def _matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

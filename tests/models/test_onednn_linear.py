@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from geodino.models.onednn_linear import OneDNNLinear, onednn_linear_available, use_onednn_linears
 
@@ -39,6 +40,17 @@ def test_value_and_gradients_match_nn_linear(bias, shape):
     assert len(got_grads) == len(want_grads) == (3 if bias else 2)
     for g, w in zip(got_grads, want_grads):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+@needs_onednn
+def test_flop_counter_counts_the_onednn_matmuls():
+    plain, fast = _pair()
+    counts = []
+    for layer in (plain, fast):
+        with FlopCounterMode(display=False) as counter:
+            _run(layer, torch.randn(3, 5, 24))
+        counts.append(counter.get_total_flops())
+    assert counts[1] == counts[0] == 3 * 2 * 15 * 24 * 40  # forward, input and weight gradients
 
 
 @needs_onednn
