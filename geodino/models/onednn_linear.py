@@ -1,11 +1,12 @@
 """fp32 linear layers through oneDNN on x86-64 CPUs.
 
 PyTorch computes an fp32 ``nn.Linear`` on the CPU with MKL's sgemm. On the AMD EPYC machines this
-project is measured on (AVX-512), MKL runs its AVX2 kernels: ~185 GFLOP/s on 2 cores for the ViT
-shapes, where oneDNN, which PyTorch also ships (``torch.ops.mkldnn._linear_pointwise``, the op
-its compiler emits for CPU inference), reaches ~400 in the forward and for the input gradient and
-~240-300 for the weight gradient, in fp32 with the same results up to rounding order
-(``geodino bench step`` says what this gives the training step; BENCHMARKS.md).
+project is measured on, that reaches ~185 GFLOP/s on 2 cores for the ViT shapes (about what AVX2
+kernels give; the CPU has AVX-512), where oneDNN, which PyTorch also ships
+(``torch.ops.mkldnn._linear_pointwise``, the op its compiler emits for CPU inference), runs
+AVX-512 fp32 kernels at ~400 GFLOP/s in the forward and for the input gradient and ~240-300 for
+the weight gradient, with the same results up to rounding order (``geodino bench step`` says
+what this gives the training step; BENCHMARKS.md).
 
 :class:`OneDNNLinear` is an ``nn.Linear`` (same parameters, same state dict) that takes this path
 for fp32 CPU tensors outside autocast and is ``F.linear`` otherwise (GPU, bf16/fp16).
