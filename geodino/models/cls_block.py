@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
+from geodino.models import onednn_linear
+
 
 def supports_cls_only(block: nn.Module) -> bool:
     """True for a timm ViT ``Block`` whose attention is timm's plain ``Attention`` (no gating)."""
@@ -33,9 +35,10 @@ def cls_only_block(block: Block, tokens: torch.Tensor) -> torch.Tensor:
     heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
     h = block.norm1(tokens)
     weight, bias = attn.qkv.weight, attn.qkv.bias
+    project = onednn_linear.linear if isinstance(attn.qkv, onednn_linear.OneDNNLinear) else F.linear
     # timm's qkv projection stacks the query, key and value weights in that order.
-    q = F.linear(h[:, :1], weight[:width], None if bias is None else bias[:width])
-    kv = F.linear(h, weight[width:], None if bias is None else bias[width:])
+    q = project(h[:, :1], weight[:width], None if bias is None else bias[:width])
+    kv = project(h, weight[width:], None if bias is None else bias[width:])
     q = q.reshape(b, 1, heads, head_dim).transpose(1, 2)
     k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)

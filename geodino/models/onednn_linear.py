@@ -9,8 +9,8 @@ the weight gradient, with the same results up to rounding order (``geodino bench
 what this gives the training step; BENCHMARKS.md).
 
 :class:`OneDNNLinear` is an ``nn.Linear`` (same parameters, same state dict) that takes this path
-for fp32 CPU tensors outside autocast and is ``F.linear`` otherwise (GPU, bf16/fp16).
-:func:`use_onednn_linears` converts a model's linear layers in place. ``GEODINO_ONEDNN_LINEAR=0``
+for fp32 CPU tensors outside autocast and is ``F.linear`` otherwise (GPU, bf16/fp16); :func:`linear`
+is the same as a function. :func:`use_onednn_linears` converts a model's linear layers in place. ``GEODINO_ONEDNN_LINEAR=0``
 turns it off.
 """
 
@@ -78,14 +78,19 @@ class _LinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through oneDNN for fp32 CPU tensors outside autocast."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
+        return _LinearFunction.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
 class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose fp32 CPU forward and backward run on oneDNN (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
-            return _LinearFunction.apply(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
 
 def use_onednn_linears(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from geodino.models import DINOHead, MultiCropWrapper, build_backbone
 from geodino.models.backbone import Backbone
 from geodino.models.cls_block import cls_only_block, supports_cls_only
+from geodino.models.onednn_linear import use_onednn_linears
 
 
 def _vit(**kwargs):
@@ -15,8 +16,11 @@ def _vit(**kwargs):
     return build_backbone("vit_tiny_patch16_224", in_chans=4, img_size=32, patch_size=8, depth=3, **kwargs)
 
 
-def test_cls_block_matches_full_block_and_costs_a_fraction():
+@pytest.mark.parametrize("onednn", [False, True])
+def test_cls_block_matches_full_block_and_costs_a_fraction(onednn):
     block = _vit().model.blocks[-1].eval()
+    if onednn:  # the trained networks' linears (a no-op where oneDNN is unavailable)
+        use_onednn_linears(block)
     tokens = torch.randn(3, 17, 192)
     with FlopCounterMode(display=False) as full_count:
         full = block(tokens)[:, :1]
@@ -27,10 +31,13 @@ def test_cls_block_matches_full_block_and_costs_a_fraction():
     assert cls_count.get_total_flops() < 0.35 * full_count.get_total_flops()
 
 
-def test_cls_only_backbone_gives_the_same_embedding_and_gradients_in_training():
+@pytest.mark.parametrize("onednn", [False, True])
+def test_cls_only_backbone_gives_the_same_embedding_and_gradients_in_training(onednn):
     """Train mode with stochastic depth: both paths draw the same per-sample masks from the same
     seed, so the embeddings and every parameter's gradient agree."""
     backbone = _vit(drop_path_rate=0.5).train()
+    if onednn:
+        use_onednn_linears(backbone)
     x = torch.randn(6, 4, 32, 32)
     results = []
     for cls_only in (False, True):
