@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from geodino.models.onednn_linear import matmul_t
+
 
 class _WeightNormedLinear(torch.autograd.Function):
     """``x @ (g v / |v|)ᵀ`` with a hand-written backward.
@@ -34,14 +36,15 @@ class _WeightNormedLinear(torch.autograd.Function):
         ctx.amp = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         norm = v.detach().norm(dim=1)
         scale = g.detach().squeeze(1) / norm
-        rows = x.numel() // x.shape[-1]
+        x2 = x.reshape(-1, x.shape[-1])
         weight = None  # the normalised weight, when it is the cheaper side to scale
-        if rows <= x.shape[-1]:
-            y = x @ v.t()
+        if x2.shape[0] <= x.shape[-1]:
+            y = matmul_t(x2, v)
             out = y.mul_(scale) if y.dtype == scale.dtype else y * scale  # bf16 y: fp32 out, as autocast
         else:
             weight = v * scale.unsqueeze(1)
-            out = x @ weight.t()
+            out = matmul_t(x2, weight)
+        out = out.reshape(*x.shape[:-1], -1)
         ctx.save_for_backward(x, v, g, norm, scale, weight)
         return out
 
@@ -53,9 +56,9 @@ class _WeightNormedLinear(torch.autograd.Function):
             x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
             grad_x = None
             if ctx.needs_input_grad[0]:
-                grad_x = (g2 * scale) @ v if weight is None else g2 @ weight
+                grad_x = matmul_t(g2 * scale, v.t()) if weight is None else matmul_t(g2, weight.t())
                 grad_x = grad_x.reshape(x.shape).to(x.dtype)
-            grad_raw = (g2.t() @ x2).to(v.dtype)  # Gᵀx, [out_dim, in_dim]
+            grad_raw = matmul_t(g2.t(), x2.t()).to(v.dtype)  # Gᵀx, [out_dim, in_dim]
         a = torch.einsum("kd,kd->k", grad_raw, v)  # row-wise dot product, no [out_dim, in_dim] temporary
         grad_g = (a / norm).unsqueeze(1).to(g.dtype) if ctx.needs_input_grad[2] else None
         grad_v = None

@@ -10,7 +10,8 @@ what this gives the training step; BENCHMARKS.md).
 
 :class:`OneDNNLinear` is an ``nn.Linear`` (same parameters, same state dict) that takes this path
 for fp32 CPU tensors outside autocast and is ``F.linear`` otherwise (GPU, bf16/fp16); :func:`linear`
-is the same as a function. :func:`use_onednn_linears` converts a model's linear layers in place. ``GEODINO_ONEDNN_LINEAR=0``
+is the same as a function and :func:`matmul_t` a plain product for hand-written backwards (the
+DINO head's prototype layer). :func:`use_onednn_linears` converts a model's linear layers in place. ``GEODINO_ONEDNN_LINEAR=0``
 turns it off.
 """
 
@@ -55,6 +56,19 @@ def _matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
 
 
+def _takes_onednn(*tensors: torch.Tensor) -> bool:
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0 for t in tensors)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for 2-D tensors, through oneDNN where it is available and the inputs are fp32
+    CPU tensors outside autocast (no autograd: for hand-written backwards)."""
+    if _takes_onednn(a, b) and onednn_linear_available():
+        return _matmul_t(a, b)
+    return a @ b.t()
+
+
 class _LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -80,8 +94,7 @@ class _LinearFunction(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, through oneDNN for fp32 CPU tensors outside autocast."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
+    if _takes_onednn(x, weight):
         return _LinearFunction.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from geodino.models.onednn_linear import OneDNNLinear, onednn_linear_available, use_onednn_linears
+from geodino.models.onednn_linear import OneDNNLinear, matmul_t, onednn_linear_available, use_onednn_linears
 
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="oneDNN linear needs an x86-64 build")
 
@@ -84,3 +84,12 @@ def test_environment_variable_turns_it_off(monkeypatch):
     monkeypatch.setenv("GEODINO_ONEDNN_LINEAR", "0")
     model = nn.Linear(4, 8)
     assert not onednn_linear_available() and use_onednn_linears(model) == 0 and type(model) is nn.Linear
+
+
+def test_matmul_t_multiplies_by_the_transpose_and_falls_back_under_autocast():
+    a, b = torch.randn(6, 32), torch.randn(40, 32)
+    torch.testing.assert_close(matmul_t(a, b), a @ b.t(), atol=1e-5, rtol=1e-5)
+    c, d = torch.randn(32, 40).t(), torch.randn(32, 7).t()  # transposed views, not contiguous
+    torch.testing.assert_close(matmul_t(c, d), c @ d.t(), atol=1e-5, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert matmul_t(a, b).dtype == torch.bfloat16
