@@ -81,7 +81,7 @@ class Backbone(nn.Module):
         """The normed CLS token ``[B, D]``: timm's ``forward_features`` with the last block run for
         that token alone (ViTs that :func:`supports_cls_only`)."""
         m = self.model
-        tokens = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        tokens = self._prepare_tokens(m.patch_embed(x))
         *blocks, last = m.blocks
         for block in blocks:
             tokens = block(tokens)
@@ -102,8 +102,12 @@ class Backbone(nn.Module):
         # torch.where keeps the token in the graph even when nothing is masked (DDP wants every
         # parameter used in every step).
         emb = torch.where(mask.unsqueeze(-1), mask_token.to(emb.dtype), emb)
-        tokens = m.norm_pre(m.patch_drop(m._pos_embed(emb)))
-        return m.norm(m.blocks(tokens))
+        return m.norm(m.blocks(self._prepare_tokens(emb)))
+
+    def _prepare_tokens(self, emb: torch.Tensor) -> torch.Tensor:
+        # The part of timm's forward_features between the patch embedding and the blocks.
+        m = self.model
+        return m.norm_pre(m.patch_drop(m._pos_embed(emb)))
 
     def last_blocks_cls(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Concatenated (normed) CLS tokens of the last ``n`` blocks, the linear-probe feature of DINO."""

@@ -11,12 +11,14 @@ what this gives the training step; BENCHMARKS.md).
 :class:`OneDNNLinear` is an ``nn.Linear`` (same parameters, same state dict) that takes this path
 for fp32 CPU tensors outside autocast and is ``F.linear`` otherwise (GPU, bf16/fp16); :func:`linear`
 is the same as a function and :func:`matmul_t` a plain product for hand-written backwards (the
-DINO head's prototype layer). :func:`use_onednn_linears` converts a model's linear layers in place. ``GEODINO_ONEDNN_LINEAR=0``
-turns it off.
+DINO head's prototype layer). :func:`use_onednn_linears` converts a model's linear layers in
+place. ``GEODINO_ONEDNN_LINEAR=0`` turns it off. Inputs that do not fit (wrong sizes) go to
+PyTorch's own path, so they fail with its error message, not oneDNN's.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 
@@ -42,23 +44,21 @@ def _register_flops() -> None:
 
     @register_flop_formula(op)
     def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-        rows = 1
-        for size in x_shape[:-1]:
-            rows *= size
-        return 2 * rows * x_shape[-1] * w_shape[0]
+        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
 
 
 _register_flops()
 
 
-def _matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T`` for 2-D fp32 CPU tensors (either may be a strided view, e.g. a transpose)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b.T (+ bias)`` for 2-D fp32 CPU tensors (either may be a strided view, e.g. a transpose)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
-def _takes_onednn(*tensors: torch.Tensor) -> bool:
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0 for t in tensors)
-            and not torch.is_autocast_enabled("cpu"))
+def _takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 CPU tensors outside autocast whose inner sizes match (``x @ weight.T``)."""
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0 for t in (x, weight))
+            and x.shape[-1] == weight.shape[-1] and not torch.is_autocast_enabled("cpu"))
 
 
 def matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class _LinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
+        out = _matmul_t(x.reshape(-1, x.shape[-1]), weight, bias)
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod

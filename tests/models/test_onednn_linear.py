@@ -71,6 +71,15 @@ def test_other_dtypes_and_autocast_take_torchs_path():
 
 
 @needs_onednn
+def test_wrong_input_size_gets_torchs_error():
+    _, fast = _pair()
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        fast(torch.randn(4, 23))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        matmul_t(torch.randn(4, 23), torch.randn(5, 24))
+
+
+@needs_onednn
 def test_conversion_keeps_parameters_and_state_dict():
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2), nn.LayerNorm(2))
     params = [id(p) for p in model.parameters()]
