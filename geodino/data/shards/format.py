@@ -1,16 +1,26 @@
-"""The shard format shared by every source: what a sample holds, how it is encoded, where shards live.
+"""The shard format shared by every source: what a sample holds, how it is encoded and decoded,
+what makes a sample bad, and where shards live.
 
 A shard is a plain webdataset tar. Each sample is a group of members named ``<key>.<part>``:
 
 ===============  ==========================================================================
-``image.npy``    float32 [C, H, W] raw values in the card's band order (or ``image.jpg``:
-                 the original JPEG bytes of an RGB image, never re-encoded)
+``image_0.npy``  format 2: the bands in their stored dtype (uint8/uint16/int16 as stored,
+``image_1.npy``  floats as float32) and at their stored size, one array [c, h, w] per group of
+...              bands sharing size and dtype; ``meta.json`` ``groups`` names each group's bands
+                 and ``grid`` the [H, W] they are resampled onto when decoded
+``image.npy``    format 1 (still read): float32 [C, H, W] raw values in the card's band order
+``image.jpg``    the original JPEG bytes of an RGB image, never re-encoded
 ``labels19.npy`` uint8 [19] multi-hot (BigEarthNet-19)   ``labels43.npy`` uint8 [43] multi-hot
 ``label.cls``    ASCII integer class index (single-label data)
 ``mask.npy``     uint8 [H, W] per-pixel class index, 255 = no class
 ``corine.npy``   uint16 [H, W] raw CORINE Land Cover codes behind ``mask.npy``
 ``meta.json``    source names, split, CRS/transform, ``bands`` (always) and source-specific facts
 ===============  ==========================================================================
+
+Decoding always yields a float32 [C, H, W] image in the card's band order: format-2 groups are
+converted to float32 (exactly: every integer of uint16/int16 is a float32) and resampled onto the
+grid with :func:`resample_bands`, the same bilinear method the readers used to apply at
+conversion time, so a format-2 shard decodes to the same values as its format-1 twin.
 
 Arrays are ``.npy`` so they decode with ``allow_pickle=False``. A shard folder holds
 ``<split>-000000.tar ...``, ``index.json`` (shards, sample counts, bands, card), ``card.yaml``,
@@ -35,24 +45,90 @@ CARD_FILE = "card.yaml"
 REJECTS_FILE = "rejects.jsonl"
 SUMMARY_FILE = "summary.json"
 ARRAY_PARTS = ("image", "labels19", "labels43", "mask", "corine")
+GROUP_PREFIX = "image_"
+# Stored dtypes a band group may have: what the archives ship (uint16 DN, int16 copies, uint8
+# imagery) kept as is, everything else as float32. All convert to float32 without loss.
+GROUP_DTYPES = ("uint8", "uint16", "int16", "float32")
+RESAMPLING = "bilinear (torch.nn.functional.interpolate, align_corners=False), float32"
+
+# Split names: every spelling a dataset or a copy of it uses maps to one of these.
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                  "test": "test", "testing": "test"}
 
 
 class ShardFormatError(ValueError):
     """A shard sample is malformed or a shard specification matches nothing."""
 
 
+class BadSample(ShardFormatError):
+    """A sample that cannot be used, naming the shard, the sample key and the reason."""
+
+    def __init__(self, url: str, key: str, reason: str) -> None:
+        super().__init__(f"{url}: sample {key}: {reason}")
+        self.url, self.key, self.reason = url, key, reason
+
+    def __reduce__(self):  # keep the fields when crossing a process boundary
+        return (BadSample, (self.url, self.key, self.reason))
+
+    def record(self) -> dict[str, str]:
+        return {"shard": self.url, "key": self.key, "reason": self.reason}
+
+
+class PatchError(Exception):
+    """One patch (or image) of a source dataset cannot be converted; names the file at fault and why.
+
+    The shard writer turns these into lines of ``rejects.jsonl`` (or re-raises them with
+    ``--strict``); every other exception is a bug and propagates.
+    """
+
+    def __init__(self, patch: str, file: str, reason: str) -> None:
+        super().__init__(f"{patch}: {file}: {reason}")
+        self.patch = patch
+        self.file = file
+        self.reason = reason
+
+    def __reduce__(self):  # keep the three fields when crossing a process boundary
+        return (PatchError, (self.patch, self.file, self.reason))
+
+
+def split_name(name: str) -> str | None:
+    """The split a file or split name stands for (``train``/``val``/``test``), or None.
+
+    Accepts the names the BigEarthNet lists and their copies use: ``train.csv``,
+    ``bigearthnet-train.csv`` (torchgeo), ``BigEarthNet_val.csv``, ``validation`` (reBEN), ...:
+    the last ``-``/``_``/``.``-separated word of the stem decides.
+    """
+    stem = Path(str(name)).name
+    for suffix in (".csv", ".txt", ".tsv", ".parquet"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    words = [w for w in stem.replace("-", "_").replace(".", "_").lower().split("_") if w]
+    return _SPLIT_ALIASES.get(words[-1]) if words else None
+
+
+@dataclass
+class BandGroup:
+    """Bands stored together: same size and dtype, ``array`` [len(bands), h, w]."""
+
+    bands: tuple[str, ...]
+    array: np.ndarray
+
+
 @dataclass
 class SampleParts:
-    """One sample before encoding. ``image`` is a float32 [C,H,W] array or JPEG bytes."""
+    """One sample before encoding. ``image`` is band groups (format 2, with ``grid``), a float32
+    [C,H,W] array, or JPEG bytes."""
 
     key: str
-    image: np.ndarray | bytes
+    image: list[BandGroup] | np.ndarray | bytes
     meta: dict[str, Any]
     labels19: np.ndarray | None = None
     labels43: np.ndarray | None = None
     label: int | None = None
     mask: np.ndarray | None = None
     corine: np.ndarray | None = None
+    grid: tuple[int, int] | None = None
     extra: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -66,6 +142,41 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def group_bands(bands: list[tuple[str, np.ndarray]]) -> list[BandGroup]:
+    """Bands ``(name, 2-D array)`` grouped by (shape, stored dtype), first appearance first; dtypes
+    other than :data:`GROUP_DTYPES` become float32 (exact for every integer type up to 16 bits)."""
+    groups: dict[tuple, list[tuple[str, np.ndarray]]] = {}
+    for name, array in bands:
+        dtype = array.dtype.name if array.dtype.name in GROUP_DTYPES else "float32"
+        groups.setdefault((array.shape, dtype), []).append((name, array))
+    return [BandGroup(tuple(n for n, _ in members), np.stack([a for _, a in members]).astype(dtype, copy=False))
+            for (_, dtype), members in groups.items()]
+
+
+def _encode_image(parts: SampleParts) -> list[tuple[str, bytes]]:
+    if isinstance(parts.image, (bytes, bytearray)):
+        return [("image.jpg", bytes(parts.image))]
+    if isinstance(parts.image, np.ndarray):
+        if parts.image.dtype != np.float32 or parts.image.ndim != 3:
+            raise ShardFormatError(f"sample {parts.key}: image must be float32 [C,H,W], got "
+                                   f"{parts.image.dtype} {parts.image.shape}")
+        return [("image.npy", _npy_bytes(parts.image))]
+    if parts.grid is None:
+        raise ShardFormatError(f"sample {parts.key}: band groups need a grid (H, W)")
+    names = [b for g in parts.image for b in g.bands]
+    if sorted(names) != sorted(parts.meta["bands"]):
+        raise ShardFormatError(f"sample {parts.key}: groups hold bands {names}, meta lists {parts.meta['bands']}")
+    members = []
+    for i, group in enumerate(parts.image):
+        a = group.array
+        if a.ndim != 3 or a.shape[0] != len(group.bands) or a.dtype.name not in GROUP_DTYPES:
+            raise ShardFormatError(f"sample {parts.key}: group {group.bands} is {a.dtype} {a.shape}")
+        members.append((f"{GROUP_PREFIX}{i}.npy", _npy_bytes(a)))
+    parts.meta["groups"] = [list(g.bands) for g in parts.image]
+    parts.meta["grid"] = [int(v) for v in parts.grid]
+    return members
+
+
 def encode_sample(parts: SampleParts) -> list[tuple[str, bytes]]:
     """The tar members of one sample, ``(name, bytes)`` in a fixed order."""
     if "." in parts.key or "/" in parts.key:
@@ -73,14 +184,7 @@ def encode_sample(parts: SampleParts) -> list[tuple[str, bytes]]:
         raise ShardFormatError(f"sample key {parts.key!r} must not contain '.' or '/'")
     if "bands" not in parts.meta:
         raise ShardFormatError(f"sample {parts.key}: meta must record 'bands'")
-    members: list[tuple[str, bytes]] = []
-    if isinstance(parts.image, (bytes, bytearray)):
-        members.append(("image.jpg", bytes(parts.image)))
-    else:
-        if parts.image.dtype != np.float32 or parts.image.ndim != 3:
-            raise ShardFormatError(f"sample {parts.key}: image must be float32 [C,H,W], got "
-                                   f"{parts.image.dtype} {parts.image.shape}")
-        members.append(("image.npy", _npy_bytes(parts.image)))
+    members = _encode_image(parts)
     for name in ARRAY_PARTS[1:]:
         value = getattr(parts, name)
         if value is not None:
@@ -103,29 +207,118 @@ def add_members(tar: tarfile.TarFile, members: list[tuple[str, bytes]]) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
-    """Decode a webdataset sample (``__key__`` plus member bytes) into numpy arrays and dicts.
+def resample_bands(stack: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``stack`` [c, h, w] (float32) brought to ``size`` (H, W) with the one resampling method of
+    geodino: bilinear, ``align_corners=False``. A coarse pixel and the fine pixels it covers share
+    a footprint, so coarser bands stay co-registered over the patch; edges are clamped; bilinear
+    never overshoots the input range (bicubic would, giving negative reflectances). A stack already
+    at ``size`` is returned as is (bit-exact)."""
+    if stack.shape[-2:] == tuple(size):
+        return stack
+    import torch
+    import torch.nn.functional as F
 
-    Returns ``{"key", "meta", "image" (ndarray, or bytes for JPEG), ...}`` with the optional parts
-    present in the sample; ``label`` is an int.
+    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(stack))[None], size=tuple(size), mode="bilinear",
+                        align_corners=False)[0]
+    return out.numpy()
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """What every decoded sample of a dataset must look like (from its card); None = not checked."""
+
+    bands: tuple[str, ...] | None = None
+    grid: tuple[int, int] | None = None
+
+
+def _load_npy(raw: dict[str, Any], part: str) -> np.ndarray:
+    return np.load(io.BytesIO(raw[part]), allow_pickle=False)
+
+
+def _assemble(raw: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
+    """The float32 [C,H,W] image of a format-2 sample from its band groups."""
+    groups, bands = meta.get("groups"), meta.get("bands")
+    grid = tuple(meta.get("grid") or ())
+    if not groups or not bands or len(grid) != 2:
+        raise ValueError("meta.json lacks 'groups', 'bands' or 'grid'")
+    position = {b: i for i, b in enumerate(bands)}
+    image = np.empty((len(bands), *grid), dtype=np.float32)
+    seen = 0
+    for i, names in enumerate(groups):
+        part = f"{GROUP_PREFIX}{i}.npy"
+        if part not in raw:
+            raise ValueError(f"{part} is missing")
+        array = _load_npy(raw, part)
+        if array.ndim != 3 or array.shape[0] != len(names):
+            raise ValueError(f"{part} has shape {array.shape}, expected [{len(names)}, h, w] for bands {names}")
+        if array.dtype.name not in GROUP_DTYPES:
+            raise ValueError(f"{part} has dtype {array.dtype}, expected one of {GROUP_DTYPES}")
+        unknown = [n for n in names if n not in position]
+        if unknown:
+            raise ValueError(f"{part} holds bands {unknown} that 'bands' does not list")
+        array = resample_bands(array.astype(np.float32, copy=False), grid)
+        for j, name in enumerate(names):
+            image[position[name]] = array[j]
+        seen += len(names)
+    if seen != len(bands):
+        raise ValueError(f"the groups hold {seen} bands, 'bands' lists {len(bands)}")
+    return image
+
+
+def _check_image(image: np.ndarray, meta: dict[str, Any], spec: SampleSpec | None) -> None:
+    if image.ndim != 3 or image.dtype != np.float32:
+        raise ValueError(f"image is {image.dtype} {image.shape}, expected float32 [C, H, W]")
+    bands = meta.get("bands")
+    if bands is not None and len(bands) != image.shape[0]:
+        raise ValueError(f"image has {image.shape[0]} bands, meta.json lists {len(bands)}")
+    if spec is not None:
+        if spec.bands is not None:
+            if image.shape[0] != len(spec.bands):
+                raise ValueError(f"image has {image.shape[0]} bands, the card lists {len(spec.bands)}")
+            if bands is not None and tuple(bands) != tuple(spec.bands):
+                raise ValueError(f"bands {list(bands)} differ from the card's {list(spec.bands)}")
+        if spec.grid is not None and tuple(image.shape[1:]) != tuple(spec.grid):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[2]} px, the card's grid is "
+                             f"{spec.grid[0]}x{spec.grid[1]}")
+    finite = np.isfinite(image)
+    if not finite.all():
+        per_band = (~finite).reshape(image.shape[0], -1).sum(axis=1)
+        names = bands or [str(i) for i in range(image.shape[0])]
+        where = ", ".join(f"{names[i]}: {int(n)}" for i, n in enumerate(per_band) if n)
+        raise ValueError(f"non-finite pixels (NaN or inf) in band(s) {where}")
+
+
+def decode_sample(raw: dict[str, Any], spec: SampleSpec | None = None) -> dict[str, Any]:
+    """Decode and check a webdataset sample (``__key__`` plus member bytes).
+
+    Returns ``{"key", "meta", "image" (float32 [C,H,W], or bytes for JPEG), ...}`` with the
+    optional parts present in the sample; ``label`` is an int. Any defect (a missing or
+    undecodable part, a shape, dtype or band list that disagrees with ``meta.json`` or ``spec``,
+    a non-finite pixel) raises :class:`BadSample` naming the shard, the key and the reason.
     """
-    out: dict[str, Any] = {"key": raw["__key__"]}
+    key = str(raw.get("__key__", "?"))
+    out: dict[str, Any] = {"key": key}
     try:
-        if "image.npy" in raw:
-            out["image"] = np.load(io.BytesIO(raw["image.npy"]), allow_pickle=False)
+        out["meta"] = meta = json.loads(raw["meta.json"]) if "meta.json" in raw else {}
+        if not isinstance(meta, dict):
+            raise ValueError("meta.json is not a JSON object")
+        if f"{GROUP_PREFIX}0.npy" in raw:
+            out["image"] = _assemble(raw, meta)
+        elif "image.npy" in raw:
+            out["image"] = _load_npy(raw, "image.npy")
         elif "image.jpg" in raw:
             out["image"] = raw["image.jpg"]
         else:
-            raise ShardFormatError("no image.npy or image.jpg")
+            raise ValueError("no image (image_0.npy, image.npy or image.jpg)")
+        if not isinstance(out["image"], (bytes, bytearray)):
+            _check_image(out["image"], meta, spec)
         for name in ARRAY_PARTS[1:]:
             if f"{name}.npy" in raw:
-                out[name] = np.load(io.BytesIO(raw[f"{name}.npy"]), allow_pickle=False)
+                out[name] = _load_npy(raw, f"{name}.npy")
         if "label.cls" in raw:
             out["label"] = int(raw["label.cls"])
-        out["meta"] = json.loads(raw["meta.json"]) if "meta.json" in raw else {}
-    except (ValueError, KeyError) as err:
-        where = raw.get("__url__", "?")
-        raise ShardFormatError(f"{where}: sample {raw['__key__']}: {err}") from None
+    except (ValueError, KeyError, TypeError, EOFError, OSError) as err:
+        raise BadSample(str(raw.get("__url__", "?")), key, str(err) or type(err).__name__) from None
     return out
 
 
@@ -137,7 +330,41 @@ def image_array(image: np.ndarray | bytes) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(image)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return np.asarray(rgb_image(img), dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+HIGH_BIT_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+
+
+def rgb_image(img):
+    """A PIL image as 8-bit RGB. 16-bit greyscale (PIL modes ``I;16``, ``I``: PNG and TIFF scans,
+    DEMs) is scaled by its full range; PIL's own ``convert`` clips it to 255 and turns it white."""
+    from PIL import Image
+
+    if img.mode in HIGH_BIT_MODES:
+        grey = np.asarray(img, dtype=np.float64) / HIGH_BIT_MODES[img.mode]
+        img = Image.fromarray(np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
+def load_rgb(source: bytes | str | Path, size: int):
+    """Decode an image to a float32 tensor [3, size, size] in [0, 1] (resize shorter side, centre crop).
+
+    The one RGB decode of geodino: image folders and JPEG shards both go through it.
+    """
+    import torch
+    from PIL import Image
+
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+        img = rgb_image(img)
+        w, h = img.size
+        scale = size / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 # -- locating shards ------------------------------------------------------------------------------

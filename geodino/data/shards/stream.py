@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from geodino.data.shards.format import decode_sample, read_index, shard_folder, training_shards
-from geodino.data.sources.imagefolder import load_rgb
+from geodino.data.shards.format import load_rgb
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("labels19", "labels43", "label", "mask")

@@ -39,7 +39,7 @@ from geodino.data.shards.format import (
     read_index,
     shard_name,
 )
-from geodino.data.sources import PatchError
+from geodino.data.shards.format import PatchError
 from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
 
 INDEX_FORMAT = "geodino-shards/1"
