@@ -20,6 +20,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="stop at the first bad patch (naming the file) instead of logging it to rejects.jsonl")
     parser.add_argument("--seed", type=int, default=0, help="seed of the (deterministic) patch-to-shard assignment")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--part", default="0/1", metavar="I/N",
+                        help="write only part I (0-based) of N: a deterministic, disjoint set of whole shards, so "
+                             "N jobs (e.g. a SLURM array: --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT) "
+                             "fill one folder; index.json is complete once every part is")
 
 
 def register(subparsers: Any) -> None:
@@ -38,8 +42,9 @@ def register(subparsers: Any) -> None:
     ben.add_argument("--s1-root", required=True, help="v1: BigEarthNet-S1-v1.0/; v2: BigEarthNet-S1/")
     ben.add_argument("--version", type=int, choices=[1, 2], default=1)
     ben.add_argument("--split-csv", nargs="+", default=[], metavar="FILE",
-                     help="v1: s2_name,s1_name CSVs; the split is the file stem (default: pair every S1 patch "
-                          "through its JSON into split 'all')")
+                     help="v1: s2_name,s1_name CSVs (a header row is skipped); the split comes from the file "
+                          "name: train.csv, bigearthnet-val.csv, BigEarthNet_test.csv, validation.csv ... "
+                          "(default: pair every S1 patch through its JSON into split 'all')")
     ben.add_argument("--metadata", help="v2: metadata.parquet (default: beside --s2-root)")
     ben.add_argument("--reference-maps", help="v2: Reference_Maps/ folder (adds mask.npy and corine.npy)")
     ben.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, items: list, read: Any, card: Any, rejects: list, source: dict) -> int:
     from geodino.cli import CommandError
-    from geodino.data.shards.writer import write_shards
+    from geodino.data.shards.writer import parse_part, write_shards
     from geodino.data.sources import PatchError
 
     if not items and not rejects:
@@ -84,7 +89,7 @@ def _write(args: argparse.Namespace, items: list, read: Any, card: Any, rejects:
     try:
         summary = write_shards(args.out, items, read, card, shard_size=args.shard_size, workers=args.workers,
                                strict=args.strict, seed=args.seed, listing_rejects=rejects, source=source,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, part=parse_part(args.part))
     except PatchError as err:
         raise CommandError(f"--strict: {err}") from None
     print(format_summary(summary))
@@ -98,9 +103,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     shards = summary["shards"]
     lines.append(f"shards: {shards['written']} written, {shards['skipped']} already done, {shards['total']} in all; "
                  f"{summary['patches_per_s']} patches/s")
+    if "part" in summary:
+        state = "complete" if summary["complete"] else "waiting for the other parts"
+        lines.append(f"part {summary['part']}: done; all parts: {summary['parts_done_shards']} shards ({state})")
     if any(summary["rejected"].values()):
         lines.append(f"rejected patches and reasons: {summary['out']}/rejects.jsonl")
-    lines.append(f"summary: {summary['out']}/summary.json")
+    if "part" not in summary:
+        lines.append(f"summary: {summary['out']}/summary.json")
     return "\n".join(lines)
 
 
@@ -153,7 +162,10 @@ def run_imagefolder(args: argparse.Namespace) -> int:
     from geodino.data.card import DatasetCard
     from geodino.data.sources import imagefolder
 
-    items, classes = imagefolder.list_images(args.root, args.split)
+    from geodino.data.shards.format import split_name
+
+    # "validation", "training" ... become the shard split names every other source uses.
+    items, classes = imagefolder.list_images(args.root, split_name(args.split) or args.split)
     card = dataclasses.replace(DatasetCard.load("imagenet"), classes=classes)
     return _write(args, items, imagefolder.read_item, card, [],
                   {"kind": "imagefolder", "root": str(args.root), "split": args.split})

@@ -27,6 +27,9 @@ class DataConfig:
     num_workers: int = 0
     shuffle_buffer: int = 1000  # shards only
     samples_per_epoch: int = 0  # shards: defines the epoch length (0 = the shard index's count)
+    bad_samples: str = "error"  # shards: error (stop, naming shard and key) | skip (record in bad_samples.jsonl)
+    max_bad_fraction: float = 0.001  # skip: stop once more than this fraction of the data was bad
+    allow_incomplete: bool = False  # read shards of a conversion that did not finish (with a warning)
     # Embedded synthetic scenes (see geodino.data.synthetic)
     num_samples: int = 4096
     num_classes: int = 8

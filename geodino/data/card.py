@@ -119,6 +119,19 @@ class DatasetCard:
         write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
+    def beside_shards(cls, url: str) -> DatasetCard:
+        """The ``card.yaml`` written beside a shard (a local path or a remote shard URL)."""
+        from geodino.data.shards.format import CARD_FILE, read_beside
+
+        text = read_beside(url, CARD_FILE)
+        if text is None:
+            raise CardError(f"no {CARD_FILE} beside {url}: name the dataset card with data.card (or --card)")
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise CardError(f"the {CARD_FILE} beside {url} is not a YAML mapping")
+        return cls.from_dict(data, source=f"{CARD_FILE} beside {url}")
+
+    @classmethod
     def load(cls, name_or_path: str | Path) -> DatasetCard:
         """Load a card from a YAML path, or by name from the repository's ``datasets/`` folder."""
         path = Path(name_or_path)

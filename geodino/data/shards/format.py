@@ -368,33 +368,99 @@ def load_rgb(source: bytes | str | Path, size: int):
 
 
 # -- locating shards ------------------------------------------------------------------------------
+class IncompleteConversion(ShardFormatError):
+    """The shards' ``index.json`` says the conversion that wrote them did not finish."""
+
+
+def is_remote(text: str) -> bool:
+    """A ``pipe:`` command or a URL with a scheme (``http://``, ``s3://``, ...), not a local path."""
+    return text.startswith("pipe:") or "://" in text
+
+
+def shard_file_name(url: str) -> str:
+    """The file name of a shard: the last path component of a path or URL; for a ``pipe:`` command,
+    that of its last word naming a ``.tar`` (``pipe:aws s3 cp s3://b/train-000000.tar -``)."""
+    if url.startswith("pipe:"):
+        words = [w for w in url[5:].split() if ".tar" in w]
+        if not words:
+            raise ValueError(f"{url}: a pipe: shard URL must name its .tar file")
+        url = words[-1]
+    return os.path.basename(url.split("?", 1)[0].rstrip("/"))
+
+
+def read_beside(url_or_folder: str | os.PathLike, name: str) -> str | None:
+    """The text of the file ``name`` in a shard folder or beside a shard URL (local, ``pipe:``,
+    ``http(s)://`` or fsspec), or None when there is none."""
+    text = os.fspath(url_or_folder)
+    if not is_remote(text):
+        folder = text if os.path.isdir(text) else os.path.dirname(os.path.abspath(text))
+        path = Path(folder) / name
+        return path.read_text() if path.is_file() else None
+    from geodino.data.shards.remote import read_text, sibling
+
+    return read_text(sibling(text, name))
+
+
 def read_index(folder: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(folder) / INDEX_FILE
-    if not path.is_file():
+    """The ``index.json`` of a shard folder (or beside a shard URL), None when there is none."""
+    text = read_beside(folder, INDEX_FILE)
+    if text is None:
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ShardFormatError(f"{INDEX_FILE} beside {os.fspath(folder)} is not valid JSON ({err}): "
+                               "re-run the `geodino shard` command that wrote it") from None
 
 
-def expand_shards(spec: str | os.PathLike | Iterable[str], split: str | None = None) -> list[str]:
+def check_complete(index: dict[str, Any] | None, where: str, allow_incomplete: bool = False) -> None:
+    """Refuse shards of a conversion that did not finish (a killed ``geodino shard``, or parts of
+    a ``--part I/N`` conversion still missing), unless ``allow_incomplete``."""
+    if index is None or index.get("complete", True):
+        return
+    done = len(index.get("shards", []))
+    planned = index.get("planned_shards", "?")
+    message = (f"conversion of {where} is incomplete ({done} of {planned} shards): re-run the same "
+               "`geodino shard` command")
+    if not allow_incomplete:
+        raise IncompleteConversion(message + " (or pass --allow-incomplete / data.allow_incomplete=true to read "
+                                   "what is there)")
+    import logging
+
+    logging.getLogger(__name__).warning("%s; reading it anyway (allow_incomplete)", message)
+
+
+def expand_shards(spec: str | os.PathLike | Iterable[str], split: str | None = None,
+                  allow_incomplete: bool = False) -> list[str]:
     """Shard paths of a folder, a tar path, a brace pattern (``dir/train-{000000..000003}.tar``),
-    a ``::``-separated list, a glob, or a list of any of these.
+    a ``::``-separated list, a glob, or a list of any of these; remote URLs (``pipe:COMMAND``,
+    ``http(s)://``, fsspec schemes) with brace patterns.
 
     A folder's shards come from its ``index.json`` when there is one (so stale tars from an earlier
     conversion with another ``--shard-size`` are ignored, and shards left empty by rejects are
-    skipped), else from ``*.tar``. ``split`` keeps only ``<split>-*.tar``.
+    skipped), else from ``*.tar``. ``split`` keeps only ``<split>-*.tar``. Shards whose
+    ``index.json`` says the conversion is incomplete are refused (:class:`IncompleteConversion`)
+    unless ``allow_incomplete``.
     """
     from braceexpand import braceexpand
 
     if not isinstance(spec, (str, os.PathLike)):
-        return [p for item in spec for p in expand_shards(item, split)]
+        return [p for item in spec for p in expand_shards(item, split, allow_incomplete)]
     text = os.fspath(spec)
     if "::" in text:
-        return [p for item in text.split("::") for p in expand_shards(item, split)]
-    if os.path.isdir(text):
+        return [p for item in text.split("::") for p in expand_shards(item, split, allow_incomplete)]
+    if is_remote(text):
+        paths = list(braceexpand(text))
+        check_complete(read_index(paths[0]), text, allow_incomplete)
+    elif os.path.isdir(text):
         index = read_index(text)
+        check_complete(index, text, allow_incomplete)
         if index is not None:
             names = [s["name"] for s in index["shards"] if s["samples"] > 0]
+            if not names:
+                rejected = sum(len(s.get("rejected", [])) for s in index["shards"])
+                raise FileNotFoundError(f"{text}: 0 samples, {rejected} rejected: see "
+                                        f"{Path(text) / REJECTS_FILE}")
         else:
             names = sorted(p.name for p in Path(text).glob("*.tar"))
         paths = [str(Path(text) / n) for n in names]
@@ -402,29 +468,59 @@ def expand_shards(spec: str | os.PathLike | Iterable[str], split: str | None = N
         paths = []
         for item in braceexpand(text):
             paths.extend(sorted(glob.glob(item)) if glob.has_magic(item) else [item])
-        missing = [p for p in paths if "://" not in p and not os.path.exists(p)]
+        missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"shard {missing[0]} does not exist ({len(missing)} missing)")
+        if paths:
+            check_complete(read_index(paths[0]), os.path.dirname(os.path.abspath(paths[0])), allow_incomplete)
     if split is not None:
-        paths = [p for p in paths if os.path.basename(p).startswith(f"{split}-")]
+        # Canonical names on both sides: `validation` finds `val-*.tar`, and folders written before
+        # split names were unified (`validation-*.tar`, `bigearthnet-train-*.tar`) are still found.
+        found, wanted = paths, split_name(split) or split
+        paths = [p for p in found if shard_split(p) == wanted]
+        if found and not paths:
+            have = sorted({shard_split(p) for p in found})
+            raise FileNotFoundError(f"no shards of split {split!r} at {text} (it has {', '.join(have)})")
     if not paths:
         what = f" of split {split!r}" if split else ""
         raise FileNotFoundError(f"no shards{what} found at {text}")
     return paths
 
 
+def shard_split(path: str) -> str:
+    """The split a shard belongs to, from its file name ``<split>-NNNNNN.tar``: the canonical name
+    (:func:`split_name`) when the prefix is a spelling of one, else the prefix as written (``all``)."""
+    stem = os.path.basename(str(path))
+    if stem.endswith(".tar"):
+        stem = stem[: -len(".tar")]
+    prefix, _, number = stem.rpartition("-")
+    if not (prefix and number.isdigit()):
+        prefix = stem
+    return split_name(prefix) or prefix
+
+
 def training_shards(spec: str | os.PathLike | Iterable[str], split: str | None = None) -> list[str]:
-    """Shards to train on or measure: ``split`` if given (``"all"``: every shard); for a folder
-    without ``split``, its train shards when it has any (so validation and test data never leak
-    into pretraining or normalisation statistics), else all of them."""
+    """Shards to train on or measure: ``split`` if given (any spelling; ``"all"``: every shard).
+
+    A folder without ``split`` gives its train split, so validation and test data never leak into
+    pretraining or normalisation statistics; a folder without any of train/val/test (``all-*.tar``
+    of a conversion without split lists) is used whole; a folder with val or test but no train
+    split is refused. Shards named one by one (a tar, a pattern, a list) are used as given.
+    """
     if split == "all":
         return expand_shards(spec)
     if split is not None:
         return expand_shards(spec, split)
     paths = expand_shards(spec)
-    if isinstance(spec, (str, os.PathLike)) and os.path.isdir(spec):
-        train = [p for p in paths if os.path.basename(p).startswith("train-")]
-        return train or paths
+    if not (isinstance(spec, (str, os.PathLike)) and os.path.isdir(spec)):
+        return paths
+    train = [p for p in paths if shard_split(p) == "train"]
+    if train:
+        return train
+    splits = sorted({shard_split(p) for p in paths})
+    if set(splits) & {"val", "test"}:
+        raise ShardFormatError(f"{os.fspath(spec)} has no train split (it has {', '.join(splits)}): training "
+                               "and band statistics read training data only; name a split explicitly to use another")
     return paths
 
 

@@ -1,7 +1,8 @@
-"""Stream shards into training batches: shuffled, split by rank and worker, fixed steps per epoch.
+"""Stream shards into training batches: shuffled, split by rank and worker, fixed steps per epoch,
+exactly resumable, with every bad sample stopped or recorded.
 
-Every (rank, worker) pair reads its own endless stream of shards, shuffles samples in a buffer,
-decodes and batches them; the loader stops each epoch after exactly ``steps_per_epoch`` batches
+Every (rank, worker) pair reads its own stream of shards, shuffles samples in a buffer, decodes,
+checks and batches them; the loader stops each epoch after exactly ``steps_per_epoch`` batches
 on every rank, so DDP ranks never wait on each other at the end of an epoch.
 
 How shards are split (``resample``):
@@ -12,6 +13,17 @@ How shards are split (``resample``):
 - resampled (``True``): each worker draws shards with replacement from the whole list, seeded by
   (seed, rank, worker, epoch), so any number of shards feeds any number of ranks and workers.
 - ``None`` (default): exact when there are enough shards, resampled otherwise (with a warning).
+
+Exact resume. The samples of an epoch are a pure function of (seed, epoch, rank, worker): each
+epoch starts fresh worker streams seeded by it, and the DataLoader takes batches from its workers
+in turn, so global batch ``b`` of the epoch is batch ``b // W`` of worker ``b % W``. An epoch
+resumed at step ``s`` has each worker replay its part of the first ``s`` batches through the same
+shard order and shuffle buffer without decoding a sample (tar reading only), then continue: the
+run sees exactly the batches an uninterrupted run would. Samples recorded as bad before the
+interruption are known by key, so the replay skips them as the first pass did.
+
+Bad samples (see :mod:`geodino.data.shards.read`): workers never raise for bad data; they pass the
+records up with the next batch, and the main process applies ``data.bad_samples``.
 
 Do not hand the loader to ``accelerate.prepare``: it already splits by rank, and preparing it
 would split a second time. Batches are ``{"image": float32 [B,C,H,W] raw values, "key": [...]}``
@@ -24,37 +36,62 @@ from __future__ import annotations
 import logging
 import os
 import random
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from geodino.data.shards.format import decode_sample, read_index, shard_folder, training_shards
-from geodino.data.shards.format import load_rgb
+from geodino.data.shards.format import (
+    BadSample,
+    SampleSpec,
+    decode_sample,
+    is_remote,
+    load_rgb,
+    shard_file_name,
+    read_index,
+    training_shards,
+)
+from geodino.data.shards.read import BadSamplePolicy, raw_samples, shard_error_record
+from geodino.data.shards.remote import ShardReadError
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("labels19", "labels43", "label", "mask")
+BAD = "__bad_samples__"  # records of bad samples travelling with a batch from a worker
+FATAL = "__fatal__"  # a worker stopped at a bad sample (policy ``error``)
+
+
+def shard_counts(paths: Sequence[str]) -> dict[str, int] | None:
+    """Sample count of every shard from the ``index.json`` beside it, or None when a folder (or a
+    remote location) has none."""
+    by_folder: dict[str, list[str]] = {}
+    for p in paths:
+        folder = p[: p.rindex(shard_file_name(p))] if is_remote(p) else (os.path.dirname(p) or ".")
+        by_folder.setdefault(folder, []).append(p)
+    counts: dict[str, int] = {}
+    for folder, urls in by_folder.items():
+        index = read_index(urls[0] if is_remote(urls[0]) else folder)
+        if index is None:
+            return None
+        known = {s["name"]: s["samples"] for s in index["shards"]}
+        unknown = [u for u in urls if shard_file_name(u) not in known]
+        if unknown:
+            raise ValueError(f"the index.json beside {unknown[0]} does not list it ({len(unknown)} unlisted)")
+        for u in urls:
+            counts[u] = known[shard_file_name(u)]
+    return counts
 
 
 def count_samples(urls: str | Sequence[str], split: str | None = None) -> int:
     """Number of samples in the shards :func:`make_shard_loader` would read for the same arguments,
     from the ``index.json`` beside them."""
     paths = training_shards(urls, split)
-    by_folder: dict[str, list[str]] = {}
-    for p in paths:
-        by_folder.setdefault(os.path.dirname(p) or ".", []).append(os.path.basename(p))
-    total = 0
-    for folder, names in by_folder.items():
-        index = read_index(folder)
-        if index is None:
-            raise FileNotFoundError(f"{folder} has no index.json: cannot count samples without reading the shards")
-        counts = {s["name"]: s["samples"] for s in index["shards"]}
-        unknown = [n for n in names if n not in counts]
-        if unknown:
-            raise ValueError(f"{folder}/index.json does not list {unknown[:3]}")
-        total += sum(counts[n] for n in names)
-    return total
+    counts = shard_counts(paths)
+    if counts is None:
+        raise FileNotFoundError(f"no index.json beside {paths[0]}: cannot count samples without reading the "
+                                "shards; set data.samples_per_epoch (or --num-samples)")
+    return sum(counts.values())
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -108,15 +145,26 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def _first_batches_of(worker: int, workers: int, start_step: int) -> int:
+    """How many of the epoch's first ``start_step`` batches worker ``worker`` of ``workers`` served
+    (the DataLoader takes batches from its workers in turn)."""
+    return max(0, (start_step - worker + workers - 1) // workers)
+
+
 class _WorkerStream(IterableDataset):
     """The iterable run inside each DataLoader worker (or in-process when num_workers == 0)."""
 
     def __init__(self, urls: list[str], *, batch_size: int, shuffle_buffer: int, seed: int, rank: int,
-                 world_size: int, num_workers: int, resample: bool, image_size: int | None) -> None:
+                 world_size: int, num_workers: int, resample: bool, image_size: int | None,
+                 spec: SampleSpec | None = None, counts: dict[str, int] | None = None, skip_bad: bool = False) -> None:
         self.urls, self.batch_size, self.shuffle_buffer = urls, batch_size, shuffle_buffer
         self.seed, self.rank, self.world_size, self.num_workers = seed, rank, world_size, num_workers
-        self.resample, self.image_size = resample, image_size
-        self.epoch = 0  # set by ShardLoader before it (re)starts the stream; seeds the shuffling
+        self.resample, self.image_size, self.spec, self.counts = resample, image_size, spec, counts or {}
+        self.skip_bad = skip_bad
+        # Set by ShardLoader before each epoch's workers start (they receive a copy).
+        self.epoch = 0
+        self.start_step = 0
+        self.known_bad: frozenset[str] = frozenset()
 
     def _shard_urls(self, rng: random.Random, worker: int) -> Iterator[str]:
         if self.resample:
@@ -128,15 +176,17 @@ class _WorkerStream(IterableDataset):
             rng.shuffle(order)
             yield from order
 
-    def _samples(self, rng: random.Random, worker: int) -> Iterator[dict[str, Any]]:
-        import webdataset as wds
-
+    def _raw(self, rng: random.Random, worker: int, problems: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Raw samples of this worker's shards; unreadable shards become records in ``problems``."""
         empty_in_a_row = 0
         for url in self._shard_urls(rng, worker):
             found = 0
-            for raw in wds.tarfile_samples([{"url": url}]):
-                found += 1
-                yield raw
+            try:
+                for raw in raw_samples(url, self.counts.get(url)):
+                    found += 1
+                    yield raw
+            except ShardReadError as err:
+                problems.append(shard_error_record(url, err))
             # expand_shards already drops shards that index.json lists as empty; a hand-made list
             # of empty shards must still fail loudly instead of spinning forever.
             empty_in_a_row = 0 if found else empty_in_a_row + 1
@@ -146,11 +196,18 @@ class _WorkerStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
+        replay = _first_batches_of(worker, max(self.num_workers, 1), self.start_step)
         rng = random.Random(f"{self.seed}:{self.rank}:{worker}:{self.epoch}")
+        problems: list[dict[str, Any]] = []
         buffer: list[dict[str, Any]] = []
         batch: list[dict[str, Any]] = []
+        emitted = 0
+        shape: tuple[int, ...] | None = None
         initial = min(self.shuffle_buffer, 64)
-        for n, raw in enumerate(self._samples(rng, worker)):
+        for n, raw in enumerate(self._raw(rng, worker, problems)):
+            if problems and not self.skip_bad:
+                yield {BAD: problems, FATAL: True}
+                return
             buffer.append(raw)
             # Emit from the start (once `initial` samples are in) and let the buffer grow by one
             # every other sample up to its size, so the first batch does not wait for a full buffer.
@@ -158,27 +215,52 @@ class _WorkerStream(IterableDataset):
                 continue
             i = rng.randrange(len(buffer))
             buffer[i], buffer[-1] = buffer[-1], buffer[i]
-            batch.append(to_tensors(decode_sample(buffer.pop()), self.image_size))
+            raw = buffer.pop()
+            ident = f"{raw['__url__']}::{raw['__key__']}"
+            if emitted < replay:
+                # Replaying batches served before a resume: no decoding, only the same choices.
+                if ident not in self.known_bad:
+                    batch.append(raw)
+            else:
+                try:
+                    sample = to_tensors(decode_sample(raw, self.spec), self.image_size)
+                    if shape is None:
+                        shape = tuple(sample["image"].shape)
+                    elif tuple(sample["image"].shape) != shape:
+                        raise BadSample(raw["__url__"], raw["__key__"],
+                                        f"image is {list(sample['image'].shape)}, the stream's other samples "
+                                        f"{list(shape)} (pass data.image_size to resize)")
+                    batch.append(sample)
+                except BadSample as err:
+                    problems.append(err.record())
+                    if not self.skip_bad:
+                        yield {BAD: problems, FATAL: True}
+                        return
             if len(batch) == self.batch_size:
-                yield collate(batch)
+                if emitted < replay:
+                    out = {"replayed": True}
+                else:
+                    out = collate(batch)
+                out[BAD], problems = problems, []
+                emitted += 1
                 batch = []
+                yield out
 
 
 class ShardLoader:
     """Iterable over exactly ``steps_per_epoch`` batches per epoch (see the module docstring).
 
-    Epochs are cuts through one endless stream: the workers (and their shuffle buffers) live on
-    from one epoch to the next instead of restarting, which would cost a process start-up and a
-    buffer refill per epoch. The stream is seeded by the epoch it starts at, so ``set_epoch(k)``
-    before iterating (e.g. after a resume) restarts it reproducibly at epoch ``k``.
+    ``set_epoch(k)`` and ``iterate(epoch, start_step)`` give the same batches whatever happened
+    before: each epoch starts its own worker streams. ``policy`` applies ``data.bad_samples`` to
+    the bad samples the workers report.
     """
 
-    def __init__(self, stream: _WorkerStream, steps_per_epoch: int, num_workers: int, pin_memory: bool) -> None:
+    def __init__(self, stream: _WorkerStream, steps_per_epoch: int, num_workers: int, pin_memory: bool,
+                 policy: BadSamplePolicy | None = None) -> None:
         self.stream, self.steps_per_epoch = stream, steps_per_epoch
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.policy = policy or BadSamplePolicy()
         self.epoch = 0
-        self._batches: Iterator[dict[str, Any]] | None = None
-        self._continues_at: int | None = None  # the epoch the running stream would serve next
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -187,19 +269,28 @@ class ShardLoader:
         return self.steps_per_epoch
 
     def close(self) -> None:
-        """Stop the worker processes (they also stop when the loader is garbage-collected)."""
-        self._batches = None
+        """Nothing to stop between epochs: each epoch's workers end with it."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self._batches is None or self._continues_at != self.epoch:
-            self.stream.epoch = self.epoch  # the workers receive a copy seeded with this epoch
-            self._batches = iter(DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
-                                            pin_memory=self.pin_memory))
-        batches = self._batches
+        epoch = self.epoch
         self.epoch += 1
-        self._continues_at = self.epoch
-        for _ in range(self.steps_per_epoch):
-            yield next(batches)
+        yield from self.iterate(epoch, 0)
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, Any]]:
+        """The batches of ``epoch`` from ``start_step`` on (the earlier ones are replayed, not decoded)."""
+        self.stream.epoch, self.stream.start_step = epoch, start_step
+        self.stream.known_bad = frozenset(self.policy.known)
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory)
+        batches = iter(loader)
+        for step in range(self.steps_per_epoch):
+            batch = next(batches)
+            for record in batch.pop(BAD, []):
+                self.policy.handle({**record, "epoch": epoch})
+            if batch.get(FATAL):
+                raise RuntimeError("a worker stopped at a bad sample without reporting it")  # handle() raised
+            if step >= start_step:
+                yield batch
 
 
 def make_shard_loader(
@@ -216,16 +307,21 @@ def make_shard_loader(
     resample: bool | None = None,
     split: str | None = None,
     pin_memory: bool = False,
+    spec: SampleSpec | None = None,
+    policy: BadSamplePolicy | None = None,
+    allow_incomplete: bool = False,
 ) -> ShardLoader:
     """A loader over shards: a folder (its train split when it has one; ``split`` picks another,
-    ``"all"`` everything), a tar, a brace pattern or glob, or a list of them.
+    ``"all"`` everything), a tar, a brace pattern or glob, a remote URL, or a list of them.
 
     ``steps_per_epoch`` defaults to ``count_samples(urls) // (batch_size × world_size)``.
     ``image_size`` resizes (shorter side) and centre-crops every image; JPEG shards default to 256.
+    ``spec`` is what every sample must look like (bands, grid); ``policy`` what a bad one does
+    (default: stop with one line naming it).
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    paths = training_shards(urls, split)
+    paths = training_shards(urls, split) if not allow_incomplete else _paths_allowing_incomplete(urls, split)
     streams = world_size * max(num_workers, 1)
     if resample is None:
         resample = len(paths) < streams
@@ -235,46 +331,75 @@ def make_shard_loader(
     elif not resample and len(paths) < streams:
         raise ValueError(f"{len(paths)} shard(s) cannot be split over {world_size} rank(s) x "
                          f"{max(num_workers, 1)} worker(s); use resample=True, fewer workers, or smaller shards")
+    counts = shard_counts(paths)
     if steps_per_epoch is None:
-        steps_per_epoch = max(1, count_samples(paths) // (batch_size * world_size))
+        if counts is None:
+            raise FileNotFoundError(f"no index.json beside {paths[0]}: set the number of samples per epoch "
+                                    "(data.samples_per_epoch)")
+        steps_per_epoch = max(1, sum(counts.values()) // (batch_size * world_size))
+    policy = policy or BadSamplePolicy()
+    if policy.total is None and counts is not None:
+        policy.total = sum(counts.values())
     stream = _WorkerStream(paths, batch_size=batch_size, shuffle_buffer=max(1, shuffle_buffer), seed=seed,
                            rank=rank, world_size=world_size, num_workers=num_workers, resample=resample,
-                           image_size=image_size)
-    return ShardLoader(stream, steps_per_epoch, num_workers, pin_memory)
+                           image_size=image_size, spec=spec, counts=counts, skip_bad=policy.mode == "skip")
+    return ShardLoader(stream, steps_per_epoch, num_workers, pin_memory, policy)
+
+
+def _paths_allowing_incomplete(urls: str | Sequence[str], split: str | None) -> list[str]:
+    from geodino.data.shards.format import expand_shards
+
+    paths = expand_shards(urls, None if split in (None, "all") else split, allow_incomplete=True)
+    if split is None and isinstance(urls, (str, os.PathLike)) and os.path.isdir(urls):
+        paths = [p for p in paths if os.path.basename(p).startswith("train-")] or paths
+    return paths
+
+
+def card_spec(card: Any) -> SampleSpec:
+    """What the samples of a dataset card must look like: its bands, and its grid when it has one."""
+    grid = card.extra.get("grid") if hasattr(card, "extra") else None
+    size = (int(grid["height"]), int(grid["width"])) if isinstance(grid, dict) and "height" in grid else None
+    return SampleSpec(bands=tuple(card.band_names), grid=size)
 
 
 def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
     """The pretraining data of a ``data.source: shards`` recipe (see ``geodino.data.build``).
 
-    ``data.root`` is a shard folder (its train split), pattern or list; the epoch is
+    ``data.root`` is a shard folder (its train split), pattern, list or remote URL; the epoch is
     ``data.samples_per_epoch`` (default: the index's count) divided by the global batch. The card
     is ``data.card`` or the ``card.yaml`` beside the shards. RGB shards (JPEG) are decoded at
-    ``data.image_size``; multispectral arrays are delivered at their stored size.
+    ``data.image_size``; multispectral arrays are delivered at their stored grid. Bad samples
+    follow ``data.bad_samples``; under ``skip`` they go to ``<run.out_dir>/bad_samples.jsonl``.
     """
     from geodino.data.build import PretrainData
     from geodino.data.card import DatasetCard
-    from geodino.data.shards.format import CARD_FILE
 
     d = cfg.data
-    paths = training_shards(d.root)
-    card = DatasetCard.load(d.card or shard_folder(paths) / CARD_FILE)
-    samples = d.samples_per_epoch or count_samples(paths)
+    paths = (training_shards(d.root) if not d.allow_incomplete else _paths_allowing_incomplete(d.root, None))
+    card = DatasetCard.load(d.card) if d.card else DatasetCard.beside_shards(paths[0])
+    counts = shard_counts(paths)
+    if not d.samples_per_epoch and counts is None:
+        raise FileNotFoundError(f"no index.json beside {paths[0]}: set data.samples_per_epoch")
+    samples = d.samples_per_epoch or sum(counts.values())
     steps = samples // (d.batch_size * world_size)
     if steps == 0:
         raise ValueError(f"data: {samples} samples per epoch are fewer than one global batch "
                          f"({d.batch_size} × {world_size} processes)")
     image_size = d.image_size if set(card.modalities) == {"rgb"} else None
+    out_dir = Path(cfg.run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy = BadSamplePolicy(d.bad_samples, d.max_bad_fraction, total=samples,
+                             log_path=out_dir / "bad_samples.jsonl" if d.bad_samples == "skip" else None,
+                             context={"rank": rank})
     loader = make_shard_loader(paths, batch_size=d.batch_size, num_workers=d.num_workers,
                                shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, rank=rank,
                                world_size=world_size, steps_per_epoch=steps, image_size=image_size,
-                               pin_memory=torch.cuda.is_available())
+                               pin_memory=torch.cuda.is_available(), spec=card_spec(card), policy=policy,
+                               allow_incomplete=d.allow_incomplete)
 
     def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
-        # A stream cannot seek: an epoch resumed at start_step gets the remaining number of
-        # batches from a stream seeded by the epoch, not the exact batches it missed.
-        loader.set_epoch(epoch)
-        epoch_batches = iter(loader)
-        for _ in range(steps - start_step):
-            yield next(epoch_batches)
+        yield from loader.iterate(epoch, start_step)
 
-    return PretrainData(card=card, steps_per_epoch=steps, batches=batches)
+    data = PretrainData(card=card, steps_per_epoch=steps, batches=batches)
+    data.bad_samples = lambda: policy.count
+    return data

@@ -19,6 +19,7 @@ import functools
 import itertools
 import hashlib
 import json
+import logging
 import multiprocessing
 import random
 import tarfile
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from geodino.data.card import DatasetCard
+from geodino.data.card import CardError, DatasetCard
 from geodino.data.shards.format import (
     CARD_FILE,
     INDEX_FILE,
@@ -42,7 +43,9 @@ from geodino.data.shards.format import (
 from geodino.data.shards.format import PatchError
 from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
 
-INDEX_FORMAT = "geodino-shards/1"
+INDEX_FORMAT = "geodino-shards/2"  # 2: band groups in their stored dtype and size
+
+log = logging.getLogger(__name__)
 INDEX_SAVE_EVERY_S = 10.0
 
 
@@ -116,13 +119,57 @@ def _results(read: Callable, items: list[Any], workers: int) -> Iterator[list[tu
 
 
 def _card_for_output(card: DatasetCard, out: Path) -> DatasetCard:
-    """Keep statistics already computed for this folder (``geodino stats``) across re-runs."""
+    """Keep the statistics that ``geodino stats`` measured on this folder across re-runs: the
+    card of an earlier run wins when it has statistics and the same bands."""
     path = out / CARD_FILE
-    if path.is_file() and card.mean is None:
+    if not path.is_file():
+        return card
+    try:
         old = DatasetCard.load(path)
-        if old.band_names == card.band_names and old.mean is not None:
-            return card.with_statistics(old.mean, old.std or [])
-    return card
+    except CardError as err:
+        log.warning("%s cannot be read (%s): writing a fresh card", path, err)
+        return card
+    if old.band_names != card.band_names or old.mean is None:
+        return card
+    if card.mean is not None and "statistics_from" not in old.extra:
+        return card  # the source's own statistics, never measured here: take the current ones
+    kept = card.with_statistics(old.mean, old.std or [])
+    if "statistics_from" in old.extra:
+        kept.extra["statistics_from"] = old.extra["statistics_from"]
+    log.info("kept the band statistics of the existing %s", path)
+    return kept
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/N"`` (0-based I) → ``(I, N)``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--part {text!r}: expected I/N, e.g. 0/4 for the first of 4 parts") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--part {text!r}: I must be in 0..N-1 and N >= 1")
+    return i, n
+
+
+def part_index_name(part: tuple[int, int]) -> str:
+    return f"index.part-{part[0]:04d}-of-{part[1]:04d}.json"
+
+
+def _remove_leftovers(out: Path, names: Iterable[str]) -> int:
+    """Delete temporary files that killed writes of ``names`` left behind (``.<name>.*.tmp``)."""
+    removed = 0
+    for name in names:
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def write_shards(
@@ -138,12 +185,19 @@ def write_shards(
     listing_rejects: Sequence[dict[str, str]] = (),
     source: dict[str, Any] | None = None,
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Convert ``items`` into shards under ``out`` and return the summary (also ``summary.json``).
 
     ``read`` must be picklable (a module-level function or a ``functools.partial`` of one) when
     ``workers > 1``. ``listing_rejects`` are problems found while listing the dataset (e.g. an S1
     patch without metadata), logged with the others.
+
+    ``part=(I, N)`` writes only the shards ``j`` of the plan with ``j % N == I``, so N jobs (a
+    SLURM array, say) fill one folder together. Each part records its shards in its own
+    ``index.part-*.json``; every part merges all part files into ``index.json``, which says
+    ``complete`` once every part has finished and is then byte-identical to the index of a
+    one-job conversion.
     """
     from tqdm import tqdm
 
@@ -153,12 +207,22 @@ def write_shards(
     if strict and listing_rejects:
         r = listing_rejects[0]
         raise PatchError(r["patch"], r["file"], r["reason"])
-
+    part_i, parts = part
     plan = plan_shards(items, shard_size, seed)
-    previous = {e["name"]: e for e in (read_index(out) or {}).get("shards", [])}
+    mine = [s for j, s in enumerate(plan) if j % parts == part_i]
+    part_file = out / part_index_name(part) if parts > 1 else None
+
+    removed = _remove_leftovers(out, [s.name for s in mine] + ([] if parts > 1 else [
+        INDEX_FILE, CARD_FILE, REJECTS_FILE, SUMMARY_FILE]))
+    if removed:
+        log.info("removed %d temporary file(s) left by an earlier, killed conversion in %s", removed, out)
+
+    previous: dict[str, dict[str, Any]] = {}
+    for path in [out / INDEX_FILE] + ([part_file] if part_file else []):
+        previous.update({e["name"]: e for e in ((_load_json(path) or {}).get("shards") or [])})
     entries: dict[str, dict[str, Any]] = {}
     pending: list[PlannedShard] = []
-    for shard in plan:
+    for shard in mine:
         old = previous.get(shard.name)
         if old is not None and old.get("plan") == shard.digest and (out / shard.name).is_file():
             entries[shard.name] = old
@@ -174,11 +238,29 @@ def write_shards(
         "shard_size": shard_size,
         "seed": seed,
         "source": source or {},
+        "planned_shards": len(plan),
         "complete": False,
     }
 
-    def save_index(complete: bool) -> None:
-        shards = [entries[s.name] for s in plan if s.name in entries]
+    def merged_entries() -> tuple[dict[str, dict[str, Any]], bool]:
+        """Every finished shard (this part's and the other parts'), and whether all parts are done."""
+        if part_file is None:
+            return dict(entries), len(entries) == len(plan)
+        found: dict[str, dict[str, Any]] = {}
+        done = 0
+        for i in range(parts):
+            other = _load_json(out / part_index_name((i, parts))) or {}
+            found.update({e["name"]: e for e in other.get("shards", [])})
+            done += bool(other.get("complete"))
+        found.update(entries)
+        return found, done == parts and all(s.name in found for s in plan)
+
+    def save_index(finished: bool) -> bool:
+        if part_file is not None:
+            write_json_atomic(part_file, {"part": list(part), "complete": finished,
+                                          "shards": [entries[s.name] for s in mine if s.name in entries]})
+        found, complete = merged_entries()
+        shards = [found[s.name] for s in plan if s.name in found]
         splits: dict[str, dict[str, int]] = {}
         for e in shards:
             agg = splits.setdefault(e["split"], {"shards": 0, "samples": 0})
@@ -186,9 +268,14 @@ def write_shards(
             agg["samples"] += e["samples"]
         write_json_atomic(out / INDEX_FILE, {**index, "complete": complete, "splits": splits,
                                              "shards": shards, "card": card.to_dict()})
+        if complete:
+            all_rejects = list(listing_rejects) + [r for s in plan for r in found[s.name]["rejected"]]
+            write_text_atomic(out / REJECTS_FILE, "".join(json.dumps(r) + "\n" for r in all_rejects))
+        return complete
 
     todo = [item for shard in pending for item in shard.items]
-    bar = tqdm(total=len(todo), unit="patch", desc="shard", disable=not progress, smoothing=0.1)
+    bar = tqdm(total=len(todo), unit="patch", desc="shard" if parts == 1 else f"shard part {part_i}/{parts}",
+               disable=not progress, smoothing=0.1)
     results = _results(read, todo, workers)
     last_save = time.perf_counter()
     try:
@@ -213,30 +300,40 @@ def write_shards(
             # conversion lists thousands of shards); a shard finished but not yet recorded is
             # simply rewritten, identically, by the next run.
             if time.perf_counter() - last_save > INDEX_SAVE_EVERY_S:
-                save_index(complete=False)
+                save_index(finished=False)
                 last_save = time.perf_counter()
     finally:
         results.close()  # stops the worker pool if we leave early
         bar.close()
-    save_index(complete=True)
+    complete = save_index(finished=True)
+    if part_file is not None and not complete:
+        # Another part may have finished between our reading its file and our writing index.json
+        # (and been overwritten by our older view): read the parts once more.
+        complete = save_index(finished=True)
 
-    all_rejects = list(listing_rejects) + [r for s in plan for r in entries[s.name]["rejected"]]
-    write_text_atomic(out / REJECTS_FILE, "".join(json.dumps(r) + "\n" for r in all_rejects))
+    found, _ = merged_entries()
     elapsed = time.perf_counter() - started
     written: dict[str, int] = {}
     rejected_by_split: dict[str, int] = {}
-    for s in plan:
+    for s in mine:
         written[s.split] = written.get(s.split, 0) + entries[s.name]["samples"]
-    for r in all_rejects:
-        rejected_by_split[r["split"]] = rejected_by_split.get(r["split"], 0) + 1
+        for r in entries[s.name]["rejected"]:
+            rejected_by_split[r["split"]] = rejected_by_split.get(r["split"], 0) + 1
+    if part_i == 0:  # listing problems are the same for every part: count them once
+        for r in listing_rejects:
+            rejected_by_split[r["split"]] = rejected_by_split.get(r["split"], 0) + 1
     summary = {
         "out": str(out),
         "written": written,
         "rejected": rejected_by_split,
-        "shards": {"total": len(plan), "written": len(pending), "skipped": len(plan) - len(pending)},
+        "shards": {"total": len(mine), "written": len(pending), "skipped": len(mine) - len(pending)},
         "elapsed_s": round(elapsed, 3),
         "patches_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
+        "complete": complete,
     }
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    if parts > 1:
+        summary["part"] = f"{part_i}/{parts}"
+        summary["parts_done_shards"] = f"{len(found)} of {len(plan)}"
+    write_json_atomic(out / (SUMMARY_FILE if parts == 1 else f"summary.part-{part_i:04d}-of-{parts:04d}.json"),
+                      summary)
     return summary
-

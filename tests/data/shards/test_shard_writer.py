@@ -30,25 +30,34 @@ def _write(tree: dict, out: Path, **kw) -> dict:
     return write_shards(out, _items(tree), ben.read_patch, DatasetCard.load("bigearthnet-v1"), **kw)
 
 
-def test_samples_equal_the_reader_output(ben_v1, ben_v1_shards) -> None:
+def _band_on_grid(path: Path) -> np.ndarray:
+    """A band file as float32 on the 120 px grid, computed here from the GeoTIFF (bilinear)."""
+    with rasterio.open(path) as src:
+        band = torch.from_numpy(src.read(1).astype(np.float32))[None, None]
+    if band.shape[-1] != 120:
+        band = F.interpolate(band, size=(120, 120), mode="bilinear", align_corners=False)
+    return band[0, 0].numpy()
+
+
+def test_samples_equal_the_source_files(ben_v1, ben_v1_shards) -> None:
     by_key = {p.key: p for p in _items(ben_v1)}
     samples = list(iter_samples(expand_shards(ben_v1_shards)))
     assert sorted(s["key"] for s in samples) == sorted(by_key)
     for s in samples:
-        want = ben.read_patch(by_key[s["key"]])
-        assert s["image"].dtype == np.float32
-        np.testing.assert_array_equal(s["image"], want.image)
+        item = by_key[s["key"]]
+        want = ben.read_patch(item)
+        assert s["image"].dtype == np.float32 and s["image"].shape == (14, 120, 120)
+        for i, band in enumerate(ben.BANDS):
+            path = (Path(item.s1_dir) / f"{item.s1_name}_{band}.tif" if band in ben.S1_BANDS
+                    else Path(item.s2_dir) / f"{item.key}_{band}.tif")
+            # 10 m bands and SAR bit-exact, coarser bands as the bilinear upsampling of their file.
+            np.testing.assert_allclose(s["image"][i], _band_on_grid(path), rtol=0, atol=1e-3 if band in (
+                "B01", "B05", "B06", "B07", "B8A", "B09", "B11", "B12") else 0)
         np.testing.assert_array_equal(s["labels19"], want.labels19)
         np.testing.assert_array_equal(s["labels43"], want.labels43)
         assert s["meta"]["bands"] == list(ben.BANDS) and s["meta"]["split"] == by_key[s["key"]].split
         sar = s["image"][12:]
         assert not np.allclose(sar, np.round(sar))  # dB survives the round trip unrounded
-    # One band recomputed from its GeoTIFF: B09 (60 m, 20 px) upsampled bilinearly to 120 px.
-    s = samples[0]
-    with rasterio.open(Path(by_key[s["key"]].s2_dir) / f"{s['key']}_B09.tif") as src:
-        b09 = torch.from_numpy(src.read(1).astype(np.float32))[None, None]
-    want = F.interpolate(b09, size=(120, 120), mode="bilinear", align_corners=False)[0, 0].numpy()
-    np.testing.assert_allclose(s["image"][s["meta"]["bands"].index("B09")], want, rtol=0, atol=1e-3)
     index = read_index(ben_v1_shards)
     assert index["complete"] and index["bands"] == list(ben.BANDS)
     assert index["splits"] == {"test": {"shards": 1, "samples": 1}, "train": {"shards": 2, "samples": 2},

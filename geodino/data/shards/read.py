@@ -1,0 +1,138 @@
+"""Read shards sample by sample, wherever they are, and decide what a bad sample does.
+
+Everything that reads shards (training streams, statistics, inspection, evaluation, fine-tuning)
+goes through :func:`raw_samples` and :class:`BadSamplePolicy`:
+
+- :func:`raw_samples` groups a shard's tar members into samples (``{"__key__", "__url__",
+  "<part>": bytes}``) through :func:`geodino.data.shards.remote.iter_tar_members`, so a local
+  path, ``pipe:COMMAND``, ``http(s)://`` and fsspec URLs read the same way. A truncated, garbage or
+  non-tar shard raises :class:`ShardReadError` naming the URL; so does a shard that holds fewer
+  samples than ``index.json`` says (a tar cut exactly between two samples is a valid tar, and the
+  count is the only way to notice).
+- :class:`BadSamplePolicy` applies ``data.bad_samples``: ``error`` (the default) stops at the first
+  bad sample with one line naming shard, key and reason; ``skip`` records each bad sample (and each
+  unreadable shard) and goes on, until more than ``max_bad_fraction`` of the data is bad.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from geodino.data.shards.format import BadSample, SampleSpec, decode_sample
+from geodino.data.shards.remote import ShardReadError, iter_tar_members
+
+log = logging.getLogger(__name__)
+POLICIES = ("error", "skip")
+
+
+class BadDataError(ValueError):
+    """The data cannot be used as asked: a bad sample under ``bad_samples: error``, or too many."""
+
+
+def raw_samples(url: str, expected: int | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of one shard as webdataset-style dicts of member bytes, in tar order.
+
+    ``expected`` is the shard's sample count from ``index.json``; reading fewer raises
+    :class:`ShardReadError` after the last sample read.
+    """
+    current: dict[str, Any] | None = None
+    count = 0
+    for name, data in iter_tar_members(url):
+        base = os.path.basename(name)
+        if "." not in base:
+            raise ShardReadError(f"{url}: member {name!r} has no '<key>.<part>' name: not a geodino shard")
+        key, part = base.split(".", 1)
+        prefix = name[: len(name) - len(base)] + key
+        if current is None or current["__key__"] != prefix:
+            if current is not None:
+                count += 1
+                yield current
+            current = {"__key__": prefix, "__url__": url}
+        current[part] = data
+    if current is not None:
+        count += 1
+        yield current
+    if expected is not None and count < expected:
+        raise ShardReadError(f"{url}: {count} of the {expected} samples index.json lists "
+                             "(the shard was cut short: re-run the conversion that wrote it)")
+
+
+@dataclass
+class BadSamplePolicy:
+    """What a bad sample does: ``error`` raises :class:`BadDataError`; ``skip`` counts it, appends it
+    to ``log_path`` (JSON lines) and raises only once more than ``max_fraction`` of ``total``
+    samples were bad. ``known`` holds the keys already recorded (a resumed run does not count
+    them twice)."""
+
+    mode: str = "error"
+    max_fraction: float = 0.001
+    total: int | None = None
+    log_path: str | Path | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    count: int = 0
+    known: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.mode not in POLICIES:
+            raise ValueError(f"data.bad_samples must be one of {POLICIES}, not {self.mode!r}")
+        if self.log_path is not None and Path(self.log_path).is_file():
+            for line in Path(self.log_path).read_text().splitlines():
+                try:
+                    self.known.add(_record_id(json.loads(line)))
+                except ValueError:
+                    continue  # a line cut by a kill
+            self.count = len(self.known)
+
+    @property
+    def limit(self) -> int | None:
+        return None if self.total is None else int(self.max_fraction * self.total)
+
+    def handle(self, record: dict[str, Any]) -> None:
+        """Apply the policy to one bad sample's record (``{"shard", "key", "reason"}``)."""
+        where = f"{record.get('shard')}: sample {record.get('key')}: {record.get('reason')}"
+        if self.mode == "error":
+            raise BadDataError(f"bad sample: {where} (data.bad_samples=skip skips and records such samples)")
+        ident = _record_id(record)
+        if ident in self.known:
+            return
+        self.known.add(ident)
+        self.count += 1
+        log.warning("skipped bad sample %d: %s", self.count, where)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps({**self.context, **record}) + "\n")
+        if self.limit is not None and self.count > self.limit:
+            raise BadDataError(f"{self.count} bad samples, more than data.max_bad_fraction={self.max_fraction} "
+                               f"of {self.total}; see {self.log_path or 'the log'}")
+
+
+def _record_id(record: dict[str, Any]) -> str:
+    return f"{record.get('shard')}::{record.get('key')}"
+
+
+def shard_error_record(url: str, err: Exception) -> dict[str, Any]:
+    return {"shard": url, "key": None, "reason": str(err)}
+
+
+def iter_samples(urls: Iterable[str], spec: SampleSpec | None = None, policy: BadSamplePolicy | None = None,
+                 expected: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded, checked samples of the given shards, in order, in this process (statistics,
+    inspection, evaluation; training streams use :mod:`geodino.data.shards.stream`).
+
+    Without a ``policy`` any bad sample or unreadable shard raises (one line, naming it)."""
+    policy = policy or BadSamplePolicy()
+    expected = expected or {}
+    for url in urls:
+        try:
+            for raw in raw_samples(url, expected.get(url)):
+                try:
+                    yield decode_sample(raw, spec)
+                except BadSample as err:
+                    policy.handle(err.record())
+        except ShardReadError as err:
+            policy.handle(shard_error_record(url, err))
