@@ -24,12 +24,15 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from geodino.data.inspect import format_report, inspect_shards, render_preview
-    from geodino.data.shards.format import expand_shards, shard_folder
+    from pathlib import Path
+
+    from geodino.data.shards.format import expand_shards, is_remote
 
     paths = expand_shards(args.shards)
     report, kept = inspect_shards(paths, max_samples=args.max_samples, keep=args.preview_count,
                                   progress=not args.json)
     if kept:
-        report["preview"] = str(render_preview(kept, args.preview or shard_folder(paths) / "preview.png"))
+        beside = Path("preview.png") if is_remote(paths[0]) else Path(paths[0]).parent / "preview.png"
+        report["preview"] = str(render_preview(kept, args.preview or beside))
     print(json.dumps(report) if args.json else format_report(report))
     return 0

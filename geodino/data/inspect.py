@@ -14,17 +14,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from geodino.data.card import DatasetCard
-from geodino.data.shards.format import CARD_FILE, expand_shards, image_array, iter_samples, shard_folder
+from geodino.data.card import CardError, DatasetCard
+from geodino.data.shards.format import card_spec, expand_shards, image_array
+from geodino.data.shards.read import iter_samples
+from geodino.data.shards.read import iter_samples
 from geodino.data.stats import BandMoments
 from geodino.utils import atomic_path
 
 
-def _class_names(urls: list[str]) -> dict[str, list[str]]:
-    path = shard_folder(urls) / CARD_FILE
-    if not path.is_file():
+def _card(urls: list[str]) -> DatasetCard | None:
+    try:
+        return DatasetCard.beside_shards(urls[0])
+    except CardError:
+        return None
+
+
+def _class_names(card: DatasetCard | None) -> dict[str, list[str]]:
+    if card is None:
         return {}
-    card = DatasetCard.load(path)
     return {"labels19": list(card.classes), "label": list(card.classes),
             "labels43": list(card.extra.get("classes43", []))}
 
@@ -36,7 +43,8 @@ def inspect_shards(
     from tqdm import tqdm
 
     paths = expand_shards(urls)
-    names = _class_names(paths)
+    card = _card(paths)
+    names = _class_names(card)
     counts = {"labels19": Counter(), "labels43": Counter(), "label": Counter()}
     splits: Counter = Counter()
     shapes: Counter = Counter()
@@ -47,7 +55,7 @@ def inspect_shards(
     dtype = ""
     kept: list[dict[str, Any]] = []
     n = 0
-    for sample in tqdm(iter_samples(paths), unit="sample", desc="inspect", disable=not progress):
+    for sample in tqdm(iter_samples(paths, card_spec(card) if card else None), unit="sample", desc="inspect", disable=not progress):
         if max_samples is not None and n >= max_samples:
             break
         n += 1

@@ -16,8 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from geodino.data.card import DatasetCard
-from geodino.data.shards.format import CARD_FILE, expand_shards, image_array, iter_samples, shard_folder
+from geodino.data.card import CardError, DatasetCard
+from geodino.data.shards.format import CARD_FILE, card_spec, expand_shards, image_array, is_remote
+from geodino.data.shards.read import iter_samples
 
 
 @dataclass
@@ -79,6 +80,10 @@ def compute_band_statistics(
     from tqdm import tqdm
 
     paths = expand_shards(urls)
+    try:
+        spec = card_spec(DatasetCard.beside_shards(paths[0]))
+    except CardError:
+        spec = None  # no card to hold the samples against: their own meta.json still is
     moments = BandMoments()
     bands: list[str] | None = None
     batch: list[np.ndarray] = []
@@ -93,7 +98,7 @@ def compute_band_statistics(
                 moments.update(b)
         batch.clear()
 
-    for sample in tqdm(iter_samples(paths), unit="sample", desc="stats", disable=not progress):
+    for sample in tqdm(iter_samples(paths, spec), unit="sample", desc="stats", disable=not progress):
         if max_samples is not None and samples >= max_samples:
             break
         sample_bands = sample["meta"].get("bands")
@@ -131,4 +136,7 @@ def write_statistics(stats: BandStatistics, card_path: str | Path, template: str
 
 
 def default_card_path(urls: str | Sequence[str]) -> Path:
-    return shard_folder(expand_shards(urls)) / CARD_FILE
+    first = expand_shards(urls)[0]
+    if is_remote(first):
+        raise ValueError(f"{first} is remote: name the card to write the statistics into with --card")
+    return Path(first).parent / CARD_FILE

@@ -231,6 +231,13 @@ class SampleSpec:
     grid: tuple[int, int] | None = None
 
 
+def card_spec(card: Any) -> SampleSpec:
+    """What the samples of a dataset card must look like: its bands, and its grid when it has one."""
+    grid = card.extra.get("grid")
+    size = (int(grid["height"]), int(grid["width"])) if isinstance(grid, dict) and "height" in grid else None
+    return SampleSpec(bands=tuple(card.band_names), grid=size)
+
+
 def _load_npy(raw: dict[str, Any], part: str) -> np.ndarray:
     return np.load(io.BytesIO(raw[part]), allow_pickle=False)
 
@@ -413,6 +420,9 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any] | None:
                                "re-run the `geodino shard` command that wrote it") from None
 
 
+_WARNED_INCOMPLETE: set[str] = set()
+
+
 def check_complete(index: dict[str, Any] | None, where: str, allow_incomplete: bool = False) -> None:
     """Refuse shards of a conversion that did not finish (a killed ``geodino shard``, or parts of
     a ``--part I/N`` conversion still missing), unless ``allow_incomplete``."""
@@ -425,9 +435,11 @@ def check_complete(index: dict[str, Any] | None, where: str, allow_incomplete: b
     if not allow_incomplete:
         raise IncompleteConversion(message + " (or pass --allow-incomplete / data.allow_incomplete=true to read "
                                    "what is there)")
-    import logging
+    if where not in _WARNED_INCOMPLETE:  # once per folder, not once per lookup
+        _WARNED_INCOMPLETE.add(where)
+        import logging
 
-    logging.getLogger(__name__).warning("%s; reading it anyway (allow_incomplete)", message)
+        logging.getLogger(__name__).warning("%s; reading it anyway (allow_incomplete)", message)
 
 
 def expand_shards(spec: str | os.PathLike | Iterable[str], split: str | None = None,
@@ -490,7 +502,7 @@ def expand_shards(spec: str | os.PathLike | Iterable[str], split: str | None = N
 def shard_split(path: str) -> str:
     """The split a shard belongs to, from its file name ``<split>-NNNNNN.tar``: the canonical name
     (:func:`split_name`) when the prefix is a spelling of one, else the prefix as written (``all``)."""
-    stem = os.path.basename(str(path))
+    stem = shard_file_name(str(path))
     if stem.endswith(".tar"):
         stem = stem[: -len(".tar")]
     prefix, _, number = stem.rpartition("-")
@@ -499,19 +511,21 @@ def shard_split(path: str) -> str:
     return split_name(prefix) or prefix
 
 
-def training_shards(spec: str | os.PathLike | Iterable[str], split: str | None = None) -> list[str]:
+def training_shards(spec: str | os.PathLike | Iterable[str], split: str | None = None,
+                    allow_incomplete: bool = False) -> list[str]:
     """Shards to train on or measure: ``split`` if given (any spelling; ``"all"``: every shard).
 
     A folder without ``split`` gives its train split, so validation and test data never leak into
     pretraining or normalisation statistics; a folder without any of train/val/test (``all-*.tar``
     of a conversion without split lists) is used whole; a folder with val or test but no train
     split is refused. Shards named one by one (a tar, a pattern, a list) are used as given.
+    ``allow_incomplete`` is passed on to :func:`expand_shards`.
     """
     if split == "all":
-        return expand_shards(spec)
+        return expand_shards(spec, allow_incomplete=allow_incomplete)
     if split is not None:
-        return expand_shards(spec, split)
-    paths = expand_shards(spec)
+        return expand_shards(spec, split, allow_incomplete)
+    paths = expand_shards(spec, allow_incomplete=allow_incomplete)
     if not (isinstance(spec, (str, os.PathLike)) and os.path.isdir(spec)):
         return paths
     train = [p for p in paths if shard_split(p) == "train"]

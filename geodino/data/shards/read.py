@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from geodino.data.shards.format import BadSample, SampleSpec, decode_sample
+from geodino.data.shards.format import BadSample, SampleSpec, decode_sample, is_remote, read_index, shard_file_name
 from geodino.data.shards.remote import ShardReadError, iter_tar_members
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,27 @@ POLICIES = ("error", "skip")
 
 class BadDataError(ValueError):
     """The data cannot be used as asked: a bad sample under ``bad_samples: error``, or too many."""
+
+
+def shard_counts(paths: Iterable[str]) -> dict[str, int] | None:
+    """Sample count of every shard from the ``index.json`` beside it, or None when a folder (or a
+    remote location) has none."""
+    by_folder: dict[str, list[str]] = {}
+    for p in paths:
+        folder = p[: p.rindex(shard_file_name(p))] if is_remote(p) else (os.path.dirname(p) or ".")
+        by_folder.setdefault(folder, []).append(p)
+    counts: dict[str, int] = {}
+    for folder, urls in by_folder.items():
+        index = read_index(urls[0] if is_remote(urls[0]) else folder)
+        if index is None:
+            return None
+        known = {s["name"]: s["samples"] for s in index["shards"]}
+        unknown = [u for u in urls if shard_file_name(u) not in known]
+        if unknown:
+            raise ValueError(f"the index.json beside {unknown[0]} does not list it ({len(unknown)} unlisted)")
+        for u in urls:
+            counts[u] = known[shard_file_name(u)]
+    return counts
 
 
 def raw_samples(url: str, expected: int | None = None) -> Iterator[dict[str, Any]]:
@@ -94,15 +115,18 @@ class BadSamplePolicy:
 
     def handle(self, record: dict[str, Any]) -> None:
         """Apply the policy to one bad sample's record (``{"shard", "key", "reason"}``)."""
-        where = f"{record.get('shard')}: sample {record.get('key')}: {record.get('reason')}"
+        if record.get("key") is None:  # the whole shard: its reason names it already
+            where = f"unreadable shard: {record.get('reason')}"
+        else:
+            where = f"bad sample: {record.get('shard')}: sample {record.get('key')}: {record.get('reason')}"
         if self.mode == "error":
-            raise BadDataError(f"bad sample: {where} (data.bad_samples=skip skips and records such samples)")
+            raise BadDataError(f"{where} (data.bad_samples=skip skips and records such samples)")
         ident = _record_id(record)
         if ident in self.known:
             return
         self.known.add(ident)
         self.count += 1
-        log.warning("skipped bad sample %d: %s", self.count, where)
+        log.warning("skipped (%d so far): %s", self.count, where)
         if self.log_path is not None:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({**self.context, **record}) + "\n")
@@ -124,9 +148,13 @@ def iter_samples(urls: Iterable[str], spec: SampleSpec | None = None, policy: Ba
     """Decoded, checked samples of the given shards, in order, in this process (statistics,
     inspection, evaluation; training streams use :mod:`geodino.data.shards.stream`).
 
-    Without a ``policy`` any bad sample or unreadable shard raises (one line, naming it)."""
+    Without a ``policy`` any bad sample or unreadable shard raises (one line, naming it). Each
+    shard's sample count is checked against ``expected`` (default: the ``index.json`` beside it).
+    """
     policy = policy or BadSamplePolicy()
-    expected = expected or {}
+    urls = list(urls)
+    if expected is None:
+        expected = shard_counts(urls) or {}
     for url in urls:
         try:
             for raw in raw_samples(url, expected.get(url)):

@@ -69,7 +69,7 @@ def test_image_size_resizes_arrays(ben_v1_shards) -> None:
 
 def test_two_ranks_fewer_shards_than_streams_do_not_hang(ben_v1_shards) -> None:
     """2 ranks x 2 workers over the 2 train shards: resampled, same number of batches everywhere."""
-    from conftest import subprocess_env
+    from tests.data.conftest import subprocess_env
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,3 +93,32 @@ def test_pretrain_data_from_a_recipe(ben_v1_shards) -> None:
     assert data.card.name == "bigearthnet-v1" and data.steps_per_epoch == 2  # the 2 train samples
     assert [b["image"].shape for b in data.batches(0, 0)] == [(1, 14, 120, 120)] * 2
     assert len(list(data.batches(1, 1))) == 1  # resumed mid-epoch: the remaining steps
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_epoch_resumed_mid_way_gets_exactly_the_missing_batches(tmp_path, workers) -> None:
+    """Resuming at step s replays the first s batches without decoding and then serves exactly the
+    batches an uninterrupted pass serves, also after a skipped bad sample and across shard cycles."""
+    from geodino.data.shards.format import card_spec
+    from geodino.data.shards.read import BadSamplePolicy
+    from tests.data.shards.tiny import tiny_card, tiny_items, write_tiny
+
+    folder = write_tiny(tmp_path / "d", tiny_items(train=12, s004={"nan": True}), shard_size=3)
+
+    def loader(log):
+        return make_shard_loader(folder, batch_size=2, num_workers=workers, shuffle_buffer=4, seed=3,
+                                 steps_per_epoch=7, spec=card_spec(tiny_card()), resample=False,
+                                 policy=BadSamplePolicy("skip", max_fraction=1.0, log_path=log))
+
+    straight = loader(tmp_path / "a.jsonl")
+    full = {epoch: [b["key"] for b in straight.iterate(epoch)] for epoch in (0, 1)}
+    assert full[0] != full[1] and len(full[0]) == 7
+    for start in (1, 4, 6):
+        # The first run recorded the bad samples of the steps it trained; the resumed one knows them.
+        log = tmp_path / f"r{start}.jsonl"
+        first = loader(log)
+        seen = [b["key"] for b, _ in zip(first.iterate(1), range(start))]
+        resumed = [b["key"] for b in loader(log).iterate(1, start)]
+        assert seen + resumed == full[1], start
+    images = [b["image"] for b in loader(tmp_path / "x.jsonl").iterate(0, 5)]
+    assert all(torch.isfinite(i).all() for i in images) and len(images) == 2

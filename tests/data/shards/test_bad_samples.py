@@ -1,0 +1,153 @@
+"""Bad data is stopped (one line naming shard, key and reason) or skipped and recorded, never used
+silently: NaN samples, wrong shapes or bands, and shards that are truncated, cut between samples,
+garbage or not tars at all."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geodino.cli import main
+from geodino.data.shards.format import BadSample, SampleSpec, decode_sample, encode_sample, expand_shards
+from geodino.data.shards.read import BadDataError, BadSamplePolicy, iter_samples
+from geodino.data.shards.stream import make_shard_loader
+from geodino.data.shards.format import card_spec
+
+from tests.data.shards.tiny import read_tiny, tiny_card, tiny_items, write_tiny
+
+
+def _raw(parts) -> dict:
+    raw = {"__key__": parts.key, "__url__": "/x/train-000000.tar"}
+    raw.update({name.split(".", 1)[1]: data for name, data in encode_sample(parts)})
+    return raw
+
+
+def _shard_of(folder: Path, key: str) -> Path:
+    for tar in sorted(folder.glob("*.tar")):
+        with tarfile.open(tar) as t:
+            if any(m.name.startswith(key + ".") for m in t.getmembers()):
+                return tar
+    raise AssertionError(key)
+
+
+def _loader(folder: Path, policy: BadSamplePolicy | None = None, **kw):
+    return make_shard_loader(folder, batch_size=2, num_workers=0, shuffle_buffer=1, spec=card_spec(tiny_card()),
+                             policy=policy, **kw)
+
+
+# -- decoding --------------------------------------------------------------------------------------
+def test_decode_names_shard_key_and_reason() -> None:
+    item = tiny_items()[0]
+    raw = _raw(read_tiny(item.__class__(**{**item.__dict__, "nan": True})))
+    with pytest.raises(BadSample, match=r"/x/train-000000.tar: sample s000: non-finite pixels .* VV: 64"):
+        decode_sample(raw)
+    good = _raw(read_tiny(item))
+    with pytest.raises(BadSample, match="card lists 4"):
+        decode_sample(good, SampleSpec(bands=("B02", "B03", "VV", "VH")))
+    with pytest.raises(BadSample, match="grid is 16x16"):
+        decode_sample(good, SampleSpec(grid=(16, 16)))
+    broken = dict(good, **{"image_1.npy": b"\x93NUMPY garbage"})
+    with pytest.raises(BadSample, match="s000"):
+        decode_sample(broken)
+    missing = {k: v for k, v in good.items() if k != "image_1.npy"}
+    with pytest.raises(BadSample, match="image_1.npy is missing"):
+        decode_sample(missing)
+    assert decode_sample(good, card_spec(tiny_card()))["image"].shape == (3, 8, 8)
+
+
+# -- policy ----------------------------------------------------------------------------------------
+def test_nan_sample_stops_by_default_and_is_recorded_with_skip(tmp_path) -> None:
+    folder = write_tiny(tmp_path / "d", tiny_items(s003={"nan": True}))
+    with pytest.raises(BadDataError, match=r"train-0000\d\d.tar: sample s003: non-finite .*data.bad_samples=skip"):
+        list(_loader(folder))
+    log = tmp_path / "bad.jsonl"
+    loader = _loader(folder, BadSamplePolicy("skip", max_fraction=0.5, log_path=log), steps_per_epoch=3)
+    keys = [k for batch in loader for k in batch["key"]]
+    assert "s003" not in keys and len(keys) == 6
+    record = json.loads(log.read_text())
+    assert record["key"] == "s003" and "non-finite" in record["reason"] and record["epoch"] == 0
+    assert loader.policy.count == 1
+
+
+def test_too_many_bad_samples_stop_a_skipping_run(tmp_path) -> None:
+    folder = write_tiny(tmp_path / "d", tiny_items(s001={"nan": True}, s004={"nan": True}))
+    policy = BadSamplePolicy("skip", max_fraction=0.1, total=8)
+    with pytest.raises(BadDataError, match="bad samples, more than data.max_bad_fraction=0.1 of 8"):
+        list(_loader(folder, policy, steps_per_epoch=3))
+
+
+def test_wrong_shape_is_a_bad_sample_not_a_collate_error(tmp_path) -> None:
+    folder = write_tiny(tmp_path / "d", tiny_items(s002={"size": 16}))
+    with pytest.raises(BadDataError, match=r"sample s002: image is 16x16 px, the card's grid is 8x8"):
+        list(_loader(folder))
+    # Without a card grid the stream holds every sample to the shape of its first one.
+    loose = make_shard_loader(folder, batch_size=2, num_workers=0, shuffle_buffer=1)
+    with pytest.raises(BadDataError, match="s002: image is \\[3, 16, 16\\], the stream's other samples"):
+        list(loose)
+
+
+def test_nan_sample_fails_knn_evaluation_instead_of_scoring(tmp_path, capsys) -> None:
+    folder = write_tiny(tmp_path / "d", tiny_items(v001={"nan": True}))
+    with pytest.raises(BadDataError, match="v001"):
+        list(iter_samples(expand_shards(folder, "val"), card_spec(tiny_card())))
+
+
+# -- damaged shards --------------------------------------------------------------------------------
+def _members(tar: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(tar) as t:
+        return [(m.name, t.extractfile(m).read()) for m in t.getmembers()]
+
+
+def _write_members(path: Path, members: list[tuple[str, bytes]], end_blocks: bool = True) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    if not end_blocks:
+        data = data[: data.rindex(members[-1][1]) + len(members[-1][1])]
+        data += b"\0" * (-len(data) % 512)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["cut_between_samples", "cut_mid_member", "garbage", "empty_file", "html"])
+def test_damaged_shard_is_one_line_or_a_recorded_skip(tmp_path, damage, capsys) -> None:
+    folder = write_tiny(tmp_path / "d", shard_size=4)
+    tar = folder / "train-000000.tar"
+    members = _members(tar)
+    if damage == "cut_between_samples":  # a valid tar holding the first sample only
+        first = members[0][0].split(".")[0]
+        _write_members(tar, [m for m in members if m[0].startswith(first + ".")], end_blocks=False)
+        reason = "1 of the 4 samples index.json lists"
+    elif damage == "cut_mid_member":
+        tar.write_bytes(tar.read_bytes()[:1700])
+        reason = "train-000000.tar"
+    elif damage == "garbage":
+        tar.write_bytes(np.random.default_rng(0).bytes(5000))
+        reason = "train-000000.tar"
+    elif damage == "empty_file":
+        tar.write_bytes(b"")
+        reason = "train-000000.tar"
+    else:
+        tar.write_bytes(b"<html><body>403 Forbidden</body></html>\n")
+        reason = "train-000000.tar"
+    with pytest.raises(BadDataError, match=reason):
+        list(iter_samples(expand_shards(folder, "train"), expected={str(tar): 4}))
+    with pytest.raises(BadDataError, match=reason):
+        list(_loader(folder, resample=False))
+    assert main(["stats", str(folder)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "train-000000.tar" in errors[0] and "Traceback" not in err
+    log = tmp_path / "bad.jsonl"
+    loader = _loader(folder, BadSamplePolicy("skip", max_fraction=0.6, log_path=log), steps_per_epoch=2)
+    keys = [k for batch in loader for k in batch["key"]]
+    assert len(keys) == 4 and all(k.startswith("s00") for k in keys)
+    assert any(json.loads(line)["shard"].endswith("train-000000.tar") for line in log.read_text().splitlines())
