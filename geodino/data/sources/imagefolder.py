@@ -3,9 +3,10 @@ map-style dataset.
 
 Shards keep each JPEG's original bytes (re-encoding would lose quality and time); the few files
 that are not JPEG (ImageNet has some PNG and CMYK files behind ``.JPEG`` names) are converted to RGB
-JPEG once, flagged ``reencoded`` in ``meta.json``. :func:`load_rgb` is the one decode used both by
-:class:`ImageFolderDataset` and when streaming ``image.jpg`` from shards: RGB, shorter side
-resized to ``size`` (bicubic, antialiased), centre crop, float32 in [0, 1].
+JPEG once, flagged ``reencoded`` in ``meta.json``; 16-bit greyscale (PNG/TIFF scans, DEMs) is
+scaled by its full range on the way (:func:`geodino.data.shards.format.rgb_image`), not clipped
+to white. :func:`~geodino.data.shards.format.load_rgb` (re-exported here) is the one decode used
+both by :class:`ImageFolderDataset` and when streaming ``image.jpg`` from shards.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geodino.data.shards.format import SampleParts
-from geodino.data.sources import PatchError
+from geodino.data.shards.format import PatchError, SampleParts, load_rgb, rgb_image
+
+__all__ = ["ImageFolderDataset", "ImageItem", "find_classes", "list_images", "load_rgb", "read_item"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -68,31 +70,13 @@ def read_item(item: ImageItem) -> SampleParts:
             reencoded = not (data.startswith(JPEG_MAGIC) and img.mode in ("RGB", "L"))
             if reencoded:
                 buf = io.BytesIO()
-                img.convert("RGB").save(buf, format="JPEG", quality=95)
+                rgb_image(img).save(buf, format="JPEG", quality=95)
                 data = buf.getvalue()
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise PatchError(item.key, item.path, f"unreadable image: {err}") from None
     meta: dict[str, Any] = {"source": "imagefolder", "bands": ["R", "G", "B"], "path": item.path,
                             "class": item.class_name, "split": item.split, "reencoded": reencoded}
     return SampleParts(key=item.key, image=data, meta=meta, label=item.label)
-
-
-def load_rgb(source: bytes | str | Path, size: int):
-    """Decode an image to a float32 tensor [3, size, size] in [0, 1] (resize shorter side, centre crop)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = size / min(w, h)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-        array = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 class ImageFolderDataset:

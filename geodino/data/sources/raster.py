@@ -1,82 +1,201 @@
-"""GeoTIFF band reading and the one resampling method used to put all bands on the 10 m grid.
+"""Reading single-band GeoTIFFs without losing values, and deciding by georeferencing whether the
+bands of one patch cover the same ground.
 
-Resampling choice: **bilinear, ``torch.nn.functional.interpolate(mode="bilinear",
-align_corners=False)``**, applied to float32 values. With ``align_corners=False`` a coarse pixel
-and the block of fine pixels it covers share the same footprint, so a 20 m or 60 m band stays
-co-registered with the 10 m bands over the patch extent (edges are clamped, not padded). Bilinear
-never overshoots the input range (bicubic would, giving negative reflectances), and it is simple
-enough that anyone can recompute it exactly from the source files. Every source uses this
-function; the dataset cards record the same choice.
+Readers no longer resample: a band is kept at its stored size and (lossless) dtype, and the shard
+decoder (:func:`geodino.data.shards.format.resample_bands`) brings every band onto the dataset's
+10 m grid. What a reader must still decide is whether a band belongs to the patch at all. Pixel
+counts cannot tell: the archives store BigEarthNet's S2 bands at 120/60/20 px, copies store every
+band at 120 px, torchgeo's test data at 2 px. The footprint can: a band is accepted when its CRS
+equals the reference band's and its bounds agree within half a 10 m pixel (see
+:func:`place_bands`). Bands without georeferencing can only be judged by size.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
-from geodino.data.sources import PatchError
+from geodino.data.shards.format import PatchError
 
-RESAMPLING = "bilinear (torch.nn.functional.interpolate, align_corners=False), float32"
+# Half a 10 m pixel: bands of one patch share their extent far more closely than that, while a
+# band from a neighbouring patch or a shifted crop is off by at least one pixel.
+FOOTPRINT_TOLERANCE_M = 5.0
+METRES_PER_DEGREE = 111_320.0  # along a meridian; only to express the tolerance in degrees
+# The largest integer below which float32 holds every integer exactly (24-bit significand).
+FLOAT32_EXACT_INT = 2 ** 24
 
 
-def read_band(
-    path: Path, patch: str, expected_shape: tuple[int, int] | None = None, as_float: bool = True
-) -> np.ndarray:
-    """Read band 1 of a single-band GeoTIFF, or raise :class:`PatchError` naming the file.
+@dataclass
+class Raster:
+    """One band as read: values in a lossless dtype, and the pixel grid they sit on."""
 
-    With ``as_float`` the values are converted to float32, exactly (uint16 DN and float32 dB both
-    fit); nothing is rounded. Otherwise the stored dtype is kept (e.g. uint16 class codes).
+    path: str
+    array: np.ndarray  # uint8/uint16/int16 as stored, everything else float32
+    crs: Any  # rasterio CRS, or None
+    transform: Any  # affine.Affine; identity when the file has no geotransform
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None and not self.transform.is_identity
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        h, w = self.array.shape
+        xs, ys = zip(*(self.transform @ corner for corner in ((0, 0), (w, 0), (0, h), (w, h))))
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def describe(self) -> str:
+        if not self.georeferenced:
+            return "no georeferencing"
+        crs = self.crs.to_string() or self.crs.to_wkt()
+        return f"{crs} bounds ({', '.join(f'{v:.10g}' for v in self.bounds)})"
+
+
+def missing_reason(path: Path) -> str:
+    """Why a file is missing, with the files that look like it (a misnamed copy is common)."""
+    if not path.parent.is_dir():
+        return f"file is missing (folder {path.parent} does not exist)"
+    # "<patch>_VH.tif" -> look for anything ending in "_VH.tif"; "B2.tif" -> anything ending in it.
+    suffix = "_" + path.name.rsplit("_", 1)[1] if "_" in path.name else path.name
+    similar = sorted(p.name for p in path.parent.glob(f"*{suffix}"))
+    if similar:
+        return f"file is missing; the folder holds {', '.join(similar)} instead (misnamed?)"
+    return "file is missing"
+
+
+def lossless(array: np.ndarray, patch: str, path: str) -> np.ndarray:
+    """``array`` in a dtype the shard format stores, without changing any value.
+
+    uint8/uint16/int16 stay as they are; int8 and bool widen to int16/uint8; other integers
+    become float32 when every value is below 2**24 in magnitude (else :class:`PatchError`);
+    floats become float32 (float64 rounds to float32 precision, which is far finer than any
+    sensor's). Non-finite values are a :class:`PatchError`: no statistic survives them.
+    """
+    name = array.dtype.name
+    if name in ("uint8", "uint16", "int16", "float32"):
+        out = array
+    elif name == "bool":
+        out = array.astype(np.uint8)
+    elif name == "int8":
+        out = array.astype(np.int16)
+    elif array.dtype.kind in "iu":
+        if array.size:
+            low, high = int(array.min()), int(array.max())
+            if max(abs(low), abs(high)) > FLOAT32_EXACT_INT:
+                raise PatchError(patch, path, f"{name} values reach {high if abs(high) >= abs(low) else low}, "
+                                              f"beyond 2^24, which float32 cannot hold exactly")
+        out = array.astype(np.float32)
+    elif array.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            out = array.astype(np.float32)
+        if not np.isfinite(out).all() and np.isfinite(array).all():
+            raise PatchError(patch, path, f"{name} values beyond the float32 range")
+    else:
+        raise PatchError(patch, path, f"unsupported pixel type {name}")
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).sum())
+        raise PatchError(patch, path, f"{bad} non-finite pixel(s) (NaN or inf)")
+    return out
+
+
+def read_band(path: str | Path, patch: str) -> Raster:
+    """Band 1 of a GeoTIFF with its georeferencing, values kept exactly (:func:`lossless`).
+
+    A missing or unreadable file, or one whose values cannot be kept, is a :class:`PatchError`
+    naming the file.
     """
     import rasterio
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+    path = Path(path)
     if not path.is_file():
-        raise PatchError(patch, str(path), "file is missing")
+        raise PatchError(patch, str(path), missing_reason(path))
     try:
-        with rasterio.open(path) as src:
-            array = src.read(1)
+        with warnings.catch_warnings():
+            # Files without a geotransform are legitimate here; place_bands judges them by size.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                array, crs, transform = src.read(1), src.crs, src.transform
     except (RasterioError, OSError) as err:
         raise PatchError(patch, str(path), f"unreadable GeoTIFF: {err}") from None
-    if expected_shape is not None and array.shape != tuple(expected_shape):
-        raise PatchError(patch, str(path), f"shape {array.shape}, expected {tuple(expected_shape)}")
-    if not as_float:
-        return array
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise PatchError(patch, str(path), f"{bad} non-finite pixel(s) (NaN or inf)")
-    return array
+    return Raster(str(path), lossless(array, patch, str(path)), crs, transform)
 
 
-def grid_of(path: Path, patch: str) -> dict:
-    """CRS (EPSG string when it has one, else WKT) and affine transform of a band's pixel grid."""
-    import rasterio
-    from rasterio.errors import RasterioError
+def _tolerance(crs: Any, metres: float) -> float:
+    """``metres`` in the units of ``crs``."""
+    if crs.is_geographic:
+        return metres / METRES_PER_DEGREE
+    from rasterio.errors import CRSError
 
     try:
-        with rasterio.open(path) as src:
-            crs = src.crs.to_string() if src.crs is not None else None
-            return {"crs": crs, "transform": [float(v) for v in tuple(src.transform)[:6]]}
-    except (RasterioError, OSError) as err:
-        raise PatchError(patch, str(path), f"unreadable GeoTIFF: {err}") from None
+        factor = float(crs.linear_units_factor[1])
+    except (CRSError, TypeError, ValueError, IndexError):  # no linear unit stated: assume metres
+        factor = 1.0
+    return metres / factor
 
 
-def resample_to(bands: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
-    """Bring every band to ``size`` (H, W) with the module's bilinear method; bands already at that
-    size are returned untouched (so 10 m bands and SAR are bit-exact copies of the source)."""
-    import torch
-    import torch.nn.functional as F
+def _divides(size: tuple[int, int], grid: tuple[int, int]) -> bool:
+    return all(s > 0 and g % s == 0 for s, g in zip(size, grid))
 
-    out = list(bands)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, band in enumerate(bands):
-        if band.shape != tuple(size):
-            by_shape.setdefault(band.shape, []).append(i)
-    # Bands sharing a native size go through one interpolate call.
-    for indices in by_shape.values():
-        stack = torch.from_numpy(np.stack([bands[i] for i in indices]))[None]
-        resized = F.interpolate(stack, size=tuple(size), mode="bilinear", align_corners=False)[0]
-        for j, i in enumerate(indices):
-            out[i] = resized[j].numpy()
-    return out
+
+def place_bands(
+    bands: Sequence[tuple[str, Raster]],
+    reference: Raster,
+    grid: tuple[int, int],
+    patch: str,
+    tolerance_m: float = FOOTPRINT_TOLERANCE_M,
+) -> list[tuple[str, np.ndarray]]:
+    """Check that every band covers the reference band's footprint; ``(name, array)`` pairs to group.
+
+    - both georeferenced: accepted whatever the band's stored size when the CRS is the same and
+      each bound is within ``tolerance_m`` of the reference's; otherwise a :class:`PatchError`
+      naming the band file and both footprints;
+    - either without georeferencing (no CRS, or an identity transform): nothing says where the
+      band lies, so it is accepted only when its size equals the grid or divides it evenly (a
+      coarser band of the same extent), else a :class:`PatchError`.
+    """
+    placed = []
+    for name, band in bands:
+        if band is not reference:
+            if reference.georeferenced and band.georeferenced:
+                tol = _tolerance(reference.crs, tolerance_m)
+                same = band.crs == reference.crs and all(
+                    abs(a - b) <= tol for a, b in zip(band.bounds, reference.bounds))
+                if not same:
+                    raise PatchError(patch, band.path,
+                                     f"footprint of {name} ({band.describe()}) disagrees with the reference band "
+                                     f"{Path(reference.path).name} ({reference.describe()}) by more than "
+                                     f"{tolerance_m:g} m")
+            elif not _divides(band.array.shape, grid):
+                lacking = "no georeferencing" if not band.georeferenced else "a reference without georeferencing"
+                raise PatchError(patch, band.path,
+                                 f"{name} is {band.array.shape[0]}x{band.array.shape[1]} px with {lacking} to place "
+                                 f"it by ({band.describe()}; reference {reference.describe()}), and that size does "
+                                 f"not divide the {grid[0]}x{grid[1]} grid")
+        placed.append((name, band.array))
+    if not reference.georeferenced and not _divides(reference.array.shape, grid):
+        raise PatchError(patch, reference.path,
+                         f"reference band is {reference.array.shape[0]}x{reference.array.shape[1]} px without "
+                         f"georeferencing, which does not divide the {grid[0]}x{grid[1]} grid")
+    return placed
+
+
+def grid_georef(reference: Raster, grid: tuple[int, int]) -> dict[str, Any]:
+    """``crs`` and ``transform`` (6 affine coefficients) of the ``grid`` that covers the reference
+    band's footprint: the reference's own transform when it is stored at the grid's size, else
+    scaled to the grid's pixel count. Both None when the reference has no georeferencing."""
+    if not reference.georeferenced:
+        return {"crs": None, "transform": None}
+    from affine import Affine
+
+    h, w = reference.array.shape
+    transform = reference.transform
+    if (h, w) != tuple(grid):
+        transform = transform @ Affine.scale(w / grid[1], h / grid[0])
+    crs = reference.crs.to_string() or reference.crs.to_wkt()
+    return {"crs": crs, "transform": [float(v) for v in tuple(transform)[:6]]}

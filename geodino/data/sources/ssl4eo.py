@@ -3,8 +3,10 @@
 Layout: ``<root>/{s1|s2a|s2c}/<7-digit location id>/<season folder>/<band>.tif`` with ``s2c`` =
 L1C (13 bands), ``s2a`` = L2A (12 bands, no B10), ``s1`` = GRD VV/VH in dB. Band files are named
 ``B1.tif``…``B12.tif``/``B8A.tif`` (``B01`` spellings are accepted too). The grid is the B02
-band's (264×264 at 10 m); bands stored coarser are upsampled with the shared bilinear method
-(:mod:`geodino.data.sources.raster`).
+band's size (264×264 at 10 m). Bands are stored as read, each at its stored size and in a
+lossless dtype, grouped by size and dtype; decoding brings them onto the grid (bilinear,
+``align_corners=False``). A band belongs to the sample when its footprint (CRS + bounds) matches
+B02's, whatever its pixel count (:func:`geodino.data.sources.raster.place_bands`).
 
 Seasons: each location has four acquisitions per modality whose folder names are timestamps or
 product ids, not season labels. The S1 and S2 folders of a location are sorted by name and paired
@@ -20,11 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from geodino.data.shards.format import SampleParts
-from geodino.data.sources import PatchError
-from geodino.data.sources.raster import grid_of, read_band, resample_to
+from geodino.data.shards.format import SampleParts, group_bands
+from geodino.data.sources.raster import grid_georef, place_bands, read_band
 
 L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 L1C_BANDS = L2A_BANDS[:10] + ("B10",) + L2A_BANDS[10:]
@@ -46,6 +45,11 @@ def _band_id(file_stem: str) -> str:
     # "B1" and "B01" name the same band; "B8A" stays itself.
     match = re.fullmatch(r"B0*(\d+)(A?)", file_stem.upper())
     return f"B{int(match.group(1)):02d}{match.group(2)}" if match else file_stem.upper()
+
+
+def _file_name(band: str) -> str:
+    # The release spells bands without the leading zero ("B2"), which a missing file is named by.
+    return f"B{int(band[1:3])}{band[3:]}" if band[1:3].isdigit() else band
 
 
 def _band_files(folder: Path) -> dict[str, Path]:
@@ -84,24 +88,17 @@ def list_samples(root: str | Path, product: str = "l2a") -> tuple[list[SSL4EOSam
 
 
 def read_sample(s: SSL4EOSample) -> SampleParts:
+    """One (location, season) pair: S2 bands then S1 VH, VV as stored, on B02's grid."""
     s2_dir, s1_dir = Path(s.s2_dir), Path(s.s1_dir)
     s2_files, s1_files = _band_files(s2_dir), _band_files(s1_dir)
     names = PRODUCTS[s.product][1]
-    if "B02" not in s2_files:
-        raise PatchError(s.key, str(s2_dir / "B2.tif"), "file is missing")
-    grid = read_band(s2_files["B02"], s.key).shape
-    bands: list[np.ndarray] = []
-    for band in names:
-        path = s2_files.get(band, s2_dir / f"{band}.tif")
-        array = read_band(path, s.key)
-        if array.shape[0] > grid[0] or array.shape[1] > grid[1]:
-            raise PatchError(s.key, str(path), f"shape {array.shape} is finer than the 10 m grid {grid}")
-        bands.append(array)
-    for band in S1_BANDS:
-        bands.append(read_band(s1_files.get(band, s1_dir / f"{band}.tif"), s.key, grid))
-    image = np.stack(resample_to(bands, grid)).astype(np.float32, copy=False)
+    rasters = [(band, read_band(s2_files.get(band, s2_dir / f"{_file_name(band)}.tif"), s.key)) for band in names]
+    rasters += [(band, read_band(s1_files.get(band, s1_dir / f"{band}.tif"), s.key)) for band in S1_BANDS]
+    reference = dict(rasters)["B02"]
+    grid = reference.array.shape
+    image = group_bands(place_bands(rasters, reference, grid, s.key))
     meta: dict[str, Any] = {"source": f"ssl4eo-s12-{s.product}", "bands": list(names + S1_BANDS),
                             "location": s.location, "s2_season": s2_dir.name, "s1_season": s1_dir.name,
                             "split": s.split}
-    meta.update(grid_of(s2_files["B02"], s.key))
-    return SampleParts(key=s.key, image=image, meta=meta)
+    meta.update(grid_georef(reference, grid))
+    return SampleParts(key=s.key, image=image, meta=meta, grid=grid)

@@ -31,28 +31,42 @@ def expected_image(s2_dir: Path, s1_dir: Path, s2: str, s1: str) -> np.ndarray:
     return np.stack(bands)
 
 
-def test_v1_values_band_order_and_meta(ben_v1) -> None:
+def test_v1_values_band_order_and_meta(ben_v1, decode) -> None:
     patches, rejects = ben.list_v1(ben_v1["s2_root"], ben_v1["s1_root"], ben_v1["split_csvs"])
     assert not rejects and len(patches) == 4
     assert sorted(p.split for p in patches) == ["test", "train", "train", "val"]
     p = patches[0]
     parts = ben.read_patch(p)
-    assert parts.image.dtype == np.float32 and parts.image.shape == (14, 120, 120)
-    assert parts.meta["bands"] == list(ben.S2_BANDS) + ["VH", "VV"]
+    # Stored as read: one group per (size, dtype), no resampling before the decoder.
+    assert parts.grid == (120, 120)
+    assert {g.bands: (g.array.dtype.name, g.array.shape[1:]) for g in parts.image} == {
+        ("B01", "B09"): ("uint16", (20, 20)),
+        ("B02", "B03", "B04", "B08"): ("uint16", (120, 120)),
+        ("B05", "B06", "B07", "B8A", "B11", "B12"): ("uint16", (60, 60)),
+        ("VH", "VV"): ("float32", (120, 120)),
+    }
+    sample = decode(parts)
+    image = sample["image"]
+    assert image.dtype == np.float32 and image.shape == (14, 120, 120)
+    assert sample["meta"]["bands"] == list(ben.S2_BANDS) + ["VH", "VV"]
     want = expected_image(Path(p.s2_dir), Path(p.s1_dir), p.key, p.s1_name)
-    np.testing.assert_allclose(parts.image, want, rtol=0, atol=1e-3)
-    # 10 m bands and SAR are exact copies; VH comes before VV by name.
-    np.testing.assert_array_equal(parts.image[[1, 2, 3, 7, 12, 13]], want[[1, 2, 3, 7, 12, 13]])
+    # Every band equals what the reader produced before it stopped resampling: 10 m bands and SAR
+    # copied exactly, 20/60 m bands the same bilinear upsampling, computed here independently.
+    np.testing.assert_array_equal(image, want)
     with rasterio.open(Path(p.s1_dir) / f"{p.s1_name}_VH.tif") as src:
-        np.testing.assert_array_equal(parts.image[12], src.read(1))
-        assert parts.meta["crs"] == "EPSG:32633"
-    sar = parts.image[12:]
+        np.testing.assert_array_equal(image[12], src.read(1))  # VH comes before VV by name
+        assert sample["meta"]["crs"] == "EPSG:32633"
+    sar = image[12:]
     assert (sar < 0).mean() > 0.99 and not np.allclose(sar, np.round(sar))
-    assert parts.meta["transform"][0] == 10.0 and parts.meta["s1_patch"] == p.s1_name
+    assert sample["meta"]["transform"][0] == 10.0 and sample["meta"]["s1_patch"] == p.s1_name
     # The 60 m band upsampled stays within its source range (bilinear never overshoots).
     with rasterio.open(Path(p.s2_dir) / f"{p.key}_B01.tif") as src:
         b01 = src.read(1)
-    assert b01.min() <= parts.image[0].min() and parts.image[0].max() <= b01.max()
+    assert b01.min() <= image[0].min() and image[0].max() <= b01.max()
+    # The map-style dataset gives the same image the shards decode to.
+    item = ben.BigEarthNetDataset([p])[0]
+    assert item["image"].dtype == torch.float32 and item["key"] == p.key
+    np.testing.assert_array_equal(item["image"].numpy(), image)
 
 
 def test_v1_labels_from_json(ben_v1, ben_fixtures) -> None:
@@ -72,7 +86,7 @@ def test_v1_pairs_through_s1_json_without_csvs(ben_v1) -> None:
     assert {p.key: p.s1_name for p in patches} == ben_v1["pairs"]
 
 
-def test_v2_labels_mask_and_flags(ben_v2) -> None:
+def test_v2_labels_mask_and_flags(ben_v2, decode) -> None:
     patches, rejects = ben.list_v2(ben_v2["s2_root"], ben_v2["s1_root"], ben_v2["metadata"],
                                    ben_v2["reference_maps"])
     assert not rejects and [p.split for p in patches] == ["train", "val", "test", "test"]
@@ -80,7 +94,7 @@ def test_v2_labels_mask_and_flags(ben_v2) -> None:
     for p in patches:
         parts = ben.read_patch(p)
         row = rows[p.key]
-        assert parts.image.shape == (14, 120, 120)
+        assert decode(parts)["image"].shape == (14, 120, 120)
         assert [L.CLASSES_19[i] for i in np.flatnonzero(parts.labels19)] == row["labels"]
         with rasterio.open(p.reference_map) as src:
             codes = src.read(1)
@@ -118,15 +132,22 @@ def test_corrupt_band_is_named(ben_v1_copy) -> None:
         ben.read_patch(p)
 
 
-def test_nan_band_and_wrong_shape_are_named(ben_v1_copy, ben_fixtures) -> None:
+def test_nan_band_and_shifted_footprint_are_named(ben_v1_copy, ben_fixtures) -> None:
     p = _v1_patch(ben_v1_copy)
     vv = np.full((120, 120), -12.5, dtype=np.float32)
     vv[3, 4] = np.nan
     ben_fixtures.write_band(Path(p.s1_dir) / f"{p.s1_name}_VV.tif", vv, (400000.0, 5600000.0))
     with pytest.raises(PatchError, match="VV.tif.*non-finite"):
         ben.read_patch(p)
-    ben_fixtures.write_band(Path(p.s2_dir) / f"{p.key}_B02.tif", np.zeros((60, 60), np.uint16), (400000.0, 5600000.0))
-    with pytest.raises(PatchError, match=r"B02.tif.*shape \(60, 60\), expected \(120, 120\)"):
+    # B02 at half the pixel count over the same 1.2 km is fine; 20 m off to the east is not.
+    ben_fixtures.write_band(Path(p.s1_dir) / f"{p.s1_name}_VV.tif", np.full((120, 120), -12.5, np.float32),
+                            (400000.0, 5600000.0))
+    ben_fixtures.write_band(Path(p.s2_dir) / f"{p.key}_B02.tif", np.ones((60, 60), np.uint16), (400000.0, 5600000.0))
+    ben.read_patch(p)
+    ben_fixtures.write_band(Path(p.s2_dir) / f"{p.key}_B03.tif", np.ones((120, 120), np.uint16), (400020.0, 5600000.0))
+    with pytest.raises(PatchError, match=r"B03.tif: footprint of B03 \(EPSG:32633 bounds \(400020, 5598800, 401220, "
+                                         r"5600000\)\) disagrees with the reference band .*_B02.tif \(EPSG:32633 "
+                                         r"bounds \(400000, 5598800, 401200, 5600000\)\)"):
         ben.read_patch(p)
 
 

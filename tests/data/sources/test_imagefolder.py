@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geodino.data.sources import PatchError
@@ -43,3 +44,26 @@ def test_dataset_resizes_shorter_side_and_centre_crops(image_folder) -> None:
     # The same decode from bytes (as when streaming image.jpg from shards).
     from_bytes = imagefolder.load_rgb(Path(ds.items[0].path).read_bytes(), 32)
     assert (from_bytes == sample["image"]).all()
+
+
+def test_16_bit_png_keeps_its_gradient(tmp_path) -> None:
+    from PIL import Image
+
+    from geodino.data.shards.format import image_array
+
+    # A 16-bit greyscale ramp from dark to bright along x, as DEM or scan PNGs come.
+    ramp = np.tile(np.linspace(2000, 60000, 64), (32, 1)).astype(np.uint16)
+    (tmp_path / "dem").mkdir()
+    Image.fromarray(ramp).save(tmp_path / "dem" / "ramp.png")
+    with Image.open(tmp_path / "dem" / "ramp.png") as img:
+        assert img.mode.startswith("I")
+    (item,), _ = imagefolder.list_images(tmp_path)
+    parts = imagefolder.read_item(item)
+    assert parts.meta["reencoded"] and parts.image.startswith(imagefolder.JPEG_MAGIC)
+    grey = image_array(parts.image).mean(axis=(0, 1))  # per column, in [0, 1]
+    np.testing.assert_allclose(grey, ramp[0] / 65535.0, atol=0.02)
+    assert grey[-1] - grey[0] > 0.8
+    # The map-style dataset decodes the PNG itself the same way (32 px tall: the centre crop keeps
+    # columns 16..47, not resized).
+    direct = imagefolder.ImageFolderDataset(tmp_path, image_size=32)[0]["image"]
+    np.testing.assert_allclose(direct.mean(dim=(0, 1)).numpy(), ramp[0, 16:48] / 65535.0, atol=0.01)

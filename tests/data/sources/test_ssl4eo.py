@@ -1,7 +1,9 @@
-"""SSL4EO-S12 reading: season pairing, band order, resampling of coarse bands, exact SAR."""
+"""SSL4EO-S12 reading: season pairing, band order, bands stored as read and resampled on decode,
+exact SAR, bands placed by footprint."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,9 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.transform import Affine
 
-from geodino.data.sources import ssl4eo
+from geodino.data.sources import PatchError, ssl4eo
 
 
 def test_seasons_pair_by_sorted_order_and_unpaired_are_rejected(ssl4eo_tree) -> None:
@@ -26,12 +29,17 @@ def test_seasons_pair_by_sorted_order_and_unpaired_are_rejected(ssl4eo_tree) -> 
 
 
 @pytest.mark.parametrize("product,count", [("l2a", 14), ("l1c", 15)])
-def test_values_and_band_order(ssl4eo_tree, product, count) -> None:
+def test_values_and_band_order(ssl4eo_tree, product, count, decode) -> None:
     samples, _ = ssl4eo.list_samples(ssl4eo_tree, product)
     s = samples[1]
     parts = ssl4eo.read_sample(s)
     bands = list(ssl4eo.PRODUCTS[product][1]) + ["VH", "VV"]
-    assert parts.meta["bands"] == bands and parts.image.shape == (count, 264, 264)
+    # Stored as read: S2 uint16 at 264/132/44 px, SAR float32; the grid is B02's size.
+    assert parts.grid == (264, 264)
+    assert sorted((g.array.dtype.name, g.array.shape[1]) for g in parts.image) == [
+        ("float32", 264), ("uint16", 44), ("uint16", 132), ("uint16", 264)]
+    image = decode(parts)["image"]
+    assert parts.meta["bands"] == bands and image.shape == (count, 264, 264)
     assert parts.meta["s2_season"] == Path(s.s2_dir).name and parts.meta["s1_season"] == Path(s.s1_dir).name
     for i, band in enumerate(bands):
         folder = Path(s.s1_dir if band in ("VH", "VV") else s.s2_dir)
@@ -41,10 +49,39 @@ def test_values_and_band_order(ssl4eo_tree, product, count) -> None:
         if source.shape != (264, 264):
             source = F.interpolate(torch.from_numpy(source)[None, None], size=(264, 264), mode="bilinear",
                                    align_corners=False)[0, 0].numpy()
-        np.testing.assert_allclose(parts.image[i], source, rtol=0, atol=1e-3, err_msg=band)
-    assert not np.allclose(parts.image[-1], np.round(parts.image[-1]))  # dB values keep their fractions
+        np.testing.assert_array_equal(image[i], source, err_msg=band)
+    assert not np.allclose(image[-1], np.round(image[-1]))  # dB values keep their fractions
+    assert parts.meta["crs"] == "EPSG:32632" and parts.meta["transform"][0] == 10.0
 
 
 def test_unknown_product(ssl4eo_tree) -> None:
     with pytest.raises(ValueError, match="product"):
         ssl4eo.list_samples(ssl4eo_tree, "l3")
+
+
+def _copy_sample(ssl4eo_tree, tmp_path) -> ssl4eo.SSL4EOSample:
+    shutil.copytree(ssl4eo_tree, tmp_path / "tree")
+    return ssl4eo.list_samples(tmp_path / "tree", "l2a")[0][0]
+
+
+def _write(path: Path, array: np.ndarray, origin: tuple[float, float], pixel: float) -> None:
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=1,
+                       dtype=array.dtype, crs="EPSG:32632",
+                       transform=Affine(pixel, 0.0, origin[0], 0.0, -pixel, origin[1])) as dst:
+        dst.write(array, 1)
+
+
+def test_bands_are_placed_by_footprint(ssl4eo_tree, tmp_path, decode) -> None:
+    s = _copy_sample(ssl4eo_tree, tmp_path)
+    origin = (500000.0, 5300000.0)  # location 0 of the fixture
+    # A copy storing the 20 m band B05 at 264 px over the same ground (and as int16): accepted as is.
+    b05 = (np.arange(264 * 264) % 30000 - 500).reshape(264, 264).astype(np.int16)
+    _write(Path(s.s2_dir) / "B5.tif", b05, origin, 10.0)
+    parts = ssl4eo.read_sample(s)
+    np.testing.assert_array_equal(decode(parts)["image"][parts.meta["bands"].index("B05")], b05.astype(np.float32))
+    # An S1 band 30 m to the north covers other ground: rejected, naming the file and both footprints.
+    _write(Path(s.s1_dir) / "VV.tif", np.zeros((264, 264), np.float32), (origin[0], origin[1] + 30.0), 10.0)
+    with pytest.raises(PatchError, match=r"VV.tif: footprint of VV \(EPSG:32632 bounds \(500000, 5297390, 502640, "
+                                         r"5300030\)\) disagrees with the reference band B2.tif \(EPSG:32632 bounds "
+                                         r"\(500000, 5297360, 502640, 5300000\)\)"):
+        ssl4eo.read_sample(s)
