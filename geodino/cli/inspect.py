@@ -21,6 +21,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    # Split choices, band mappings, skipped or cleaned-up files are logged: show them.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import json
 
     from geodino.data.inspect import format_report, inspect_shards, render_preview

@@ -72,6 +72,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    # Split choices, band mappings, skipped or cleaned-up files are logged: show them.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from geodino.cli import shard_synthetic
 
     runners = {"bigearthnet": run_bigearthnet, "ssl4eo-s12": run_ssl4eo, "imagefolder": run_imagefolder,

@@ -21,6 +21,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    # Split choices, band mappings, skipped or cleaned-up files are logged: show them.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from geodino.data.shards.format import training_shards
     from geodino.data.stats import compute_band_statistics, default_card_path, write_statistics
 

@@ -111,7 +111,15 @@ def extract_feature_sets(
     backbone.train(was_training)
     if not labels:
         raise ValueError("the dataset yielded no samples")
-    return {m: torch.cat(f) for m, f in features.items()}, torch.cat(labels)
+    sets = {m: torch.cat(f) for m, f in features.items()}
+    for choice, values in sets.items():
+        bad = ~torch.isfinite(values).all(dim=1)
+        if bad.any():
+            # A NaN feature has no nearest neighbour and poisons a probe: never score one.
+            first = int(bad.nonzero()[0])
+            raise ValueError(f"{int(bad.sum())} of {len(values)} feature vectors ({choice}) are not finite, the "
+                             f"first at sample {first} of the data: a non-finite input or a diverged model")
+    return sets, torch.cat(labels)
 
 
 def extract_features(

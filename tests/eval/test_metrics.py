@@ -61,3 +61,4 @@ def test_iou_with_ignore_index() -> None:
     assert scores["per_class_iou"] == {"a": pytest.approx(50.0), "b": pytest.approx(200 / 3), "c": 100.0, "d": None}
     assert scores["miou"] == pytest.approx((50 + 200 / 3 + 100) / 3)  # class d absent: not averaged
     assert scores["overall_accuracy"] == pytest.approx(80.0)
+

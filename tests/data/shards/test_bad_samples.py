@@ -51,12 +51,18 @@ def test_decode_names_shard_key_and_reason() -> None:
         decode_sample(good, SampleSpec(bands=("B02", "B03", "VV", "VH")))
     with pytest.raises(BadSample, match="grid is 16x16"):
         decode_sample(good, SampleSpec(grid=(16, 16)))
-    broken = dict(good, **{"image_1.npy": b"\x93NUMPY garbage"})
-    with pytest.raises(BadSample, match="s000"):
-        decode_sample(broken)
-    missing = {k: v for k, v in good.items() if k != "image_1.npy"}
-    with pytest.raises(BadSample, match="image_1.npy is missing"):
-        decode_sample(missing)
+    cut = dict(good, **{"image.bands": good["image.bands"][:-10]})
+    with pytest.raises(BadSample, match="s000: image.bands holds 310 bytes, its groups need more"):
+        decode_sample(cut)
+    longer = dict(good, **{"image.bands": good["image.bands"] + b"xx"})
+    with pytest.raises(BadSample, match="holds 322 bytes, its groups 320"):
+        decode_sample(longer)
+    meta = json.loads(good["meta.json"])
+    meta["groups"][0]["dtype"] = "<i8"
+    with pytest.raises(BadSample, match=r"group \['B02', 'B03'\] is declared int64"):
+        decode_sample(dict(good, **{"meta.json": json.dumps(meta).encode()}))
+    with pytest.raises(BadSample, match="no image"):
+        decode_sample({k: v for k, v in good.items() if k != "image.bands"})
     assert decode_sample(good, card_spec(tiny_card()))["image"].shape == (3, 8, 8)
 
 
