@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-DATA_HELP = ("a shard folder (train: its train split; val: its val/validation/test split), a tar, a brace "
+DATA_HELP = ("a shard folder (train: its train split; val: its val split, else its test split), a tar, a brace "
              "pattern or glob, or 'synthetic' (the embedded scenes)")
+SPLIT_HELP = "any spelling (validation = val); 'all': every shard"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="a geodino pretraining checkpoint (checkpoint.pt)")
     p.add_argument("--train", required=True, metavar="DATA", help=f"training / memory-bank data: {DATA_HELP}")
     p.add_argument("--val", required=True, metavar="DATA", help=f"validation data: {DATA_HELP}")
-    p.add_argument("--label", default="auto", choices=["auto", "labels19", "labels43", "label", "labels"],
-                   help="which labels (auto: labels19 if present, else label)")
-    p.add_argument("--train-split", help="shard split to use as training data ('all': every shard)")
-    p.add_argument("--val-split", help="shard split to use as validation data ('all': every shard)")
+    p.add_argument("--label", default="auto",
+                   help="which labels: auto (the first image-level label the data's card declares) or one the data "
+                        "has, e.g. label, labels19, labels43 (the synthetic scenes: label, labels)")
+    p.add_argument("--train-split", help=f"shard split to use as training data ({SPLIT_HELP})")
+    p.add_argument("--val-split", help=f"shard split to use as validation data ({SPLIT_HELP}); never one that "
+                                       "shares shards with the training data")
     p.add_argument("--num-samples", type=int, help="training samples (synthetic: scenes; shards: the first N)")
     p.add_argument("--val-samples", type=int, help="validation samples (synthetic: scenes; shards: the first N)")
     p.add_argument("--image-size", type=int, help="size of the synthetic scenes (default: the recipe's)")
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
 
+    from geodino.eval.data import check_eval_data
     from geodino.eval.modality_table import split_choices
     from geodino.eval.protocols import (
         EvalData,
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Splits are checked before the checkpoint is loaded or a feature extracted.
+    check_eval_data(args.train, args.val, args.train_split, args.val_split)
     data = EvalData(train=args.train, val=args.val, label=args.label, train_split=args.train_split,
                     val_split=args.val_split, train_samples=args.num_samples, val_samples=args.val_samples,
                     image_size=args.image_size)

@@ -132,13 +132,30 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
 
 
 _CHOICES = {
-    "data.source": ("synthetic", "imagefolder", "shards"),
     "augment.mode": ("auto", "rgb", "multispectral"),
     "augment.modality_drop_on": ("all", "student"),
     "optim.clip_mode": ("per_param", "global"),
     "train.precision": ("no", "bf16", "fp16"),
     "objective.patch": ("none", "selfpatch", "masked"),
 }
+
+
+def check_data_source(source: str, root: str, job: str) -> None:
+    """``data.source`` must name a source that serves ``job`` (see :mod:`geodino.data.registry`), and
+    ``data.root`` be given exactly when that source reads files."""
+    from geodino.data.registry import SourceError, get_source
+
+    try:
+        reads_files = get_source(source, job).reads_files
+    except SourceError as err:
+        raise ConfigError(f"data.source: {err}") from None
+    if reads_files and not root:
+        raise ConfigError(f"data.root: required when data.source={source!r}")
+    if not reads_files and root:
+        # A root beside a generated source is a recipe that meant other data: running on the
+        # generated scenes instead would look like a success.
+        raise ConfigError(f"data.root={root!r} is set but data.source={source!r} reads no files: drop data.root, "
+                          "or set data.source to the kind of data at that root")
 
 
 def validate(cfg: Config) -> None:
@@ -148,8 +165,7 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{dotted}: {value!r} is not one of {list(choices)}")
-    if cfg.data.source in ("imagefolder", "shards") and not cfg.data.root:
-        raise ConfigError(f"data.root: required when data.source={cfg.data.source!r}")
+    check_data_source(cfg.data.source, cfg.data.root, "pretraining")
     for key in ("batch_size", "image_size"):
         if getattr(cfg.data, key) <= 0:
             raise ConfigError(f"data.{key}: must be positive")

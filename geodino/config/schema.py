@@ -19,8 +19,10 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | imagefolder | shards
-    root: str = ""  # folder (imagefolder) or shard URL pattern / folder (shards)
+    source: str = "synthetic"  # synthetic | imagefolder | shards (geodino.data.registry)
+    # Folder (imagefolder) or shard folder / pattern / URL (shards: a folder's train split); must be
+    # empty for synthetic, which reads no files.
+    root: str = ""
     card: str = ""  # dataset card name or path; shards default to the card beside them
     image_size: int = 64  # size loaders deliver before multi-crop (synthetic, imagefolder)
     batch_size: int = 64  # per process

@@ -1,100 +1,31 @@
-"""Build the pretraining batches and the labelled evaluation sets that a recipe asks for.
+"""The pretraining job's door to data: the batches a recipe asks for, and the k-NN check's labelled sets.
 
-Map-style sources (synthetic, image folders) use :class:`EpochBatches`: one permutation of the
-dataset per epoch, seeded by ``(seed, epoch)``, cut into global batches of which each process
-takes its contiguous slice. The data position is therefore a pure function of the step, which
-makes resume exact and gives a 1-process run the same global batches as an N-process one.
+Both ask the data-source registry (:mod:`geodino.data.registry`) for ``data.source``; the batch
+plumbing itself lives in :mod:`geodino.data.batches` and in the shard stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Callable
+import logging
 
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from geodino.config.schema import Config
-from geodino.data.card import DatasetCard
+from geodino.data.batches import PretrainData
+from geodino.data.registry import get_source
 
-
-class EpochBatches(Sampler[list[int]]):
-    """This process's slice of every global batch of one epoch, from ``start_step`` on."""
-
-    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int,
-                 epoch: int, start_step: int = 0) -> None:
-        self.global_batch = batch_size * world_size
-        self.steps = num_samples // self.global_batch
-        if self.steps == 0:
-            raise ValueError(f"the dataset has {num_samples} samples, fewer than one global batch "
-                             f"({batch_size} per process × {world_size} processes)")
-        self.num_samples, self.batch_size, self.rank = num_samples, batch_size, rank
-        self.seed, self.epoch, self.start_step = seed, epoch, start_step
-
-    def __len__(self) -> int:
-        return self.steps - self.start_step
-
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_samples, generator=g)
-        for step in range(self.start_step, self.steps):
-            start = step * self.global_batch + self.rank * self.batch_size
-            yield order[start : start + self.batch_size].tolist()
-
-
-@dataclass
-class PretrainData:
-    """Where pretraining batches come from: ``batches(epoch, start_step)`` yields dict batches."""
-
-    card: DatasetCard
-    steps_per_epoch: int
-    batches: Callable[[int, int], Iterator[dict[str, Any]]]
-
-
-def _map_style(dataset: Dataset, cfg: Config, rank: int, world: int) -> Callable[[int, int], Iterator]:
-    def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
-        sampler = EpochBatches(len(dataset), cfg.data.batch_size, rank, world, cfg.run.seed, epoch, start_step)
-        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which
-        # would shift the stochastic-depth draws of a run resumed mid-epoch.
-        generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                            pin_memory=torch.cuda.is_available(), generator=generator)
-        yield from loader
-
-    return batches
+log = logging.getLogger(__name__)
 
 
 def build_pretrain_data(cfg: Config, rank: int = 0, world_size: int = 1) -> PretrainData:
-    d = cfg.data
-    if d.source == "synthetic":
-        from geodino.data.synthetic import SyntheticScenes
-
-        dataset = SyntheticScenes(d.num_samples, d.image_size, d.num_classes, seed=cfg.run.seed)
-        card = dataset.card
-    elif d.source == "imagefolder":
-        from geodino.data.sources.imagefolder import ImageFolderDataset
-
-        dataset = ImageFolderDataset(d.root, image_size=d.image_size)
-        card = DatasetCard.load(d.card or "imagenet")
-    else:
-        from geodino.data.shards.stream import shard_pretrain_data
-
-        return shard_pretrain_data(cfg, rank, world_size)
-    steps = len(dataset) // (d.batch_size * world_size)
-    if steps == 0:
-        raise ValueError(f"data: {len(dataset)} samples are fewer than one global batch "
-                         f"({d.batch_size} × {world_size} processes); lower data.batch_size")
-    return PretrainData(card=card, steps_per_epoch=steps, batches=_map_style(dataset, cfg, rank, world_size))
+    """The recipe's pretraining batches for process ``rank`` of ``world_size``; says in the log what
+    they are read from (for shards: which split, how much, and which splits were left out)."""
+    data = get_source(cfg.data.source, "pretraining").pretrain_data(cfg, rank, world_size)
+    if rank == 0 and data.description:
+        log.info("pretraining data (%s): %s", cfg.data.source, data.description)
+    return data
 
 
 def build_knn_data(cfg: Config) -> tuple[Dataset, Dataset] | None:
     """Labelled (memory bank, query) datasets for the k-NN check during pretraining, if the source has them."""
-    d = cfg.data
-    if d.source != "synthetic":
-        return None
-    from geodino.data.synthetic import SyntheticScenes
-
-    bank = SyntheticScenes(d.eval_train_samples, d.image_size, d.num_classes, cfg.run.seed, split="knn_train")
-    query = SyntheticScenes(d.eval_val_samples, d.image_size, d.num_classes, cfg.run.seed, split="knn_val")
-    return bank, query
+    return get_source(cfg.data.source).knn_data(cfg)

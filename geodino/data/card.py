@@ -72,6 +72,18 @@ class DatasetCard:
             groups.setdefault(band.modality, []).append(i)
         return groups
 
+    @property
+    def label_kinds(self) -> list[str]:
+        """The labels a sample of this dataset carries, in order of preference (``labels:`` in the
+        card, e.g. ``[labels19, labels43, mask]``); a card that does not say has a class index
+        (``label``) when it lists classes, and no labels otherwise."""
+        declared = self.extra.get("labels")
+        if declared is None:
+            return ["label"] if self.classes else []
+        if not isinstance(declared, list) or not all(isinstance(k, str) for k in declared):
+            raise CardError(f"card {self.name!r}: labels must be a list of label names, got {declared!r}")
+        return list(declared)
+
     def band_index(self, name: str) -> int:
         try:
             return self.band_names.index(name)

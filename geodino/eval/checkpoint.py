@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geodino.data.card import CardError, DatasetCard
+from geodino.data.card import DatasetCard
+from geodino.data.registry import get_source
 from geodino.models.backbone import Backbone, build_backbone
 from geodino.models.onednn_linear import use_onednn_linears
 
@@ -19,26 +20,9 @@ BACKBONE_PREFIX = "backbone."
 
 
 def recipe_card(cfg: dict[str, Any]) -> DatasetCard:
-    """The dataset card the recipe ``cfg`` (a config dict) trained with."""
+    """The dataset card the recipe ``cfg`` (a config dict) trained with, as its data source tells it."""
     data = cfg.get("data", {})
-    source, card = data.get("source", "synthetic"), data.get("card") or ""
-    if card:
-        return DatasetCard.load(card)
-    if source == "synthetic":
-        from geodino.data.synthetic import synthetic_card
-
-        return synthetic_card(int(data.get("num_classes", 8)))
-    if source == "imagefolder":
-        return DatasetCard.load("imagenet")
-    if source == "shards":
-        from geodino.data.shards.format import CARD_FILE, shard_folder, training_shards
-
-        try:
-            return DatasetCard.load(shard_folder(training_shards(data["root"])) / CARD_FILE)
-        except (FileNotFoundError, CardError) as err:
-            raise CardError(f"the card of the pretraining shards ({data.get('root')!r}) cannot be read ({err}); "
-                            "pass the card explicitly (--card)") from None
-    raise CardError(f"cannot tell the dataset card of data.source={source!r}; pass it explicitly (--card)")
+    return get_source(data.get("source", "synthetic")).card(data)
 
 
 def checkpoint_card(ckpt_path: str | Path, cfg: dict[str, Any]) -> DatasetCard:

@@ -15,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from geodino.config.load import ConfigError, _apply, apply_recipe, recipe_path
+from geodino.config.load import ConfigError, _apply, apply_recipe, check_data_source, recipe_path
 
 HEADS = ("linear", "progressive", "upernet")
-SOURCES = ("synthetic", "shards", "sen12ms")
 RANDOM_INIT = "none"
 
 
@@ -48,10 +47,10 @@ class SegModelConfig:
 @dataclass
 class SegDataConfig:
     source: str = "synthetic"  # synthetic | shards (mask.npy) | sen12ms (torchgeo SEN12MS layout)
-    root: str = ""  # shard folder / pattern, or the SEN12MS root
+    root: str = ""  # shard folder / pattern, or the SEN12MS root (not with synthetic: it reads no files)
     card: str = ""  # card of the data when it cannot be found (random init on sen12ms)
-    train_split: str = "train"
-    val_split: str = ""  # shards: "" = the first of val, validation, test
+    train_split: str = "train"  # split names in any spelling (validation = val; see geodino.data.splits)
+    val_split: str = ""  # "" = val, else test; never a split that shares shards with train_split
     image_size: int = 32  # model input size; predictions are resized back to the mask size
     batch_size: int = 16
     num_workers: int = 0
@@ -106,10 +105,7 @@ def validate_seg(cfg: SegConfig) -> None:
         raise ConfigError(f"model.pretrained: checkpoint {m.pretrained!r} not found (or use {RANDOM_INIT!r})")
     if m.head not in HEADS:
         raise ConfigError(f"model.head: {m.head!r} is not one of {list(HEADS)}")
-    if d.source not in SOURCES:
-        raise ConfigError(f"data.source: {d.source!r} is not one of {list(SOURCES)}")
-    if d.source != "synthetic" and not d.root:
-        raise ConfigError(f"data.root: required when data.source={d.source!r}")
+    check_data_source(d.source, d.root, "segmentation")
     if d.label_map not in ("dfc", "igbp"):
         raise ConfigError(f"data.label_map: {d.label_map!r} is not one of ['dfc', 'igbp']")
     if d.batch_size < 2:

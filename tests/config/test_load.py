@@ -17,7 +17,12 @@ PRETRAIN_RECIPES = sorted(p.name for p in RECIPES_DIR.glob("*.yaml") if not p.na
 
 @pytest.mark.parametrize("recipe", PRETRAIN_RECIPES)
 def test_every_pretraining_recipe_loads(recipe):
-    load_config(RECIPES_DIR / recipe, ["data.root=/some/where"])
+    import yaml
+
+    from geodino.data.registry import get_source
+
+    source = (yaml.safe_load((RECIPES_DIR / recipe).read_text()).get("data") or {}).get("source", "synthetic")
+    load_config(RECIPES_DIR / recipe, ["data.root=/some/where"] if get_source(source).reads_files else [])
 
 
 def test_unknown_key_names_a_close_match():
@@ -41,6 +46,21 @@ def test_value_checks():
         load_config(None, ["train.precision=fp8"])
     with pytest.raises(ConfigError, match="data.root"):
         load_config(None, ["data.source=imagefolder"])
+
+
+def test_a_root_for_the_synthetic_scenes_is_refused_naming_both_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.root=shards/ben"])
+    message = str(err.value)
+    assert "data.root='shards/ben'" in message and "data.source='synthetic'" in message and "\n" not in message
+
+
+def test_data_source_must_be_one_that_pretrains():
+    with pytest.raises(ConfigError, match="data.source: unknown data source 'tif'; known sources: synthetic, "
+                                          "imagefolder, shards, sen12ms"):
+        load_config(None, ["data.source=tif"])
+    with pytest.raises(ConfigError, match="data.source: data source 'sen12ms' cannot be used for pretraining"):
+        load_config(None, ["data.source=sen12ms", "data.root=x"])
 
 
 def test_missing_recipe_lists_known_ones(tmp_path):

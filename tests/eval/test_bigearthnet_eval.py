@@ -67,3 +67,34 @@ def test_bands_of_another_order_are_refused(synthetic_checkpoint, ben_shards, tm
             "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "the model takes" in capsys.readouterr().err
+
+
+def _with_card_labels(ben_shards: Path, out: Path, labels: list[str] | None) -> Path:
+    """A copy of the shards whose card declares ``labels`` (None: says nothing, as older cards)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(ben_shards, out)
+    card = yaml.safe_load((out / "card.yaml").read_text())
+    card.pop("labels", None)
+    if labels is not None:
+        card["labels"] = labels
+    (out / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return out
+
+
+def test_auto_labels_follow_the_card(ben_shards, tmp_path) -> None:
+    from geodino.data.card import DatasetCard
+    from geodino.eval.data import open_labelled_set
+
+    model_card = DatasetCard.load("bigearthnet-v1")
+    assert open_labelled_set(str(ben_shards), "train", model_card, {}).label_key == "labels19"
+    reordered = _with_card_labels(ben_shards, tmp_path / "reordered", ["labels43", "labels19"])
+    labelled = open_labelled_set(str(reordered), "train", model_card, {})
+    assert labelled.label_key == "labels43" and len(labelled.class_names) == 43
+    undeclared = _with_card_labels(ben_shards, tmp_path / "undeclared", None)  # older cards: the samples tell
+    labelled = open_labelled_set(str(undeclared), "val", model_card, {})
+    assert labelled.label_key == "labels19" and len(labelled.class_names) == 19
+    with pytest.raises(ValueError, match=r"has no 'label'; it has \['labels19', 'labels43'\]"):
+        open_labelled_set(str(ben_shards), "train", model_card, {}, label="label")

@@ -59,3 +59,34 @@ def test_linear_caches_features(synthetic_checkpoint, synthetic_shards, tmp_path
     assert json.loads(capsys.readouterr().out)["results"] == first["results"]  # same features, same seed
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps  # read back, not recomputed
     assert (tmp_path / "out" / "linear_modalities.csv").is_file()
+
+
+def test_val_data_without_a_val_or_test_split_is_refused(synthetic_checkpoint, tmp_path, capsys) -> None:
+    from tests.data.test_splits import write_split_shards
+
+    train_only = write_split_shards(tmp_path / "train-only", {"train": 4})
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(train_only), "--val", str(train_only),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "has no val or test split (it has train)" in err and "--val-split" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_the_memory_bank_is_never_the_validation_data(synthetic_checkpoint, synthetic_shards, tmp_path,
+                                                      capsys) -> None:
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(synthetic_shards), "--val",
+            str(synthetic_shards), "--val-split", "training", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "are the same shards" in capsys.readouterr().err
+
+
+def test_split_names_take_any_spelling(synthetic_checkpoint, synthetic_shards, tmp_path, capsys) -> None:
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(synthetic_shards), "--train-split", "training",
+            "--val", str(synthetic_shards), "--val-split", "validation", "--val-samples", "4", "--out",
+            str(tmp_path), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["val"] == (f"the first 4 samples of the val split of {synthetic_shards} (2 shards, 32 samples); "
+                             "left out: train (4 shards, 96 samples)")
+    assert report["results"]["all"]["num_train"] == 96 and report["results"]["all"]["num_val"] == 4

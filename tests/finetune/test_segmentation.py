@@ -99,3 +99,19 @@ def test_sen12ms_through_torchgeo(synthetic_checkpoint, tmp_path) -> None:
                                                        f"run.out_dir={tmp_path / 'run'}"])
     summary = finetune_segmentation(cfg)
     assert summary["classes"] == DFC_CLASSES and summary["pixels"] == 2 * 32 * 32 and summary["steps"] == 1
+
+
+def test_reben_recipe_split_names_resolve_on_shards(synthetic_shards, tmp_path, capsys) -> None:
+    # The reBEN recipe's splits (train, val) as the shard writer names them; the network and the
+    # steps shrunk to the tiny test size, the data keys left as the recipe has them.
+    shrink = [*TINY_SEG, "model.img_size=32", "model.levels=[]", "data.num_workers=0", "train.eval_every=0"]
+    argv = ["finetune", "seg", "seg_reben_upernet_vits16", "model.pretrained=none", f"data.root={synthetic_shards}",
+            *shrink, "--out", str(tmp_path / "seg")]
+    assert main(argv) == 0
+    assert "mIoU" in capsys.readouterr().out
+    cfg = load_seg_config("seg_reben_upernet_vits16", ["model.pretrained=none", f"data.root={synthetic_shards}",
+                                                       "data.val_split=training"])
+    from geodino.finetune.data import build_seg_data
+
+    with pytest.raises(ValueError, match="are the same shards"):
+        build_seg_data(cfg)

@@ -371,7 +371,7 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
     ``data.image_size``; multispectral arrays are delivered at their stored grid. Bad samples
     follow ``data.bad_samples``; under ``skip`` they go to ``<run.out_dir>/bad_samples.jsonl``.
     """
-    from geodino.data.build import PretrainData
+    from geodino.data.batches import PretrainData
     from geodino.data.card import DatasetCard
 
     d = cfg.data

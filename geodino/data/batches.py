@@ -1,0 +1,79 @@
+"""Pretraining batches, whatever the source: :class:`PretrainData` and the map-style epoch sampler.
+
+This is the ground floor every data source builds on (the shard stream included), so it imports
+nothing of geodino but the dataset card.
+
+Map-style sources (synthetic scenes, image folders) use :class:`EpochBatches`: one permutation of
+the dataset per epoch, seeded by ``(seed, epoch)``, cut into global batches of which each process
+takes its contiguous slice. The data position is therefore a pure function of the step, which
+makes resume exact and gives a 1-process run the same global batches as an N-process one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from geodino.data.card import DatasetCard
+
+
+class EpochBatches(Sampler[list[int]]):
+    """This process's slice of every global batch of one epoch, from ``start_step`` on."""
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int,
+                 epoch: int, start_step: int = 0) -> None:
+        self.global_batch = batch_size * world_size
+        self.steps = num_samples // self.global_batch
+        if self.steps == 0:
+            raise ValueError(f"the dataset has {num_samples} samples, fewer than one global batch "
+                             f"({batch_size} per process × {world_size} processes)")
+        self.num_samples, self.batch_size, self.rank = num_samples, batch_size, rank
+        self.seed, self.epoch, self.start_step = seed, epoch, start_step
+
+    def __len__(self) -> int:
+        return self.steps - self.start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=g)
+        for step in range(self.start_step, self.steps):
+            start = step * self.global_batch + self.rank * self.batch_size
+            yield order[start : start + self.batch_size].tolist()
+
+
+@dataclass
+class PretrainData:
+    """Where pretraining batches come from: ``batches(epoch, start_step)`` yields dict batches.
+
+    ``description`` says what is read (which split, how many samples) for the run's log.
+    """
+
+    card: DatasetCard
+    steps_per_epoch: int
+    batches: Callable[[int, int], Iterator[dict[str, Any]]]
+    description: str = ""
+
+
+def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank: int, world: int,
+                            description: str = "") -> PretrainData:
+    """:class:`PretrainData` over a map-style dataset (``cfg``: a pretraining recipe)."""
+    d = cfg.data
+    steps = len(dataset) // (d.batch_size * world)
+    if steps == 0:
+        raise ValueError(f"data: {len(dataset)} samples are fewer than one global batch "
+                         f"({d.batch_size} × {world} processes); lower data.batch_size")
+
+    def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
+        sampler = EpochBatches(len(dataset), d.batch_size, rank, world, cfg.run.seed, epoch, start_step)
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which
+        # would shift the stochastic-depth draws of a run resumed mid-epoch.
+        generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+                            pin_memory=torch.cuda.is_available(), generator=generator)
+        yield from loader
+
+    return PretrainData(card=card, steps_per_epoch=steps, batches=batches, description=description)
