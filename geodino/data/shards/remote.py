@@ -44,12 +44,10 @@ This module imports nothing from geodino so that it can be used on its own.
 
 from __future__ import annotations
 
-import errno
 import http.client
 import io
 import os
 import re
-import shlex
 import socket
 import subprocess
 import tarfile
@@ -135,6 +133,8 @@ def _describe(err: BaseException) -> str:
         return _describe(reason) if isinstance(reason, BaseException) else str(reason)
     if isinstance(err, (TimeoutError, socket.timeout)):
         return "timed out"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror  # "Connection refused", "Connection reset by peer"
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
@@ -216,6 +216,10 @@ class _ShardStream(io.RawIOBase):
         self._bytes = 0
         self._eof = False
         self._waited = False  # the command's exit status has been collected and checked
+        # an http response announces its length: ending short of it is a broken transfer (urllib's
+        # read(n) just returns b"" when the server hangs up early)
+        length = getattr(inner, "length", None) if isinstance(inner, http.client.HTTPResponse) else None
+        self._expected = length if isinstance(length, int) else None
 
     def __repr__(self) -> str:
         return f"<shard stream {self.url}>"
@@ -229,6 +233,9 @@ class _ShardStream(io.RawIOBase):
         except Exception as err:  # noqa: BLE001 - whatever broke the transfer, name the URL
             raise RemoteError(f"cannot read {self.url}: transfer broke after {self._bytes} bytes: {_describe(err)}") from None
         if not data:
+            if self._expected is not None and self._bytes < self._expected:
+                raise RemoteError(f"cannot read {self.url}: transfer broke after {self._bytes} of "
+                                  f"{self._expected} bytes: connection closed")
             self._eof = True
             if self._proc is not None and not self._waited:
                 self._waited = True
