@@ -45,17 +45,29 @@ class EpochBatches(Sampler[list[int]]):
             yield order[start : start + self.batch_size].tolist()
 
 
+def batch_images(batch: dict[str, Any], device: Any) -> torch.Tensor:
+    """A batch's float32 images on ``device`` (its ``image``; shard batches whose bands still travel
+    in their stored dtype and size are assembled there)."""
+    from geodino.data.shards.format import assemble_batch
+
+    return assemble_batch(batch, device)
+
+
 @dataclass
 class PretrainData:
-    """Where pretraining batches come from: ``batches(epoch, start_step)`` yields dict batches.
+    """Where pretraining batches come from: ``batches(epoch, start_step)`` yields dict batches,
+    ``images(batch, device)`` turns one into float32 images on the training device.
 
-    ``description`` says what is read (which split, how many samples) for the run's log.
+    ``description`` says what is read (which split, how many samples) for the run's log;
+    ``bad_samples()`` how many bad samples were skipped so far (``data.bad_samples=skip``).
     """
 
     card: DatasetCard
     steps_per_epoch: int
     batches: Callable[[int, int], Iterator[dict[str, Any]]]
     description: str = ""
+    images: Callable[[dict[str, Any], Any], torch.Tensor] = batch_images
+    bad_samples: Callable[[], int] = lambda: 0
 
 
 def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank: int, world: int,

@@ -17,7 +17,6 @@ import numpy as np
 from geodino.data.card import CardError, DatasetCard
 from geodino.data.shards.format import card_spec, expand_shards, image_array
 from geodino.data.shards.read import iter_samples
-from geodino.data.shards.read import iter_samples
 from geodino.data.stats import BandMoments
 from geodino.utils import atomic_path
 

@@ -220,7 +220,7 @@ class Pretrainer:
             for batch in self.data.batches(epoch, in_epoch):
                 step = self.step
                 log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
-                result = self.train_step(batch["image"].to(acc.device, non_blocking=True).float(), step, log_now)
+                result = self.train_step(self.data.images(batch, acc.device), step, log_now)
                 self.step = step + 1
                 now = time.perf_counter()
                 inst = self.global_batch / max(now - tick, 1e-9)
@@ -248,6 +248,7 @@ class Pretrainer:
             "lr": float(s.lr[step]), "weight_decay": float(s.weight_decay[step]),
             "momentum": float(s.momentum[step]), "teacher_temp": s.teacher_temperature(step),
             "imgs_per_s": rate,
+            "bad_samples": self.data.bad_samples(),
         }
         if result.signals:
             record.update(result.signals)

@@ -72,7 +72,8 @@ def read_geotiff(path: str | Path, card: DatasetCard) -> np.ndarray:
 
 
 def read_shard_sample(spec: str, card: DatasetCard) -> np.ndarray:
-    from geodino.data.shards.format import expand_shards, iter_samples
+    from geodino.data.shards.format import expand_shards
+    from geodino.data.shards.read import iter_samples
 
     shards, key = spec.rsplit("#", 1)
     for sample in iter_samples(expand_shards(shards)):

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from geodino.cli import main
-from geodino.data.shards.format import expand_shards, iter_samples
+from geodino.data.shards.format import expand_shards
+from geodino.data.shards.read import iter_samples
 
 
 def test_json_report(ben_v1_shards, tmp_path, capsys) -> None:

@@ -11,7 +11,8 @@ import torch
 
 from geodino.cli import main
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import expand_shards, iter_samples, read_index
+from geodino.data.shards.format import expand_shards, read_index
+from geodino.data.shards.read import iter_samples
 from geodino.data.shards.stream import make_shard_loader
 from geodino.data.sources import bigearthnet_labels as L
 from geodino.data.sources.imagefolder import load_rgb

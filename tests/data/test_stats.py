@@ -9,7 +9,8 @@ import pytest
 
 from geodino.cli import main
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import expand_shards, iter_samples
+from geodino.data.shards.format import expand_shards
+from geodino.data.shards.read import iter_samples
 from geodino.data.stats import BandMoments, compute_band_statistics, write_statistics
 
 

@@ -612,12 +612,3 @@ def training_shards(spec: str | os.PathLike | Iterable[str], split: str | None =
 def shard_folder(urls: list[str]) -> Path:
     """The folder holding the first shard (where ``index.json`` and ``card.yaml`` live)."""
     return Path(urls[0]).parent
-
-
-def iter_samples(urls: list[str]) -> Iterator[dict[str, Any]]:
-    """Decoded samples of the given shards, in order, in this process (for statistics and
-    inspection; training uses :mod:`geodino.data.shards.stream`)."""
-    import webdataset as wds
-
-    for raw in wds.tarfile_samples([{"url": u} for u in urls]):
-        yield decode_sample(raw)

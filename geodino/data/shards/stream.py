@@ -46,41 +46,20 @@ from torch.utils.data import DataLoader, IterableDataset
 from geodino.data.shards.format import (
     BadSample,
     SampleSpec,
+    assemble_batch,
+    assemble_groups,
+    card_spec,
     decode_sample,
-    is_remote,
     load_rgb,
-    shard_file_name,
-    read_index,
     training_shards,
 )
-from geodino.data.shards.read import BadSamplePolicy, raw_samples, shard_error_record
+from geodino.data.shards.read import BadSamplePolicy, raw_samples, shard_counts, shard_error_record
 from geodino.data.shards.remote import ShardReadError
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("labels19", "labels43", "label", "mask")
 BAD = "__bad_samples__"  # records of bad samples travelling with a batch from a worker
 FATAL = "__fatal__"  # a worker stopped at a bad sample (policy ``error``)
-
-
-def shard_counts(paths: Sequence[str]) -> dict[str, int] | None:
-    """Sample count of every shard from the ``index.json`` beside it, or None when a folder (or a
-    remote location) has none."""
-    by_folder: dict[str, list[str]] = {}
-    for p in paths:
-        folder = p[: p.rindex(shard_file_name(p))] if is_remote(p) else (os.path.dirname(p) or ".")
-        by_folder.setdefault(folder, []).append(p)
-    counts: dict[str, int] = {}
-    for folder, urls in by_folder.items():
-        index = read_index(urls[0] if is_remote(urls[0]) else folder)
-        if index is None:
-            return None
-        known = {s["name"]: s["samples"] for s in index["shards"]}
-        unknown = [u for u in urls if shard_file_name(u) not in known]
-        if unknown:
-            raise ValueError(f"the index.json beside {unknown[0]} does not list it ({len(unknown)} unlisted)")
-        for u in urls:
-            counts[u] = known[shard_file_name(u)]
-    return counts
 
 
 def count_samples(urls: str | Sequence[str], split: str | None = None) -> int:
@@ -108,15 +87,21 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def to_tensors(sample: dict[str, Any], image_size: int | None) -> dict[str, Any]:
-    """A decoded shard sample as tensors; JPEGs go through the same decode as ImageFolderDataset."""
-    image = sample["image"]
-    if isinstance(image, (bytes, bytearray)):
-        tensor = load_rgb(image, image_size or 256)
+    """A decoded shard sample as tensors; JPEGs go through the same decode as ImageFolderDataset.
+    Band groups left unassembled (``decode_sample(assemble=False)``) stay numpy views under
+    ``"groups"`` for :func:`collate` to stack."""
+    out: dict[str, Any] = {"key": sample["key"]}
+    if "groups" in sample:
+        out["groups"], out["meta"] = sample["groups"], sample["meta"]
     else:
-        tensor = torch.from_numpy(image)
-        if image_size is not None:
-            tensor = _resize(tensor, image_size)
-    out = {"image": tensor, "key": sample["key"]}
+        image = sample["image"]
+        if isinstance(image, (bytes, bytearray)):
+            tensor = load_rgb(image, image_size or 256)
+        else:
+            tensor = torch.from_numpy(image)
+            if image_size is not None:
+                tensor = _resize(tensor, image_size)
+        out["image"] = tensor
     for name in BATCH_KEYS:
         if name in sample:
             value = sample[name]
@@ -134,15 +119,41 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
 
 
+def _layout(sample: dict[str, Any]) -> tuple:
+    return tuple((g.bands, g.array.shape, g.array.dtype.str) for g in sample["groups"])
+
+
+def _stack_groups(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The band groups of samples that share one layout, stacked group by group ([B, c, h, w] in the
+    stored dtype), with what :func:`geodino.data.shards.format.assemble_batch` needs."""
+    meta = samples[0]["meta"]
+    groups = [torch.from_numpy(np.stack([s["groups"][i].array for s in samples]))
+              for i in range(len(samples[0]["groups"]))]
+    return {"groups": groups, "names": [list(g.bands) for g in samples[0]["groups"]],
+            "order": list(meta["bands"]), "grid": list(meta["grid"])}
+
+
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    shapes = {tuple(s["image"].shape) for s in samples}
-    if len(shapes) > 1:
-        raise ValueError(f"images of different shapes {sorted(shapes)} in one batch: pass image_size")
-    batch = {"image": _stack([s["image"] for s in samples]), "key": [s["key"] for s in samples]}
+    batch: dict[str, Any] = {"key": [s["key"] for s in samples]}
+    if all("groups" in s for s in samples) and len({_layout(s) for s in samples}) == 1:
+        batch["bands"] = _stack_groups(samples)
+    else:
+        images = [s["image"] if "image" in s else torch.from_numpy(
+            assemble_groups(s["groups"], s["meta"]["bands"], tuple(s["meta"]["grid"]))) for s in samples]
+        shapes = {tuple(i.shape) for i in images}
+        if len(shapes) > 1:
+            raise ValueError(f"images of different shapes {sorted(shapes)} in one batch: pass image_size")
+        batch["image"] = _stack(images)
     for name in BATCH_KEYS:
         if all(name in s for s in samples):
             batch[name] = _stack([s[name] for s in samples])
     return batch
+
+
+def _image_shape(sample: dict[str, Any]) -> tuple[int, ...]:
+    if "image" in sample:
+        return tuple(sample["image"].shape)
+    return (len(sample["meta"]["bands"]), *sample["meta"]["grid"])
 
 
 def _first_batches_of(worker: int, workers: int, start_step: int) -> int:
@@ -156,11 +167,12 @@ class _WorkerStream(IterableDataset):
 
     def __init__(self, urls: list[str], *, batch_size: int, shuffle_buffer: int, seed: int, rank: int,
                  world_size: int, num_workers: int, resample: bool, image_size: int | None,
-                 spec: SampleSpec | None = None, counts: dict[str, int] | None = None, skip_bad: bool = False) -> None:
+                 spec: SampleSpec | None = None, counts: dict[str, int] | None = None, skip_bad: bool = False,
+                 device_assembly: bool = False) -> None:
         self.urls, self.batch_size, self.shuffle_buffer = urls, batch_size, shuffle_buffer
         self.seed, self.rank, self.world_size, self.num_workers = seed, rank, world_size, num_workers
         self.resample, self.image_size, self.spec, self.counts = resample, image_size, spec, counts or {}
-        self.skip_bad = skip_bad
+        self.skip_bad, self.device_assembly = skip_bad, device_assembly
         # Set by ShardLoader before each epoch's workers start (they receive a copy).
         self.epoch = 0
         self.start_step = 0
@@ -223,12 +235,16 @@ class _WorkerStream(IterableDataset):
                     batch.append(raw)
             else:
                 try:
-                    sample = to_tensors(decode_sample(raw, self.spec), self.image_size)
+                    # Groups stay in their stored dtype until the batch is whole, unless every
+                    # image must be resized (then each is assembled and resized on its own).
+                    decoded = decode_sample(raw, self.spec, assemble=self.image_size is not None)
+                    sample = to_tensors(decoded, self.image_size)
+                    this = _image_shape(sample)
                     if shape is None:
-                        shape = tuple(sample["image"].shape)
-                    elif tuple(sample["image"].shape) != shape:
+                        shape = this
+                    elif this != shape:
                         raise BadSample(raw["__url__"], raw["__key__"],
-                                        f"image is {list(sample['image'].shape)}, the stream's other samples "
+                                        f"image is {list(this)}, the stream's other samples "
                                         f"{list(shape)} (pass data.image_size to resize)")
                     batch.append(sample)
                 except BadSample as err:
@@ -241,6 +257,9 @@ class _WorkerStream(IterableDataset):
                     out = {"replayed": True}
                 else:
                     out = collate(batch)
+                    if "bands" in out and not self.device_assembly:
+                        out["image"] = assemble_batch(out)
+                        del out["bands"]
                 out[BAD], problems = problems, []
                 emitted += 1
                 batch = []
@@ -280,8 +299,11 @@ class ShardLoader:
         """The batches of ``epoch`` from ``start_step`` on (the earlier ones are replayed, not decoded)."""
         self.stream.epoch, self.stream.start_step = epoch, start_step
         self.stream.known_bad = frozenset(self.policy.known)
+        # Its own generator: a DataLoader otherwise draws its workers' seed from the global RNG, so
+        # starting one mid-epoch (a resume) would shift the model's random draws.
+        generator = torch.Generator().manual_seed(self.stream.seed * 100_003 + epoch)
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory)
+                            pin_memory=self.pin_memory, generator=generator)
         batches = iter(loader)
         for step in range(self.steps_per_epoch):
             batch = next(batches)
@@ -310,6 +332,7 @@ def make_shard_loader(
     spec: SampleSpec | None = None,
     policy: BadSamplePolicy | None = None,
     allow_incomplete: bool = False,
+    device_assembly: bool = False,
 ) -> ShardLoader:
     """A loader over shards: a folder (its train split when it has one; ``split`` picks another,
     ``"all"`` everything), a tar, a brace pattern or glob, a remote URL, or a list of them.
@@ -317,11 +340,14 @@ def make_shard_loader(
     ``steps_per_epoch`` defaults to ``count_samples(urls) // (batch_size × world_size)``.
     ``image_size`` resizes (shorter side) and centre-crops every image; JPEG shards default to 256.
     ``spec`` is what every sample must look like (bands, grid); ``policy`` what a bad one does
-    (default: stop with one line naming it).
+    (default: stop with one line naming it). With ``device_assembly`` batches of format-2 shards
+    carry their bands in the stored dtype and size (``"bands"``) for
+    :func:`geodino.data.shards.format.assemble_batch` to finish on the training device; otherwise
+    every batch has a float32 ``"image"``.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    paths = training_shards(urls, split) if not allow_incomplete else _paths_allowing_incomplete(urls, split)
+    paths = training_shards(urls, split, allow_incomplete)
     streams = world_size * max(num_workers, 1)
     if resample is None:
         resample = len(paths) < streams
@@ -342,24 +368,9 @@ def make_shard_loader(
         policy.total = sum(counts.values())
     stream = _WorkerStream(paths, batch_size=batch_size, shuffle_buffer=max(1, shuffle_buffer), seed=seed,
                            rank=rank, world_size=world_size, num_workers=num_workers, resample=resample,
-                           image_size=image_size, spec=spec, counts=counts, skip_bad=policy.mode == "skip")
+                           image_size=image_size, spec=spec, counts=counts, skip_bad=policy.mode == "skip",
+                           device_assembly=device_assembly)
     return ShardLoader(stream, steps_per_epoch, num_workers, pin_memory, policy)
-
-
-def _paths_allowing_incomplete(urls: str | Sequence[str], split: str | None) -> list[str]:
-    from geodino.data.shards.format import expand_shards
-
-    paths = expand_shards(urls, None if split in (None, "all") else split, allow_incomplete=True)
-    if split is None and isinstance(urls, (str, os.PathLike)) and os.path.isdir(urls):
-        paths = [p for p in paths if os.path.basename(p).startswith("train-")] or paths
-    return paths
-
-
-def card_spec(card: Any) -> SampleSpec:
-    """What the samples of a dataset card must look like: its bands, and its grid when it has one."""
-    grid = card.extra.get("grid") if hasattr(card, "extra") else None
-    size = (int(grid["height"]), int(grid["width"])) if isinstance(grid, dict) and "height" in grid else None
-    return SampleSpec(bands=tuple(card.band_names), grid=size)
 
 
 def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
@@ -375,7 +386,7 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
     from geodino.data.card import DatasetCard
 
     d = cfg.data
-    paths = (training_shards(d.root) if not d.allow_incomplete else _paths_allowing_incomplete(d.root, None))
+    paths = training_shards(d.root, allow_incomplete=d.allow_incomplete)
     card = DatasetCard.load(d.card) if d.card else DatasetCard.beside_shards(paths[0])
     counts = shard_counts(paths)
     if not d.samples_per_epoch and counts is None:
@@ -395,11 +406,9 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
                                shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, rank=rank,
                                world_size=world_size, steps_per_epoch=steps, image_size=image_size,
                                pin_memory=torch.cuda.is_available(), spec=card_spec(card), policy=policy,
-                               allow_incomplete=d.allow_incomplete)
+                               allow_incomplete=d.allow_incomplete, device_assembly=True)
 
     def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
         yield from loader.iterate(epoch, start_step)
 
-    data = PretrainData(card=card, steps_per_epoch=steps, batches=batches)
-    data.bad_samples = lambda: policy.count
-    return data
+    return PretrainData(card=card, steps_per_epoch=steps, batches=batches, bad_samples=lambda: policy.count)

@@ -1,8 +1,8 @@
 """The embedded synthetic SAR-optical scenes written as standard shards (no download needed).
 
 Lets every shard-reading path (pretraining with ``data.source=shards``, evaluation, segmentation)
-run on a laptop and in tests. A sample holds ``image.npy`` (float32 [8, S, S], the synthetic card's
-band order), ``label.cls`` (the dominant class), ``mask.npy`` (uint8 per-pixel class) and
+run on a laptop and in tests. A sample holds its 8 float32 bands (shard format 2, the synthetic
+card's band order), ``label.cls`` (the dominant class), ``mask.npy`` (uint8 per-pixel class) and
 ``meta.json``; the folder gets ``card.yaml`` (with the generator's band statistics) and
 ``index.json``. Splits ``train`` and ``val`` come from disjoint scene streams of
 :class:`~geodino.data.synthetic.SyntheticScenes` (``train`` and ``knn_val``).
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from geodino.data.shards.format import SampleParts
+from geodino.data.shards.format import SampleParts, group_bands
 from geodino.data.synthetic import OPTICAL_BANDS, SAR_BANDS, SyntheticScenes, make_scene, synthetic_card
 
 # Scene stream of each shard split (SyntheticScenes split names).
@@ -43,7 +43,9 @@ def read_item(item: SyntheticItem, image_size: int, num_classes: int, seed: int)
     scene = make_scene(item.index, stream_seed, image_size, num_classes)
     meta = {"bands": OPTICAL_BANDS + SAR_BANDS, "split": item.split, "source": "synthetic",
             "index": item.index, "seed": seed}
-    return SampleParts(key=item.key, image=scene["image"].astype(np.float32), meta=meta,
+    image = scene["image"].astype(np.float32)
+    groups = group_bands(list(zip(meta["bands"], image)))
+    return SampleParts(key=item.key, image=groups, meta=meta, grid=image.shape[1:],
                        label=int(scene["label"]), mask=scene["mask"].astype(np.uint8))
 
 

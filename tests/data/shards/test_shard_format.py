@@ -15,9 +15,9 @@ from geodino.data.shards.format import (
     decode_sample,
     encode_sample,
     expand_shards,
-    iter_samples,
     training_shards,
 )
+from geodino.data.shards.read import iter_samples
 
 
 def _sample(key: str = "S2A_x_1_2") -> SampleParts:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from geodino.data.shards.format import expand_shards, iter_samples
+from geodino.data.shards.format import expand_shards
+
+from geodino.data.shards.read import iter_samples
 from geodino.data.shards.stream import count_samples, make_shard_loader
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +93,15 @@ def test_pretrain_data_from_a_recipe(ben_v1_shards) -> None:
                              "data.shuffle_buffer=2"])
     data = build_pretrain_data(cfg, rank=0, world_size=1)
     assert data.card.name == "bigearthnet-v1" and data.steps_per_epoch == 2  # the 2 train samples
-    assert [b["image"].shape for b in data.batches(0, 0)] == [(1, 14, 120, 120)] * 2
+    batches = list(data.batches(0, 0))
+    # The bands travel in their stored dtype and size; the training device assembles them.
+    assert [g.dtype for g in batches[0]["bands"]["groups"]] == [torch.uint16] * 3 + [torch.float32]
+    assert "image" not in batches[0]
+    images = [data.images(b, "cpu") for b in batches]
+    assert [i.shape for i in images] == [(1, 14, 120, 120)] * 2 and images[0].dtype == torch.float32
+    on_cpu = {s["key"]: torch.from_numpy(s["image"]) for s in iter_samples(expand_shards(ben_v1_shards, "train"))}
+    for batch, image in zip(batches, images):
+        torch.testing.assert_close(image[0], on_cpu[batch["key"][0]], rtol=0, atol=0)
     assert len(list(data.batches(1, 1))) == 1  # resumed mid-epoch: the remaining steps
 
 

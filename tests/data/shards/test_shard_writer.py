@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import expand_shards, iter_samples, read_index
+from geodino.data.shards.format import expand_shards, read_index
+from geodino.data.shards.read import iter_samples
 from geodino.data.shards.writer import plan_shards, write_shards
 from geodino.data.sources import PatchError
 from geodino.data.sources import bigearthnet as ben

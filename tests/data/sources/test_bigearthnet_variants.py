@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from rasterio.errors import NotGeoreferencedWarning
 
 from geodino.cli import main
-from geodino.data.shards.format import expand_shards, iter_samples
+from geodino.data.shards.format import expand_shards
+from geodino.data.shards.read import iter_samples
 from geodino.data.sources import PatchError
 from geodino.data.sources import bigearthnet as ben
 

@@ -6,7 +6,8 @@ import numpy as np
 
 from geodino.cli.shard_synthetic import main
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import expand_shards, iter_samples, read_index
+from geodino.data.shards.format import expand_shards, read_index
+from geodino.data.shards.read import iter_samples
 from geodino.data.synthetic import SyntheticScenes
 
 
