@@ -36,6 +36,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import math
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ BANDS_PART = "image.bands"
 # Stored dtypes a band group may have: what the archives ship (uint16 DN, int16 copies, uint8
 # imagery) kept as is, everything else as float32. All convert to float32 without loss.
 GROUP_DTYPES = ("uint8", "uint16", "int16", "float32")
+_GROUP_DTYPE_CODES = {np.dtype(d).newbyteorder("<").str for d in GROUP_DTYPES}
 RESAMPLING = "bilinear (torch.nn.functional.interpolate, align_corners=False), float32"
 
 # Split names: every spelling a dataset or a copy of it uses maps to one of these.
@@ -264,7 +266,7 @@ def _load_npy(raw: dict[str, Any], part: str) -> np.ndarray:
             return array
         if parsed is not None:
             dtype, shape = parsed
-            if len(data) - end != int(np.prod(shape)) * dtype.itemsize:
+            if len(data) - end != math.prod(shape) * dtype.itemsize:
                 raise ValueError(f"{part} holds {len(data) - end} bytes of data, its header says {shape} {dtype}")
             return np.frombuffer(data, dtype=dtype, offset=end).reshape(shape).copy()  # writable, as np.load
     return np.load(io.BytesIO(data), allow_pickle=False)
@@ -280,12 +282,13 @@ def _split_groups(raw: dict[str, Any], meta: dict[str, Any], spec: SampleSpec | 
     groups, offset = [], 0
     for entry in layout:
         names, shape, dtype = tuple(entry["bands"]), tuple(entry["shape"]), np.dtype(entry["dtype"])
-        if dtype.name not in GROUP_DTYPES or len(shape) != 3 or shape[0] != len(names):
+        if dtype.str not in _GROUP_DTYPE_CODES or len(shape) != 3 or shape[0] != len(names):
             raise ValueError(f"group {list(names)} is declared {dtype} {list(shape)}")
-        size = int(np.prod(shape)) * dtype.itemsize
+        count = math.prod(shape)
+        size = count * dtype.itemsize
         if offset + size > len(data):
             raise ValueError(f"{BANDS_PART} holds {len(data)} bytes, its groups need more (cut short?)")
-        array = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
         offset += size
         if dtype.kind == "f" and not np.isfinite(array).all():
             bad = (~np.isfinite(array)).reshape(len(names), -1).sum(axis=1)

@@ -468,6 +468,120 @@ class _WatchedTarInfo(tarfile.TarInfo):
         return info
 
 
+class _Prefixed:
+    """A stream with some bytes already read put back in front (to look at the first block)."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(n)
+        if n is None or n < 0:
+            out, self.head = self.head + self.stream.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        return out if len(out) == n else out + self.stream.read(n - len(out))
+
+
+def _read_exact(stream, n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only at the end of the stream (pipes and sockets return short reads)."""
+    data = stream.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _header_field(block: bytes, start: int, end: int) -> str:
+    return block[start:end].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _octal(block: bytes, start: int, end: int) -> int:
+    field = block[start:end]
+    if field[:1] == b"\x80":  # GNU base-256 for sizes of 8 GiB and more
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _checksum_ok(block: bytes) -> bool:
+    try:
+        stored = _octal(block, 148, 156)
+    except ValueError:
+        return False
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    return stored == unsigned
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records, pos = {}, 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1: pos + length - 1].partition(b"=")
+        records[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _plain_tar_members(stream, first: bytes, damaged: Callable[[str], Exception],
+                       strict_end: bool) -> Iterator[tuple[str, bytes]]:
+    """Regular files of an uncompressed (ustar, GNU or pax) tar, read block by block.
+
+    Written here instead of using ``tarfile`` because reading members is most of the cost of
+    decoding a sample: tarfile's streaming mode spent 0.12 of 0.20 s decoding 256 BigEarthNet
+    samples (AMD EPYC, one core), this loop a fraction of that. Damage is reported as
+    :func:`iter_tar_members` documents; anything else a tar may hold (links, devices) is skipped.
+    """
+    block, members, long_name, pax = first, 0, None, {}
+    while True:
+        if len(block) < 512:
+            if not block:
+                if strict_end or members == 0:
+                    raise damaged("empty file, not a tar file" if members == 0 else
+                                  f"ends after {members} members without the end-of-archive blocks "
+                                  "(cut between members?)")
+                return
+            raise damaged(f"truncated after {members} members (cut inside a header)"
+                          if members else "not a tar file (truncated header)")
+        if block == bytes(512):
+            return  # the end-of-archive block
+        if not _checksum_ok(block):
+            raise damaged(f"corrupt header after {members} members" if members else
+                          "not a tar file (invalid header)")
+        kind = block[156:157]
+        size = int(pax.get("size", _octal(block, 124, 136)))
+        name = long_name or pax.get("path") or _header_field(block, 0, 100)
+        prefix = _header_field(block, 345, 500) if block[257:262] == b"ustar" and not (long_name or "path" in pax) else ""
+        if prefix:
+            name = f"{prefix}/{name}"
+        data = _read_exact(stream, size)
+        if len(data) < size:
+            raise damaged(f"truncated inside member {name!r} after {members} members")
+        padding = -size % 512
+        if padding and len(_read_exact(stream, padding)) < padding:
+            raise damaged(f"truncated after {members + 1} members")
+        if kind == b"L":
+            long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif kind in (b"x", b"g"):
+            if kind == b"x":
+                pax = _pax_records(data)
+        else:
+            if kind in (b"0", b"\0", b"7"):
+                members += 1
+                yield name, data
+            long_name, pax = None, {}
+        block = _read_exact(stream, 512)
+
+
 def iter_tar_members(url: str | os.PathLike, *, strict_end: bool = False, tries: int = TRIES,
                      backoff: float = BACKOFF, timeout: float = TIMEOUT) -> Iterator[tuple[str, bytes]]:
     """``(name, bytes)`` of each regular file of the shard at ``url``, in archive order.
@@ -488,8 +602,14 @@ def iter_tar_members(url: str | os.PathLike, *, strict_end: bool = False, tries:
         return ShardReadError(f"shard {url}: {what}")
 
     try:
+        first = _read_exact(stream, 512)
+        if not first.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+            yield from _plain_tar_members(stream, first, damaged, strict_end)
+            while stream.read(1 << 16):  # to the end of a command's output, where its status is checked
+                pass
+            return
         try:
-            archive = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_WatchedTarInfo)
+            archive = tarfile.open(fileobj=_Prefixed(first, stream), mode="r|*", tarinfo=_WatchedTarInfo)
         except (tarfile.TarError, EOFError, zlib.error) as err:
             reason = str(err) or type(err).__name__
             raise damaged("empty file, not a tar file" if reason == "empty file" else f"not a tar file ({reason})") from None
