@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (CommandError, ValueError, FileNotFoundError, KeyError) as err:
+    except (CommandError, ValueError, OSError, KeyError) as err:  # OSError: files, disks, remote shards
         if getattr(args, "traceback", False):
             raise
         print(f"geodino {args.command}: error: {err}", file=sys.stderr)

@@ -90,3 +90,26 @@ def test_split_names_take_any_spelling(synthetic_checkpoint, synthetic_shards, t
     assert report["val"] == (f"the first 4 samples of the val split of {synthetic_shards} (2 shards, 32 samples); "
                              "left out: train (4 shards, 96 samples)")
     assert report["results"]["all"]["num_train"] == 96 and report["results"]["all"]["num_val"] == 4
+
+
+def test_knn_on_shards_served_over_http_and_through_a_pipe(synthetic_checkpoint, synthetic_shards, tmp_path,
+                                                          capsys) -> None:
+    """Remote --train/--val give the scores of the local folder."""
+    from tests.data.shards.tiny import serve_folder
+
+    def knn(train: str, val: str) -> dict:
+        argv = ["eval", "knn", str(synthetic_checkpoint), "--train", train, "--val", val, "--val-samples", "10",
+                "--out", str(tmp_path / "out"), "--json"]
+        assert main(argv) == 0
+        return json.loads(capsys.readouterr().out)["results"]
+
+    local = knn(str(synthetic_shards), str(synthetic_shards))
+    with serve_folder(synthetic_shards) as base:
+        served = knn(f"{base}/train-{{000000..000003}}.tar", f"{base}/val-000000.tar")
+    piped = knn(f"pipe:cat {synthetic_shards}/train-{{000000..000003}}.tar",
+                f"pipe:cat {synthetic_shards}/val-000000.tar")
+    assert served == local and piped == local
+    # The same remote shards as memory bank and queries: refused, never scored.
+    assert main(["eval", "knn", str(synthetic_checkpoint), "--train", f"pipe:cat {synthetic_shards}/val-000000.tar",
+                 "--val", f"pipe:cat {synthetic_shards}/val-000000.tar", "--out", str(tmp_path / "x")]) == 2
+    assert "are the same shards" in capsys.readouterr().err

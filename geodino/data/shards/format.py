@@ -45,6 +45,9 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from geodino.data.shards.remote import file_name as shard_file_name
+from geodino.data.shards.remote import is_remote
+
 INDEX_FILE = "index.json"
 CARD_FILE = "card.yaml"
 REJECTS_FILE = "rejects.jsonl"
@@ -451,22 +454,6 @@ def load_rgb(source: bytes | str | Path, size: int):
 # -- locating shards ------------------------------------------------------------------------------
 class IncompleteConversion(ShardFormatError):
     """The shards' ``index.json`` says the conversion that wrote them did not finish."""
-
-
-def is_remote(text: str) -> bool:
-    """A ``pipe:`` command or a URL with a scheme (``http://``, ``s3://``, ...), not a local path."""
-    return text.startswith("pipe:") or "://" in text
-
-
-def shard_file_name(url: str) -> str:
-    """The file name of a shard: the last path component of a path or URL; for a ``pipe:`` command,
-    that of its last word naming a ``.tar`` (``pipe:aws s3 cp s3://b/train-000000.tar -``)."""
-    if url.startswith("pipe:"):
-        words = [w for w in url[5:].split() if ".tar" in w]
-        if not words:
-            raise ValueError(f"{url}: a pipe: shard URL must name its .tar file")
-        url = words[-1]
-    return os.path.basename(url.split("?", 1)[0].rstrip("/"))
 
 
 def read_beside(url_or_folder: str | os.PathLike, name: str) -> str | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from geodino.data.shards.format import BadSample, SampleSpec, decode_sample, is_remote, read_index, shard_file_name
-from geodino.data.shards.remote import ShardReadError, iter_tar_members
+from geodino.data.shards.remote import RemoteError, ShardReadError, iter_tar_members
 
 log = logging.getLogger(__name__)
 POLICIES = ("error", "skip")
@@ -162,5 +162,5 @@ def iter_samples(urls: Iterable[str], spec: SampleSpec | None = None, policy: Ba
                     yield decode_sample(raw, spec)
                 except BadSample as err:
                     policy.handle(err.record())
-        except ShardReadError as err:
+        except (ShardReadError, RemoteError) as err:  # damaged, or unreachable after the retries
             policy.handle(shard_error_record(url, err))

@@ -414,6 +414,29 @@ def _replace_last_component(path: str, name: str) -> str:
     return path[: cut + 1] + name
 
 
+def _pipe_tar_token(url: str) -> tuple[int, int, str]:
+    """Where the shard's path sits in a ``pipe:`` command: the last whitespace-separated token
+    ending in ``.tar`` (quotes allowed), as (start, end) offsets into ``url`` and the bare path."""
+    for match in reversed(list(re.finditer(r"\S+", url[len("pipe:"):]))):
+        token = match.group(0)
+        bare = token.rstrip("'\"").split("=", 1)[-1].lstrip("'\"")
+        if bare.endswith(".tar"):
+            end = match.end() + len("pipe:") - (len(token) - len(token.rstrip("'\"")))
+            return end - len(bare), end, bare
+    raise ValueError(f"cannot find the shard's file name (a token ending in .tar) in {url!r}")
+
+
+def file_name(url: str | os.PathLike) -> str:
+    """The file name of the shard at ``url`` (for a ``pipe:`` command, of the ``.tar`` it names)."""
+    url = os.fspath(url)
+    kind = _kind(url)
+    if kind == "local":
+        return os.path.basename(url)
+    if kind == "pipe":
+        return os.path.basename(_pipe_tar_token(url)[2])
+    return os.path.basename(urllib.parse.urlsplit(url).path.rstrip("/"))
+
+
 def sibling(url: str | os.PathLike, name: str) -> str:
     """The URL of the file ``name`` in the same folder as the shard ``url``.
 
@@ -427,17 +450,8 @@ def sibling(url: str | os.PathLike, name: str) -> str:
     if kind == "local":
         return os.path.join(os.path.dirname(url), name)
     if kind == "pipe":
-        tokens = list(re.finditer(r"\S+", url[len("pipe:"):]))
-        for match in reversed(tokens):
-            token = match.group(0)
-            bare = token.rstrip("'\"")
-            if bare.endswith(".tar"):
-                start, end = match.span()
-                start += len("pipe:")
-                end += len("pipe:")
-                quotes = token[len(bare):]
-                return url[:start] + _replace_last_component(bare, name) + quotes + url[end:]
-        raise ValueError(f"cannot find the shard's file name (a token ending in .tar) in {url!r}")
+        start, end, bare = _pipe_tar_token(url)
+        return url[:start] + _replace_last_component(bare, name) + url[end:]
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parts._replace(path=_replace_last_component(parts.path, name), fragment=""))
 

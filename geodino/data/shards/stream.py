@@ -54,7 +54,7 @@ from geodino.data.shards.format import (
     training_shards,
 )
 from geodino.data.shards.read import BadSamplePolicy, raw_samples, shard_counts, shard_error_record
-from geodino.data.shards.remote import ShardReadError
+from geodino.data.shards.remote import RemoteError, ShardReadError
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("labels19", "labels43", "label", "mask")
@@ -197,7 +197,7 @@ class _WorkerStream(IterableDataset):
                 for raw in raw_samples(url, self.counts.get(url)):
                     found += 1
                     yield raw
-            except ShardReadError as err:
+            except (ShardReadError, RemoteError) as err:  # damaged, or unreachable after the retries
                 problems.append(shard_error_record(url, err))
             # expand_shards already drops shards that index.json lists as empty; a hand-made list
             # of empty shards must still fail loudly instead of spinning forever.
@@ -387,10 +387,10 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
 
     d = cfg.data
     paths = training_shards(d.root, allow_incomplete=d.allow_incomplete)
-    card = DatasetCard.load(d.card) if d.card else DatasetCard.beside_shards(paths[0])
     counts = shard_counts(paths)
     if not d.samples_per_epoch and counts is None:
         raise FileNotFoundError(f"no index.json beside {paths[0]}: set data.samples_per_epoch")
+    card = DatasetCard.load(d.card) if d.card else DatasetCard.beside_shards(paths[0])
     samples = d.samples_per_epoch or sum(counts.values())
     steps = samples // (d.batch_size * world_size)
     if steps == 0:

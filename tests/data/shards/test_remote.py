@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.shards.tiny import serve_folder
+
 from geodino.data.shards.remote import (
     RemoteError,
     RemoteNotFoundError,
@@ -57,24 +59,8 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     make_tar(folder / "train-000000.tar")
     (folder / "index.json").write_text('{"shards": []}\n')
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
-                             "--directory", str(folder)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stdout.readline()  # "Serving HTTP on 127.0.0.1 port 41234 (...)": bound already
-        port = int(re.search(r"port (\d+)", line).group(1))
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/index.json", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with serve_folder(folder) as base:
         yield folder, base
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
 
 
 class Scripted:

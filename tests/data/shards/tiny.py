@@ -1,12 +1,20 @@
 """Tiny shard folders written through the real writer (3 bands: two uint16 optical bands stored at half
-size, one float32 dB band), for tests that then damage them."""
+size, one float32 dB band), for tests that then damage them, and an HTTP server for a folder."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+
 from geodino.data.card import Band, DatasetCard
 from geodino.data.shards.format import SampleParts, group_bands
 
@@ -53,3 +61,26 @@ def write_tiny(out: Path, items: list[TinyItem] | None = None, shard_size: int =
 
     write_shards(out, items or tiny_items(), read_tiny, tiny_card(), shard_size=shard_size, progress=False, **kw)
     return out
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """``python -m http.server`` on 127.0.0.1 (a free port) serving ``folder``; yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                             "--directory", str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()  # "Serving HTTP on 127.0.0.1 port 41234 (...)": bound already
+        port = int(re.search(r"port (\d+)", line).group(1))
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield base
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
