@@ -113,3 +113,30 @@ def test_knn_on_shards_served_over_http_and_through_a_pipe(synthetic_checkpoint,
     assert main(["eval", "knn", str(synthetic_checkpoint), "--train", f"pipe:cat {synthetic_shards}/val-000000.tar",
                  "--val", f"pipe:cat {synthetic_shards}/val-000000.tar", "--out", str(tmp_path / "x")]) == 2
     assert "are the same shards" in capsys.readouterr().err
+
+
+def test_a_nan_sample_stops_evaluation_naming_it(synthetic_checkpoint, synthetic_shards, tmp_path, capsys) -> None:
+    """It used to be scored (exit 0, f1 0.00, mAP halved)."""
+    import shutil
+    import tarfile
+
+    import numpy as np
+
+    from geodino.data.shards.format import add_members
+
+    copy = tmp_path / "shards"
+    shutil.copytree(synthetic_shards, copy)
+    val = copy / "val-000000.tar"
+    with tarfile.open(val) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    name, data = next((n, d) for n, d in members if n.endswith(".image.bands"))
+    nan = np.frombuffer(data, dtype="<f4").copy()
+    nan[:] = np.nan
+    members = [(n, nan.tobytes() if n == name else d) for n, d in members]
+    with tarfile.open(val, "w") as tar:
+        add_members(tar, members)
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(copy), "--val", str(copy),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"sample {name.split('.')[0]}: non-finite pixels" in err and "val-000000.tar" in err
