@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -54,3 +57,22 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def kill_run_at(out_dir: Path, *overrides: str, when: Callable[[int], bool], timeout: int = 240) -> int:
+    """Start ``geodino pretrain`` and SIGKILL it as soon as its checkpoint's step satisfies ``when``;
+    returns that step (the test fails if the run ended on its own first)."""
+    from geodino.engine.checkpoint import load_checkpoint
+
+    proc = subprocess.Popen(pretrain_cmd(out_dir, *overrides), env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = out_dir / "checkpoint.pt"
+        if ckpt.exists() and when(load_checkpoint(ckpt)["step"]):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return load_checkpoint(out_dir / "checkpoint.pt")["step"]

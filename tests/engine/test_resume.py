@@ -1,14 +1,10 @@
 """A run killed mid-way and resumed ends with the same teacher as an uninterrupted run."""
 
-import signal
-import subprocess
-import time
-
 import pytest
 import torch
 
 from geodino.engine.checkpoint import load_checkpoint
-from tests.engine.runs import assert_same_weights, env, losses, pretrain_cmd, run_pretrain, teacher
+from tests.engine.runs import assert_same_weights, kill_run_at, losses, run_pretrain, teacher
 
 
 @pytest.mark.slow
@@ -17,18 +13,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     run_pretrain(tmp_path / "straight", *overrides)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(pretrain_cmd(killed, *overrides), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        ckpt = killed / "checkpoint.pt"
-        if ckpt.exists() and load_checkpoint(ckpt)["step"] >= 4:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    step_at_kill = load_checkpoint(killed / "checkpoint.pt")["step"]
+    step_at_kill = kill_run_at(killed, *overrides, when=lambda step: step >= 4)
     assert 4 <= step_at_kill < 12
     assert not (killed / "summary.json").exists()
 

@@ -2,14 +2,10 @@
 uninterrupted run: the shard order, each worker's sample order and the position in the epoch are
 a pure function of (seed, epoch, rank, worker, step)."""
 
-import signal
-import subprocess
-import time
-
 import pytest
 
 from geodino.engine.checkpoint import load_checkpoint
-from tests.engine.runs import assert_same_weights, env, losses, pretrain_cmd, run_pretrain, teacher
+from tests.engine.runs import assert_same_weights, kill_run_at, losses, run_pretrain, teacher
 
 
 @pytest.mark.slow
@@ -25,18 +21,7 @@ def test_killed_mid_epoch_on_shards_resumes_to_the_same_teacher(tmp_path):
     run_pretrain(tmp_path / "straight", *overrides)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(pretrain_cmd(killed, *overrides), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        ckpt = killed / "checkpoint.pt"
-        if ckpt.exists() and load_checkpoint(ckpt)["step"] in (2, 4, 8, 10):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    step_at_kill = load_checkpoint(killed / "checkpoint.pt")["step"]
+    step_at_kill = kill_run_at(killed, *overrides, when=lambda step: step in (2, 4, 8, 10))
     assert step_at_kill % 6 != 0, "killed at an epoch boundary: the test would not cover a mid-epoch resume"
 
     run_pretrain(killed, *overrides)

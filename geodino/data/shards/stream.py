@@ -53,7 +53,7 @@ from geodino.data.shards.format import (
     load_rgb,
     training_shards,
 )
-from geodino.data.shards.read import BadSamplePolicy, raw_samples, shard_counts, shard_error_record
+from geodino.data.shards.read import BadDataError, BadSamplePolicy, raw_samples, shard_counts, shard_error_record
 from geodino.data.shards.remote import RemoteError, ShardReadError
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,10 @@ def _image_shape(sample: dict[str, Any]) -> tuple[int, ...]:
     return (len(sample["meta"]["bands"]), *sample["meta"]["grid"])
 
 
+class _StreamStop(Exception):
+    """A worker's stream ends at bad data; its records say why."""
+
+
 def _first_batches_of(worker: int, workers: int, start_step: int) -> int:
     """How many of the epoch's first ``start_step`` batches worker ``worker`` of ``workers`` served
     (the DataLoader takes batches from its workers in turn)."""
@@ -199,11 +203,15 @@ class _WorkerStream(IterableDataset):
                     yield raw
             except (ShardReadError, RemoteError) as err:  # damaged, or unreachable after the retries
                 problems.append(shard_error_record(url, err))
+                if not self.skip_bad:
+                    raise _StreamStop from None
             # expand_shards already drops shards that index.json lists as empty; a hand-made list
-            # of empty shards must still fail loudly instead of spinning forever.
+            # of empty (or, when skipping, unreadable) shards must still stop instead of spinning.
             empty_in_a_row = 0 if found else empty_in_a_row + 1
             if empty_in_a_row > 10 * len(self.urls) + 100:
-                raise RuntimeError(f"rank {self.rank} worker {worker}: its shards hold no samples")
+                problems.append({"shard": None, "key": None,
+                                 "reason": f"rank {self.rank} worker {worker}: none of its shards yields a sample"})
+                raise _StreamStop
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -211,15 +219,21 @@ class _WorkerStream(IterableDataset):
         replay = _first_batches_of(worker, max(self.num_workers, 1), self.start_step)
         rng = random.Random(f"{self.seed}:{self.rank}:{worker}:{self.epoch}")
         problems: list[dict[str, Any]] = []
+        try:
+            yield from self._batches(self._raw(rng, worker, problems), rng, replay, problems)
+        except _StreamStop:
+            # Workers never raise for bad data (a DataLoader would wrap it in a traceback): the
+            # records travel up and the main process stops with one line.
+            yield {BAD: problems, FATAL: True}
+
+    def _batches(self, raws: Iterator[dict[str, Any]], rng: random.Random, replay: int,
+                 problems: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         buffer: list[dict[str, Any]] = []
         batch: list[dict[str, Any]] = []
         emitted = 0
         shape: tuple[int, ...] | None = None
         initial = min(self.shuffle_buffer, 64)
-        for n, raw in enumerate(self._raw(rng, worker, problems)):
-            if problems and not self.skip_bad:
-                yield {BAD: problems, FATAL: True}
-                return
+        for n, raw in enumerate(raws):
             buffer.append(raw)
             # Emit from the start (once `initial` samples are in) and let the buffer grow by one
             # every other sample up to its size, so the first batch does not wait for a full buffer.
@@ -250,8 +264,7 @@ class _WorkerStream(IterableDataset):
                 except BadSample as err:
                     problems.append(err.record())
                     if not self.skip_bad:
-                        yield {BAD: problems, FATAL: True}
-                        return
+                        raise _StreamStop from None
             if len(batch) == self.batch_size:
                 if emitted < replay:
                     out = {"replayed": True}
@@ -260,7 +273,8 @@ class _WorkerStream(IterableDataset):
                     if "bands" in out and not self.device_assembly:
                         out["image"] = assemble_batch(out)
                         del out["bands"]
-                out[BAD], problems = problems, []
+                out[BAD] = list(problems)
+                problems.clear()  # the caller's list: records of a later stop must reach it
                 emitted += 1
                 batch = []
                 yield out
@@ -307,10 +321,11 @@ class ShardLoader:
         batches = iter(loader)
         for step in range(self.steps_per_epoch):
             batch = next(batches)
-            for record in batch.pop(BAD, []):
-                self.policy.handle({**record, "epoch": epoch})
+            records = batch.pop(BAD, [])
+            for record in records:
+                self.policy.handle({**record, "epoch": epoch})  # raises under data.bad_samples=error
             if batch.get(FATAL):
-                raise RuntimeError("a worker stopped at a bad sample without reporting it")  # handle() raised
+                raise BadDataError(records[-1]["reason"] if records else "a data worker stopped")
             if step >= start_step:
                 yield batch
 

@@ -157,3 +157,13 @@ def test_damaged_shard_is_one_line_or_a_recorded_skip(tmp_path, damage, capsys) 
     keys = [k for batch in loader for k in batch["key"]]
     assert len(keys) == 4 and all(k.startswith("s00") for k in keys)
     assert any(json.loads(line)["shard"].endswith("train-000000.tar") for line in log.read_text().splitlines())
+
+
+def test_every_shard_unreadable_while_skipping_stops_in_one_line(tmp_path) -> None:
+    folder = write_tiny(tmp_path / "d", tiny_items(train=4, val=0), shard_size=2)
+    for tar in folder.glob("train-*.tar"):
+        tar.write_bytes(b"<html>gone</html>")
+    loader = _loader(folder, BadSamplePolicy("skip", max_fraction=1.0), steps_per_epoch=2)
+    with pytest.raises(BadDataError, match="worker 0: none of its shards yields a sample"):
+        list(loader)
+    assert loader.policy.count == 3  # the two shards, and the stop itself
