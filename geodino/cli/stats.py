@@ -25,10 +25,12 @@ def run(args: argparse.Namespace) -> int:
 
     # Split choices, band mappings, skipped or cleaned-up files are logged: show them.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from geodino.data.shards.format import training_shards
+    from geodino.data.splits import training_split
     from geodino.data.stats import compute_band_statistics, default_card_path, write_statistics
 
-    paths = training_shards(args.shards, args.split)
+    choice = training_split(args.shards, args.split)
+    paths = choice.paths
+    print(f"measuring {choice.describe()}")
     stats = compute_band_statistics(paths, max_samples=args.max_samples, progress=not args.no_progress)
     folder_card = default_card_path(paths)
     write_statistics(stats, folder_card)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from geodino.data.card import CardError, DatasetCard
+from geodino.data.labelled import label_class_names
 from geodino.data.shards.format import card_spec, expand_shards, image_array
 from geodino.data.shards.read import iter_samples
 from geodino.data.stats import BandMoments
@@ -28,13 +29,6 @@ def _card(urls: list[str]) -> DatasetCard | None:
         return None
 
 
-def _class_names(card: DatasetCard | None) -> dict[str, list[str]]:
-    if card is None:
-        return {}
-    return {"labels19": list(card.classes), "label": list(card.classes),
-            "labels43": list(card.extra.get("classes43", []))}
-
-
 def inspect_shards(
     urls: str | Sequence[str], *, max_samples: int | None = None, keep: int = 8, progress: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -43,8 +37,7 @@ def inspect_shards(
 
     paths = expand_shards(urls)
     card = _card(paths)
-    names = _class_names(card)
-    counts = {"labels19": Counter(), "labels43": Counter(), "label": Counter()}
+    counts: dict[str, Counter] = {}  # per image-level label: how many samples carry each class
     splits: Counter = Counter()
     shapes: Counter = Counter()
     mask_pixels: Counter = Counter()
@@ -68,11 +61,11 @@ def inspect_shards(
         lo, hi = array.min(axis=(1, 2)), array.max(axis=(1, 2))
         low = lo if low is None else np.minimum(low, lo)
         high = hi if high is None else np.maximum(high, hi)
-        for key in ("labels19", "labels43"):
-            if key in sample:
-                counts[key].update(int(i) for i in np.flatnonzero(sample[key]))
-        if "label" in sample:
-            counts["label"][sample["label"]] += 1
+        for key, value in sample.items():
+            if key == "label":
+                counts.setdefault(key, Counter())[value] += 1
+            elif isinstance(value, np.ndarray) and value.ndim == 1:  # multi-hot: labels19, labels43, ...
+                counts.setdefault(key, Counter()).update(int(i) for i in np.flatnonzero(value))
         if "mask" in sample:
             values, freq = np.unique(sample["mask"], return_counts=True)
             mask_pixels.update(dict(zip(values.tolist(), freq.tolist())))
@@ -82,7 +75,7 @@ def inspect_shards(
         raise ValueError(f"no samples in {len(paths)} shard(s)")
 
     def named(key: str, counter: Counter) -> dict[str, int]:
-        labels = names.get(key, [])
+        labels = label_class_names(card, key)
         return {(labels[i] if i < len(labels) else str(i)): c for i, c in sorted(counter.items())}
 
     report: dict[str, Any] = {
@@ -100,7 +93,7 @@ def inspect_shards(
         if counter:
             report[f"{key}_frequency"] = named(key, counter)
     if mask_pixels:
-        classes = names.get("labels19", [])
+        classes = card.classes if card is not None else []
         report["mask_pixels"] = {("no class" if v == 255 else classes[v] if v < len(classes) else str(v)): c
                                  for v, c in sorted(mask_pixels.items())}
     return report, kept
@@ -113,7 +106,7 @@ def format_report(report: dict[str, Any]) -> str:
              f"{'band':<6} {'min':>12} {'mean':>12} {'max':>12}"]
     for band, s in report["band_stats"].items():
         lines.append(f"{band:<6} {s['min']:>12.4g} {s['mean']:>12.4g} {s['max']:>12.4g}")
-    for key in ("labels19_frequency", "labels43_frequency", "label_frequency", "mask_pixels"):
+    for key in [k for k in report if k.endswith("_frequency")] + ["mask_pixels"]:
         if key in report:
             lines.append(f"{key}:")
             lines += [f"  {count:>8}  {name}" for name, count in report[key].items()]

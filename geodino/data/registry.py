@@ -222,9 +222,9 @@ class ShardSource(DataSource):
     def labelled_set(self, spec: str, role: str, model_card: DatasetCard, recipe: Mapping[str, Any], *,
                      label: str = "auto", split: str | None = None, num_samples: int | None = None,
                      image_size: int | None = None, split_option: str = "--val-split"):
-        from geodino.data.labelled import LabelledSet, ShardSamples, choose_label, label_class_names
+        from geodino.data.labelled import PIXEL_LABELS, LabelledSet, ShardSamples, choose_label, label_class_names
         from geodino.data.shards.read import iter_samples
-        from geodino.data.shards.stream import BATCH_KEYS
+        from geodino.data.shards.stream import NOT_BATCHED
         from geodino.data.splits import training_split, validation_split
 
         choice = training_split(spec, split) if role == "train" else validation_split(spec, split, split_option)
@@ -244,7 +244,11 @@ class ShardSource(DataSource):
             bands = bands or first["meta"].get("bands")
             if kinds is None:
                 preferred = data_card.label_kinds if data_card is not None else []
-                kinds = [k for k in preferred if k in first] + [k for k in BATCH_KEYS if k in first and k not in preferred]
+                # Image-level labels are class indices and 1-D (multi-hot) arrays; of the 2-D
+                # arrays only a mask is a label (raw codes such as corine.npy are not).
+                found = [k for k in first if k not in NOT_BATCHED
+                         and (k == "label" or k in PIXEL_LABELS or getattr(first[k], "ndim", 2) == 1)]
+                kinds = [k for k in preferred if k in first] + [k for k in found if k not in preferred]
         if bands is not None and list(bands) != model_card.band_names:
             raise ValueError(f"{where} hold bands {list(bands)}, the model takes {model_card.band_names} "
                              "(in that order)")

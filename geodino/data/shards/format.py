@@ -12,10 +12,11 @@ A shard is a plain webdataset tar. Each sample is a group of members named ``<ke
                  and ``grid`` the [H, W] they are resampled onto
 ``image.npy``    format 1 (still read): float32 [C, H, W] raw values in the card's band order
 ``image.jpg``    the original JPEG bytes of an RGB image, never re-encoded
-``labels19.npy`` uint8 [19] multi-hot (BigEarthNet-19)   ``labels43.npy`` uint8 [43] multi-hot
+``<name>.npy``   any further array: labels and masks, named as the card's ``labels:`` names
+                 them, e.g. ``labels19.npy`` uint8 [19] multi-hot (BigEarthNet-19),
+                 ``labels43.npy``, ``mask.npy`` uint8 [H, W] per-pixel class (255 = no class),
+                 ``corine.npy`` uint16 [H, W] raw CORINE codes behind the mask
 ``label.cls``    ASCII integer class index (single-label data)
-``mask.npy``     uint8 [H, W] per-pixel class index, 255 = no class
-``corine.npy``   uint16 [H, W] raw CORINE Land Cover codes behind ``mask.npy``
 ``meta.json``    source names, split, CRS/transform, ``bands`` (always) and source-specific facts
 ===============  ==========================================================================
 
@@ -52,7 +53,7 @@ INDEX_FILE = "index.json"
 CARD_FILE = "card.yaml"
 REJECTS_FILE = "rejects.jsonl"
 SUMMARY_FILE = "summary.json"
-ARRAY_PARTS = ("image", "labels19", "labels43", "mask", "corine")
+IMAGE_PARTS = ("image.bands", "image.npy", "image.jpg")
 BANDS_PART = "image.bands"
 # Stored dtypes a band group may have: what the archives ship (uint16 DN, int16 copies, uint8
 # imagery) kept as is, everything else as float32. All convert to float32 without loss.
@@ -138,7 +139,13 @@ class SampleParts:
     mask: np.ndarray | None = None
     corine: np.ndarray | None = None
     grid: tuple[int, int] | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # any other ``<name>.npy`` part
     extra: dict[str, bytes] = field(default_factory=dict)
+
+    def array_parts(self) -> dict[str, np.ndarray]:
+        """Every array part by name: the named fields that are set, then ``arrays``."""
+        named = {n: getattr(self, n) for n in ("labels19", "labels43", "mask", "corine")}
+        return {**{n: v for n, v in named.items() if v is not None}, **self.arrays}
 
 
 def shard_name(split: str, index: int) -> str:
@@ -196,10 +203,10 @@ def encode_sample(parts: SampleParts) -> list[tuple[str, bytes]]:
     if "bands" not in parts.meta:
         raise ShardFormatError(f"sample {parts.key}: meta must record 'bands'")
     members = _encode_image(parts)
-    for name in ARRAY_PARTS[1:]:
-        value = getattr(parts, name)
-        if value is not None:
-            members.append((f"{name}.npy", _npy_bytes(value)))
+    for name, value in parts.array_parts().items():
+        if "." in name or name == "image":
+            raise ShardFormatError(f"sample {parts.key}: array part {name!r} must be a plain name, not 'image'")
+        members.append((f"{name}.npy", _npy_bytes(value)))
     if parts.label is not None:
         members.append(("label.cls", str(int(parts.label)).encode()))
     members.append(("meta.json", json.dumps(parts.meta, sort_keys=True).encode()))
@@ -396,9 +403,9 @@ def decode_sample(raw: dict[str, Any], spec: SampleSpec | None = None, assemble:
             out["image"] = raw["image.jpg"]
         else:
             raise ValueError(f"no image ({BANDS_PART}, image.npy or image.jpg)")
-        for name in ARRAY_PARTS[1:]:
-            if f"{name}.npy" in raw:
-                out[name] = _load_npy(raw, f"{name}.npy")
+        for part in raw:
+            if part.endswith(".npy") and part != "image.npy":
+                out[part[:-4]] = _load_npy(raw, part)
         if "label.cls" in raw:
             out["label"] = int(raw["label.cls"])
     except (ValueError, KeyError, TypeError, EOFError, OSError) as err:

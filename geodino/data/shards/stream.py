@@ -27,8 +27,8 @@ records up with the next batch, and the main process applies ``data.bad_samples`
 
 Do not hand the loader to ``accelerate.prepare``: it already splits by rank, and preparing it
 would split a second time. Batches are ``{"image": float32 [B,C,H,W] raw values, "key": [...]}``
-plus ``labels19``/``labels43`` (uint8 [B,K]), ``label`` (int64 [B]) and ``mask`` (uint8 [B,H,W])
-when the shards hold them.
+plus every other part the samples hold, stacked: ``label`` (int64 [B]) and arrays such as
+``labels19`` (uint8 [B,19]) or ``mask`` (uint8 [B,H,W]).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from geodino.data.shards.read import BadDataError, BadSamplePolicy, raw_samples,
 from geodino.data.shards.remote import RemoteError, ShardReadError
 
 log = logging.getLogger(__name__)
-BATCH_KEYS = ("labels19", "labels43", "label", "mask")
+NOT_BATCHED = ("key", "meta", "image", "groups")  # every other part of a sample is stacked into the batch
 BAD = "__bad_samples__"  # records of bad samples travelling with a batch from a worker
 FATAL = "__fatal__"  # a worker stopped at a bad sample (policy ``error``)
 
@@ -102,9 +102,8 @@ def to_tensors(sample: dict[str, Any], image_size: int | None) -> dict[str, Any]
             if image_size is not None:
                 tensor = _resize(tensor, image_size)
         out["image"] = tensor
-    for name in BATCH_KEYS:
-        if name in sample:
-            value = sample[name]
+    for name, value in sample.items():
+        if name not in NOT_BATCHED:
             out[name] = torch.tensor(value, dtype=torch.int64) if name == "label" else torch.from_numpy(value)
     return out
 
@@ -144,8 +143,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if len(shapes) > 1:
             raise ValueError(f"images of different shapes {sorted(shapes)} in one batch: pass image_size")
         batch["image"] = _stack(images)
-    for name in BATCH_KEYS:
-        if all(name in s for s in samples):
+    for name in samples[0]:
+        if name not in NOT_BATCHED and all(name in s for s in samples):
             batch[name] = _stack([s[name] for s in samples])
     return batch
 
