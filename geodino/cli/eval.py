@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from geodino.eval.data import check_eval_data
     from geodino.eval.modality_table import split_choices
     from geodino.eval.protocols import (
         EvalData,
@@ -82,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
     )
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Splits are checked before the checkpoint is loaded or a feature extracted.
-    check_eval_data(args.train, args.val, args.train_split, args.val_split)
     data = EvalData(train=args.train, val=args.val, label=args.label, train_split=args.train_split,
                     val_split=args.val_split, train_samples=args.num_samples, val_samples=args.val_samples,
                     image_size=args.image_size)

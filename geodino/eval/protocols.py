@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from geodino.eval.checkpoint import load_teacher_backbone
-from geodino.eval.data import LabelledSet, open_labelled_set, subsample_indices
+from geodino.eval.data import LabelledSet, check_eval_data, open_labelled_set, subsample_indices
 from geodino.eval.features import (
     ALL_BANDS,
     cache_key,
@@ -61,6 +61,9 @@ class EvalOptions:
 def _sets(checkpoint: str | Path, data: EvalData, options: EvalOptions):
     from geodino.eval.modality_table import check_choices
 
+    # Splits first (no val split, or the memory bank's own shards as queries: refused), before the
+    # checkpoint is loaded or a feature extracted; library callers get the same refusal as the CLI.
+    check_eval_data(data.train, data.val, data.train_split, data.val_split)
     backbone, card, cfg = load_teacher_backbone(checkpoint, options.card, options.device)
     check_choices(options.modalities, list(card.modalities))
     common = dict(label=data.label, image_size=data.image_size)

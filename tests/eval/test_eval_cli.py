@@ -140,3 +140,12 @@ def test_a_nan_sample_stops_evaluation_naming_it(synthetic_checkpoint, synthetic
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"sample {name.split('.')[0]}: non-finite pixels" in err and "val-000000.tar" in err
+
+
+def test_library_callers_are_refused_evaluation_on_the_memory_bank(synthetic_checkpoint, synthetic_shards) -> None:
+    from geodino.data.splits import SplitError
+    from geodino.eval.protocols import EvalData, EvalOptions, knn_eval
+
+    data = EvalData(train=str(synthetic_shards), val=str(synthetic_shards), train_split="val", val_split="val")
+    with pytest.raises(SplitError, match="are the same shards"):
+        knn_eval(synthetic_checkpoint, data, EvalOptions())
