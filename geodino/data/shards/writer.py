@@ -15,6 +15,7 @@ An item that fails with :class:`~geodino.data.sources.PatchError` is skipped and
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
 import hashlib
@@ -165,6 +166,26 @@ def _remove_leftovers(out: Path, names: Iterable[str]) -> int:
     return removed
 
 
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on ``out/.index.lock`` (POSIX ``flock``; on a filesystem without locks, no
+    lock and a warning: parts then should not finish at the same moment)."""
+    import fcntl
+
+    with open(out / ".index.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:
+            log.warning("cannot lock %s (%s): merging part indexes without a lock", handle.name, err)
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            except OSError:
+                pass
+
+
 def _load_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -217,9 +238,17 @@ def write_shards(
     if removed:
         log.info("removed %d temporary file(s) left by an earlier, killed conversion in %s", removed, out)
 
+    digests = {s.name: s.digest for s in plan}
+    plan_digest = hashlib.sha1("\n".join(f"{s.name}:{s.digest}" for s in plan).encode()).hexdigest()
     previous: dict[str, dict[str, Any]] = {}
     for path in [out / INDEX_FILE] + ([part_file] if part_file else []):
-        previous.update({e["name"]: e for e in ((_load_json(path) or {}).get("shards") or [])})
+        old_index = _load_json(path) or {}
+        if old_index.get("format", INDEX_FORMAT) != INDEX_FORMAT:
+            # Shards of another format version are rewritten, not relabelled as this one.
+            log.info("%s was written in format %s: rewriting every shard as %s", path, old_index["format"],
+                     INDEX_FORMAT)
+            continue
+        previous.update({e["name"]: e for e in (old_index.get("shards") or [])})
     entries: dict[str, dict[str, Any]] = {}
     pending: list[PlannedShard] = []
     for shard in mine:
@@ -250,15 +279,22 @@ def write_shards(
         done = 0
         for i in range(parts):
             other = _load_json(out / part_index_name((i, parts))) or {}
-            found.update({e["name"]: e for e in other.get("shards", [])})
+            if other.get("plan") != plan_digest:
+                continue  # left by a conversion of other items, seed or shard size: not ours
+            found.update({e["name"]: e for e in other.get("shards", []) if digests.get(e["name"]) == e.get("plan")})
             done += bool(other.get("complete"))
         found.update(entries)
         return found, done == parts and all(s.name in found for s in plan)
 
     def save_index(finished: bool) -> bool:
-        if part_file is not None:
-            write_json_atomic(part_file, {"part": list(part), "complete": finished,
-                                          "shards": [entries[s.name] for s in mine if s.name in entries]})
+        # Parts finishing together must not overwrite a newer merge with an older one.
+        with _folder_lock(out) if part_file is not None else contextlib.nullcontext():
+            if part_file is not None:
+                write_json_atomic(part_file, {"part": list(part), "plan": plan_digest, "complete": finished,
+                                              "shards": [entries[s.name] for s in mine if s.name in entries]})
+            return _write_index()
+
+    def _write_index() -> bool:
         found, complete = merged_entries()
         shards = [found[s.name] for s in plan if s.name in found]
         splits: dict[str, dict[str, int]] = {}
@@ -306,10 +342,6 @@ def write_shards(
         results.close()  # stops the worker pool if we leave early
         bar.close()
     complete = save_index(finished=True)
-    if part_file is not None and not complete:
-        # Another part may have finished between our reading its file and our writing index.json
-        # (and been overwritten by our older view): read the parts once more.
-        complete = save_index(finished=True)
 
     found, _ = merged_entries()
     elapsed = time.perf_counter() - started

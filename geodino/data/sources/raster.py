@@ -43,6 +43,12 @@ class Raster:
         return self.crs is not None and not self.transform.is_identity
 
     @property
+    def corners(self) -> tuple[float, ...]:
+        """Map coordinates of the first pixel's outer corner and of the last pixel's, in that order."""
+        h, w = self.array.shape
+        return (*(self.transform @ (0, 0)), *(self.transform @ (w, h)))
+
+    @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
         h, w = self.array.shape
@@ -164,8 +170,10 @@ def place_bands(
         if band is not reference:
             if reference.georeferenced and band.georeferenced:
                 tol = _tolerance(reference.crs, tolerance_m)
+                # Ordered corners, not bounds: a band stored south-up, mirrored or transposed
+                # covers the same bounds, but its rows would land upside down or sideways.
                 same = band.crs == reference.crs and all(
-                    abs(a - b) <= tol for a, b in zip(band.bounds, reference.bounds))
+                    abs(a - b) <= tol for a, b in zip(band.corners, reference.corners))
                 if not same:
                     raise PatchError(patch, band.path,
                                      f"footprint of {name} ({band.describe()}) disagrees with the reference band "

@@ -119,3 +119,33 @@ def test_copied_folder_with_stale_tar_outside_the_index(tiny_shards, tmp_path) -
     shutil.copytree(tiny_shards, copy)
     (copy / "train-000099.tar").write_bytes(b"")
     assert "train-000099.tar" not in {Path(p).name for p in expand_shards(copy)}
+
+
+def test_part_files_of_another_conversion_do_not_complete_this_one(tmp_path) -> None:
+    """Parts left by a conversion with another seed (or item list) must not count: re-running only
+    part 0 with a new seed leaves the folder incomplete instead of mixing old and new shards."""
+    folder = tmp_path / "p"
+    for i in (0, 1):
+        write_tiny(folder, part=(i, 2))
+    assert read_index(folder)["complete"]
+    write_tiny(folder, part=(0, 2), seed=1)
+    index = read_index(folder)
+    assert not index["complete"]
+    with pytest.raises(IncompleteConversion):
+        expand_shards(folder)
+    write_tiny(folder, part=(1, 2), seed=1)
+    assert read_index(folder)["complete"]
+    keys = [s["key"] for s in iter_samples(expand_shards(folder))]
+    assert len(keys) == len(set(keys)) == 12
+    assert (folder / "index.json").read_bytes() == (write_tiny(tmp_path / "one", seed=1) / "index.json").read_bytes()
+
+
+def test_rerun_over_format1_shards_rewrites_them(tmp_path) -> None:
+    folder = write_tiny(tmp_path / "d")
+    index = json.loads((folder / "index.json").read_text())
+    index["format"] = "geodino-shards/1"
+    (folder / "index.json").write_text(json.dumps(index))
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.tar")}
+    write_tiny(folder)
+    assert all(p.stat().st_mtime_ns != stamps[p.name] for p in folder.glob("*.tar"))
+    assert read_index(folder)["format"] == "geodino-shards/2"

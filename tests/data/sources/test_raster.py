@@ -97,3 +97,16 @@ def test_grid_transform_covers_the_reference_footprint() -> None:
     ref = _raster((2, 2), transform=Affine(600.0, 0, 500000.0, 0, -600.0, 6000000.0))
     assert grid_georef(ref, (120, 120)) == {"crs": "EPSG:32633",
                                             "transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0]}
+
+
+def test_a_flipped_or_transposed_band_is_rejected_though_its_bounds_match() -> None:
+    """Same bounds, other pixel order: its rows would land upside down (or sideways) unnoticed."""
+    reference = _raster((120, 120), name="B02.tif")
+    south_up = _raster((60, 60), transform=Affine(20.0, 0, 500000.0, 0, 20.0, 6000000.0 - 1200.0), name="B05.tif")
+    mirrored = _raster((60, 60), transform=Affine(-20.0, 0, 501200.0, 0, -20.0, 6000000.0), name="B06.tif")
+    same = _raster((60, 60), transform=Affine(20.0, 0, 500000.0, 0, -20.0, 6000000.0), name="B07.tif")
+    assert south_up.bounds == reference.bounds == mirrored.bounds
+    for band in (south_up, mirrored):
+        with pytest.raises(PatchError, match=f"footprint of {band.path[:3]}"):
+            place_bands([("B02", reference), (band.path[:3], band)], reference, (120, 120), "p")
+    assert len(place_bands([("B02", reference), ("B07", same)], reference, (120, 120), "p")) == 2
