@@ -122,3 +122,16 @@ def test_stats_measure_the_train_split(tmp_path, capsys) -> None:
     held_out = write_split_shards(tmp_path / "held-out", {"val": 2})
     assert main(["stats", str(held_out), "--no-progress"]) == 2
     assert "has no train split (it has val)" in capsys.readouterr().err
+
+
+def test_a_list_of_folders_gives_each_folders_train_split(tmp_path) -> None:
+    """``data.root: A::B`` (or a list) must not pretrain or measure statistics on val/test."""
+    from geodino.data.shards.format import training_shards
+    from geodino.data.sources.synthetic_shards import write_synthetic_shards
+
+    for name in ("A", "B"):
+        write_synthetic_shards(tmp_path / name, num_samples=16, val_samples=8, image_size=8, shard_size=8,
+                               progress=False)
+    want = [str(tmp_path / n / f"train-00000{i}.tar") for n in ("A", "B") for i in (0, 1)]
+    assert training_shards(f"{tmp_path / 'A'}::{tmp_path / 'B'}") == want
+    assert training_shards([str(tmp_path / "A"), str(tmp_path / "B")]) == want

@@ -247,6 +247,7 @@ class SampleSpec:
 
     bands: tuple[str, ...] | None = None
     grid: tuple[int, int] | None = None
+    grid_source: str = "the card"  # where the grid comes from, for messages
 
 
 def card_spec(card: Any) -> SampleSpec:
@@ -282,17 +283,22 @@ def _load_npy(raw: dict[str, Any], part: str) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def _positive_ints(values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
 def _split_groups(raw: dict[str, Any], meta: dict[str, Any], spec: SampleSpec | None) -> list[BandGroup]:
     """The band groups of a format-2 sample as read-only views of its bytes, checked against
     ``meta.json`` and ``spec`` (non-finite pixels included)."""
     layout, bands, grid = meta.get("groups"), meta.get("bands"), meta.get("grid")
-    if not layout or not bands or not isinstance(grid, list) or len(grid) != 2:
-        raise ValueError("meta.json lacks 'groups', 'bands' or 'grid'")
+    if not layout or not bands or not isinstance(grid, list) or len(grid) != 2 or not _positive_ints(grid):
+        raise ValueError(f"meta.json lacks 'groups', 'bands' or a grid of two positive sizes (grid: {grid!r})")
     data = raw[BANDS_PART]
     groups, offset = [], 0
     for entry in layout:
         names, shape, dtype = tuple(entry["bands"]), tuple(entry["shape"]), np.dtype(entry["dtype"])
-        if dtype.str not in _GROUP_DTYPE_CODES or len(shape) != 3 or shape[0] != len(names):
+        if (dtype.str not in _GROUP_DTYPE_CODES or len(shape) != 3 or shape[0] != len(names)
+                or not _positive_ints(shape)):
             raise ValueError(f"group {list(names)} is declared {dtype} {list(shape)}")
         count = math.prod(shape)
         size = count * dtype.itemsize
@@ -316,7 +322,8 @@ def _split_groups(raw: dict[str, Any], meta: dict[str, Any], spec: SampleSpec | 
                              if len(bands) == len(spec.bands) else
                              f"image has {len(bands)} bands, the card lists {len(spec.bands)}")
         if spec.grid is not None and tuple(grid) != tuple(spec.grid):
-            raise ValueError(f"image is {grid[0]}x{grid[1]} px, the card's grid is {spec.grid[0]}x{spec.grid[1]}")
+            raise ValueError(f"image is {grid[0]}x{grid[1]} px, not the {spec.grid[0]}x{spec.grid[1]} grid of "
+                             f"{spec.grid_source}")
     return groups
 
 
@@ -364,8 +371,8 @@ def _check_image(image: np.ndarray, meta: dict[str, Any], spec: SampleSpec | Non
             if bands is not None and tuple(bands) != tuple(spec.bands):
                 raise ValueError(f"bands {list(bands)} differ from the card's {list(spec.bands)}")
         if spec.grid is not None and tuple(image.shape[1:]) != tuple(spec.grid):
-            raise ValueError(f"image is {image.shape[1]}x{image.shape[2]} px, the card's grid is "
-                             f"{spec.grid[0]}x{spec.grid[1]}")
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[2]} px, not the {spec.grid[0]}x{spec.grid[1]} "
+                             f"grid of {spec.grid_source}")
     finite = np.isfinite(image)
     if not finite.all():
         per_band = (~finite).reshape(image.shape[0], -1).sum(axis=1)
@@ -593,6 +600,11 @@ def training_shards(spec: str | os.PathLike | Iterable[str], split: str | None =
         return expand_shards(spec, allow_incomplete=allow_incomplete)
     if split is not None:
         return expand_shards(spec, split, allow_incomplete)
+    # A list of folders (or ``A::B``) is several datasets: each item gets the folder rule.
+    if not isinstance(spec, (str, os.PathLike)):
+        return [p for item in spec for p in training_shards(item, None, allow_incomplete)]
+    if "::" in os.fspath(spec):
+        return [p for item in os.fspath(spec).split("::") for p in training_shards(item, None, allow_incomplete)]
     paths = expand_shards(spec, allow_incomplete=allow_incomplete)
     if not (isinstance(spec, (str, os.PathLike)) and os.path.isdir(spec)):
         return paths

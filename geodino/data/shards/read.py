@@ -85,10 +85,11 @@ def raw_samples(url: str, expected: int | None = None) -> Iterator[dict[str, Any
 
 @dataclass
 class BadSamplePolicy:
-    """What a bad sample does: ``error`` raises :class:`BadDataError`; ``skip`` counts it, appends it
-    to ``log_path`` (JSON lines) and raises only once more than ``max_fraction`` of ``total``
-    samples were bad. ``known`` holds the keys already recorded (a resumed run does not count
-    them twice)."""
+    """What a bad sample does: ``error`` raises :class:`BadDataError`; ``skip`` counts it (an
+    unreadable shard as the samples it held), appends it to ``log_path`` (JSON lines) and raises
+    only once more than ``max_fraction`` of ``total`` samples were lost. ``known`` holds the
+    samples already recorded (a resumed run does not count them twice); ``context`` (e.g. the
+    rank) goes into every record."""
 
     mode: str = "error"
     max_fraction: float = 0.001
@@ -102,12 +103,18 @@ class BadSamplePolicy:
         if self.mode not in POLICIES:
             raise ValueError(f"data.bad_samples must be one of {POLICIES}, not {self.mode!r}")
         if self.log_path is not None and Path(self.log_path).is_file():
+            rank = self.context.get("rank")
             for line in Path(self.log_path).read_text().splitlines():
                 try:
-                    self.known.add(_record_id(json.loads(line)))
+                    record = json.loads(line)
                 except ValueError:
                     continue  # a line cut by a kill
-            self.count = len(self.known)
+                ident = _record_id(record)
+                # Every rank's records are known (a resampled shard may reach another rank), but
+                # each rank counts its own against the limit, as before the interruption.
+                if ident not in self.known and record.get("rank") == rank:
+                    self.count += int(record.get("samples", 1))
+                self.known.add(ident)
 
     @property
     def limit(self) -> int | None:
@@ -125,8 +132,8 @@ class BadSamplePolicy:
         if ident in self.known:
             return
         self.known.add(ident)
-        self.count += 1
-        log.warning("skipped (%d so far): %s", self.count, where)
+        self.count += int(record.get("samples", 1))
+        log.warning("skipped (%d samples so far): %s", self.count, where)
         if self.log_path is not None:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({**self.context, **record}) + "\n")
@@ -135,12 +142,21 @@ class BadSamplePolicy:
                                f"of {self.total}; see {self.log_path or 'the log'}")
 
 
+def sample_id(url: str | None, key: str | None) -> str:
+    """A sample's identity across runs: its shard (local paths made absolute, so a resumed run that
+    spells the folder differently still knows it) and its key."""
+    if url is not None and not is_remote(url):
+        url = os.path.abspath(url)
+    return f"{url}::{key}"
+
+
 def _record_id(record: dict[str, Any]) -> str:
-    return f"{record.get('shard')}::{record.get('key')}"
+    return sample_id(record.get("shard"), record.get("key"))
 
 
-def shard_error_record(url: str, err: Exception) -> dict[str, Any]:
-    return {"shard": url, "key": None, "reason": str(err)}
+def shard_error_record(url: str, err: Exception, lost: int = 1) -> dict[str, Any]:
+    """A whole shard that could not be read; ``lost`` is how many samples that cost."""
+    return {"shard": url, "key": None, "reason": str(err), "samples": lost}
 
 
 def iter_samples(urls: Iterable[str], spec: SampleSpec | None = None, policy: BadSamplePolicy | None = None,

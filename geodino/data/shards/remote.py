@@ -572,7 +572,10 @@ def _plain_tar_members(stream, first: bytes, damaged: Callable[[str], Exception]
             raise damaged(f"corrupt header after {members} members" if members else
                           "not a tar file (invalid header)")
         kind = block[156:157]
-        size = int(pax.get("size", _octal(block, 124, 136)))
+        try:
+            size = int(pax.get("size", _octal(block, 124, 136)))
+        except ValueError:
+            raise damaged(f"corrupt header after {members} members (size field)") from None
         name = long_name or pax.get("path") or _header_field(block, 0, 100)
         prefix = _header_field(block, 345, 500) if block[257:262] == b"ustar" and not (long_name or "path" in pax) else ""
         if prefix:
@@ -587,7 +590,10 @@ def _plain_tar_members(stream, first: bytes, damaged: Callable[[str], Exception]
             long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         elif kind in (b"x", b"g"):
             if kind == b"x":
-                pax = _pax_records(data)
+                try:
+                    pax = _pax_records(data)
+                except (ValueError, UnicodeDecodeError):
+                    raise damaged(f"corrupt extended header after {members} members") from None
         else:
             if kind in (b"0", b"\0", b"7"):
                 members += 1

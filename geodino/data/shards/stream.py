@@ -51,9 +51,10 @@ from geodino.data.shards.format import (
     card_spec,
     decode_sample,
     load_rgb,
+    shard_file_name,
     training_shards,
 )
-from geodino.data.shards.read import BadDataError, BadSamplePolicy, raw_samples, shard_counts, shard_error_record
+from geodino.data.shards.read import BadDataError, BadSamplePolicy, sample_id, raw_samples, shard_counts, shard_error_record
 from geodino.data.shards.remote import RemoteError, ShardReadError
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def _image_shape(sample: dict[str, Any]) -> tuple[int, ...]:
-    if "image" in sample:
-        return tuple(sample["image"].shape)
-    return (len(sample["meta"]["bands"]), *sample["meta"]["grid"])
-
-
 class _StreamStop(Exception):
     """A worker's stream ends at bad data; its records say why."""
 
@@ -193,6 +188,12 @@ class _WorkerStream(IterableDataset):
 
     def _raw(self, rng: random.Random, worker: int, problems: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Raw samples of this worker's shards; unreadable shards become records in ``problems``."""
+        # Stop once a whole round of this worker's shards (twice the shard list when resampling)
+        # yields nothing: empty or, when skipping, unreadable shards would otherwise spin forever,
+        # and their records only travel up with a batch.
+        own = len(self.urls) if self.resample else max(1, len(self.urls[self.rank::self.world_size]
+                                                           [worker::max(self.num_workers, 1)]))
+        patience = 2 * own + 2 if self.resample else own
         empty_in_a_row = 0
         for url in self._shard_urls(rng, worker):
             found = 0
@@ -201,14 +202,13 @@ class _WorkerStream(IterableDataset):
                     found += 1
                     yield raw
             except (ShardReadError, RemoteError) as err:  # damaged, or unreachable after the retries
-                problems.append(shard_error_record(url, err))
+                expected = self.counts.get(url)
+                problems.append(shard_error_record(url, err, lost=max(1, expected - found) if expected else 1))
                 if not self.skip_bad:
                     raise _StreamStop from None
-            # expand_shards already drops shards that index.json lists as empty; a hand-made list
-            # of empty (or, when skipping, unreadable) shards must still stop instead of spinning.
             empty_in_a_row = 0 if found else empty_in_a_row + 1
-            if empty_in_a_row > 10 * len(self.urls) + 100:
-                problems.append({"shard": None, "key": None,
+            if empty_in_a_row >= patience:
+                problems.append({"shard": None, "key": None, "samples": 0,
                                  "reason": f"rank {self.rank} worker {worker}: none of its shards yields a sample"})
                 raise _StreamStop
 
@@ -230,7 +230,6 @@ class _WorkerStream(IterableDataset):
         buffer: list[dict[str, Any]] = []
         batch: list[dict[str, Any]] = []
         emitted = 0
-        shape: tuple[int, ...] | None = None
         initial = min(self.shuffle_buffer, 64)
         for n, raw in enumerate(raws):
             buffer.append(raw)
@@ -241,7 +240,7 @@ class _WorkerStream(IterableDataset):
             i = rng.randrange(len(buffer))
             buffer[i], buffer[-1] = buffer[-1], buffer[i]
             raw = buffer.pop()
-            ident = f"{raw['__url__']}::{raw['__key__']}"
+            ident = sample_id(raw["__url__"], raw["__key__"])
             if emitted < replay:
                 # Replaying batches served before a resume: no decoding, only the same choices.
                 if ident not in self.known_bad:
@@ -251,15 +250,7 @@ class _WorkerStream(IterableDataset):
                     # Groups stay in their stored dtype until the batch is whole, unless every
                     # image must be resized (then each is assembled and resized on its own).
                     decoded = decode_sample(raw, self.spec, assemble=self.image_size is not None)
-                    sample = to_tensors(decoded, self.image_size)
-                    this = _image_shape(sample)
-                    if shape is None:
-                        shape = this
-                    elif this != shape:
-                        raise BadSample(raw["__url__"], raw["__key__"],
-                                        f"image is {list(this)}, the stream's other samples "
-                                        f"{list(shape)} (pass data.image_size to resize)")
-                    batch.append(sample)
+                    batch.append(to_tensors(decoded, self.image_size))
                 except BadSample as err:
                     problems.append(err.record())
                     if not self.skip_bad:
@@ -380,11 +371,39 @@ def make_shard_loader(
     policy = policy or BadSamplePolicy()
     if policy.total is None and counts is not None:
         policy.total = sum(counts.values())
+    if image_size is None and (spec is None or spec.grid is None):
+        spec = _with_data_grid(spec, paths)
     stream = _WorkerStream(paths, batch_size=batch_size, shuffle_buffer=max(1, shuffle_buffer), seed=seed,
                            rank=rank, world_size=world_size, num_workers=num_workers, resample=resample,
                            image_size=image_size, spec=spec, counts=counts, skip_bad=policy.mode == "skip",
                            device_assembly=device_assembly)
     return ShardLoader(stream, steps_per_epoch, num_workers, pin_memory, policy)
+
+
+def _with_data_grid(spec: SampleSpec | None, paths: list[str]) -> SampleSpec | None:
+    """``spec`` with the grid every sample must have when the card gives none: that of the first
+    sample of the first readable shard. One rule for every rank, worker, epoch and resume, so a
+    sample of another size is always the bad one (and a resumed run skips exactly what the first
+    pass skipped)."""
+    for url in paths[:3]:
+        try:
+            for raw in raw_samples(url):
+                try:
+                    sample = decode_sample(raw, assemble=False)
+                except BadSample:
+                    continue
+                if "groups" in sample:
+                    grid = tuple(sample["meta"]["grid"])
+                elif isinstance(sample["image"], (bytes, bytearray)):
+                    return spec  # JPEGs are resized to one size anyway
+                else:
+                    grid = tuple(sample["image"].shape[1:])
+                log.info("every sample must be %dx%d px, as the first one of %s", grid[0], grid[1], url)
+                return SampleSpec(bands=spec.bands if spec else None, grid=grid,
+                                  grid_source=f"the first sample of {shard_file_name(url)}")
+        except (ShardReadError, RemoteError):
+            continue
+    return spec
 
 
 def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):

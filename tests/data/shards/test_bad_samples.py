@@ -49,7 +49,7 @@ def test_decode_names_shard_key_and_reason() -> None:
     good = _raw(read_tiny(item))
     with pytest.raises(BadSample, match="card lists 4"):
         decode_sample(good, SampleSpec(bands=("B02", "B03", "VV", "VH")))
-    with pytest.raises(BadSample, match="grid is 16x16"):
+    with pytest.raises(BadSample, match="image is 8x8 px, not the 16x16 grid of the card"):
         decode_sample(good, SampleSpec(grid=(16, 16)))
     cut = dict(good, **{"image.bands": good["image.bands"][:-10]})
     with pytest.raises(BadSample, match="s000: image.bands holds 310 bytes, its groups need more"):
@@ -63,6 +63,14 @@ def test_decode_names_shard_key_and_reason() -> None:
         decode_sample(dict(good, **{"meta.json": json.dumps(meta).encode()}))
     with pytest.raises(BadSample, match="no image"):
         decode_sample({k: v for k, v in good.items() if k != "image.bands"})
+    for field, value in (("grid", [0, 8]), ("grid", [8.0, 8]), ("shape", [2, 0, 4])):
+        meta = json.loads(good["meta.json"])
+        if field == "grid":
+            meta["grid"] = value
+        else:
+            meta["groups"][0]["shape"] = value
+        with pytest.raises(BadSample, match="s000"):  # not a resampling error from deep inside torch
+            decode_sample(dict(good, **{"meta.json": json.dumps(meta).encode()}))
     assert decode_sample(good, card_spec(tiny_card()))["image"].shape == (3, 8, 8)
 
 
@@ -89,11 +97,12 @@ def test_too_many_bad_samples_stop_a_skipping_run(tmp_path) -> None:
 
 def test_wrong_shape_is_a_bad_sample_not_a_collate_error(tmp_path) -> None:
     folder = write_tiny(tmp_path / "d", tiny_items(s002={"size": 16}))
-    with pytest.raises(BadDataError, match=r"sample s002: image is 16x16 px, the card's grid is 8x8"):
+    with pytest.raises(BadDataError, match=r"sample s002: image is 16x16 px, not the 8x8 grid of the card"):
         list(_loader(folder))
-    # Without a card grid the stream holds every sample to the shape of its first one.
+    # Without a card grid every sample is held to the first sample of the data, on every rank,
+    # worker and epoch alike.
     loose = make_shard_loader(folder, batch_size=2, num_workers=0, shuffle_buffer=1)
-    with pytest.raises(BadDataError, match="s002: image is \\[3, 16, 16\\], the stream's other samples"):
+    with pytest.raises(BadDataError, match="s002: image is 16x16 px, not the 8x8 grid of the first sample of train-"):
         list(loose)
 
 
@@ -166,4 +175,16 @@ def test_every_shard_unreadable_while_skipping_stops_in_one_line(tmp_path) -> No
     loader = _loader(folder, BadSamplePolicy("skip", max_fraction=1.0), steps_per_epoch=2)
     with pytest.raises(BadDataError, match="worker 0: none of its shards yields a sample"):
         list(loader)
-    assert loader.policy.count == 3  # the two shards, and the stop itself
+    assert loader.policy.count == 4  # the two shards' samples
+
+
+def test_each_rank_counts_its_own_records_after_a_resume(tmp_path) -> None:
+    log = tmp_path / "bad.jsonl"
+    lines = [{"rank": 0, "shard": "a.tar", "key": "k1", "reason": "x"},
+             {"rank": 1, "shard": "b.tar", "key": "k2", "reason": "x"},
+             {"rank": 0, "shard": "c.tar", "key": None, "reason": "x", "samples": 5}]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"cut by a ki')
+    rank0 = BadSamplePolicy("skip", log_path=log, context={"rank": 0})
+    rank1 = BadSamplePolicy("skip", log_path=log, context={"rank": 1})
+    assert (rank0.count, rank1.count) == (6, 1)
+    assert len(rank0.known) == len(rank1.known) == 3  # both skip all of them on replay

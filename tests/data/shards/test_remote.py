@@ -427,3 +427,22 @@ def test_not_a_tar(tmp_path, how, content, reason):
     with pytest.raises(ShardReadError) as err:
         list(iter_tar_members(url))
     assert url in str(err.value) and reason in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_corrupt_extended_header_is_a_shard_error(tmp_path):
+    """pax records that do not parse: one ShardReadError naming the shard, not a ValueError."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a.bin")
+        info.size = 3
+        info.pax_headers = {"comment": "x" * 10}
+        tar.addfile(info, _io.BytesIO(b"abc"))
+    data = bytearray(buf.getvalue())
+    start = data.index(b" comment=")
+    data[start - 2:start] = b"zz"  # the record's length is no longer a number
+    path = tmp_path / "train-000000.tar"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardReadError, match="train-000000.tar: corrupt extended header"):
+        list(iter_tar_members(str(path)))

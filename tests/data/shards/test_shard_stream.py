@@ -132,3 +132,25 @@ def test_an_epoch_resumed_mid_way_gets_exactly_the_missing_batches(tmp_path, wor
         assert seen + resumed == full[1], start
     images = [b["image"] for b in loader(tmp_path / "x.jsonl").iterate(0, 5)]
     assert all(torch.isfinite(i).all() for i in images) and len(images) == 2
+
+
+def test_resume_with_samples_of_another_size_and_another_spelling_of_the_folder(tmp_path, monkeypatch) -> None:
+    """Without a card grid, every sample is held to the data's first sample (not to whatever the
+    stream decodes first after a resume), and a folder named relatively is the same folder."""
+    from geodino.data.shards.read import BadSamplePolicy
+    from tests.data.shards.tiny import tiny_items, write_tiny
+
+    odd = {f"s{i:03d}": {"size": 4} for i in range(1, 40, 5)}
+    folder = write_tiny(tmp_path / "d", tiny_items(train=40, val=0, **odd), shard_size=5)
+
+    def loader(root, log):
+        return make_shard_loader(root, batch_size=2, num_workers=0, shuffle_buffer=6, seed=1, steps_per_epoch=12,
+                                 resample=False, policy=BadSamplePolicy("skip", max_fraction=1.0, log_path=log))
+
+    full = [b["key"] for b in loader(folder, tmp_path / "a.jsonl").iterate(2)]
+    assert not {k for keys in full for k in keys} & set(odd)
+    monkeypatch.chdir(tmp_path)
+    for start in (3, 7, 11):
+        log = tmp_path / f"r{start}.jsonl"
+        seen = [b["key"] for b, _ in zip(loader(folder, log).iterate(2), range(start))]
+        assert seen + [b["key"] for b in loader("d", log).iterate(2, start)] == full, start
