@@ -337,6 +337,13 @@ def assemble_groups(groups: list[BandGroup], bands: list[str], grid: tuple[int, 
     return image
 
 
+def uint16_bits_to_float(bits):
+    """float32 values of uint16 data held as int16 bits (exact: every uint16 is a float32)."""
+    import torch
+
+    return (bits.to(torch.int32) & 0xFFFF).float()
+
+
 def assemble_batch(batch: dict[str, Any], device: Any = None):
     """A batch's float32 image tensor [B, C, H, W] on ``device``: ``batch["image"]`` as is, or the
     ``batch["bands"]`` groups of a stream that left assembly to the device (stored dtype → float32,
@@ -351,7 +358,12 @@ def assemble_batch(batch: dict[str, Any], device: Any = None):
     first = bands["groups"][0]
     out = torch.empty((first.shape[0], len(order), *grid), dtype=torch.float32, device=device)
     for names, tensor in zip(bands["names"], bands["groups"]):
-        values = tensor.to(device, non_blocking=True).float()
+        if tensor.dtype == torch.uint16 and torch.device(device or "cpu").type != "cpu":
+            # uint16 is a thinly supported dtype off the CPU: move the same bits as int16 and widen
+            # them there, instead of relying on a uint16 copy and cast kernel.
+            values = uint16_bits_to_float(tensor.view(torch.int16).to(device, non_blocking=True))
+        else:
+            values = tensor.to(device, non_blocking=True).float()
         if tuple(values.shape[-2:]) != grid:
             values = F.interpolate(values, size=grid, mode="bilinear", align_corners=False)
         out[:, [order.index(n) for n in names]] = values

@@ -70,3 +70,19 @@ def test_expand_folder_brace_glob_and_split(tmp_path) -> None:
         expand_shards(f"{tmp_path}/train-{{000000..000002}}.tar")
     with pytest.raises(FileNotFoundError, match="no shards"):
         expand_shards(tmp_path, split="test")
+
+
+
+def test_uint16_bands_survive_the_int16_trip_to_a_device() -> None:
+    """Off the CPU, uint16 groups travel as int16 bits and are widened there: exact, also above 32767."""
+    import torch
+
+    from geodino.data.shards.format import assemble_batch, uint16_bits_to_float
+
+    values = torch.tensor([0, 1, 32767, 32768, 40000, 65535], dtype=torch.uint16)
+    assert uint16_bits_to_float(values.view(torch.int16)).tolist() == [0, 1, 32767, 32768, 40000, 65535]
+    groups = [torch.tensor([[[[0, 40000], [65535, 7]]]], dtype=torch.uint16),
+              torch.tensor([[[[-12.5]]]], dtype=torch.float32)]
+    batch = {"bands": {"groups": groups, "names": [["B02"], ["VV"]], "order": ["VV", "B02"], "grid": [2, 2]}}
+    image = assemble_batch(batch, "cpu")
+    assert image[0, 1].tolist() == [[0.0, 40000.0], [65535.0, 7.0]] and (image[0, 0] == -12.5).all()
