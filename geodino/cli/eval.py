@@ -31,13 +31,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="output folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--random-init", action="store_true",
+                   help="score the untrained backbone of the checkpoint's recipe instead of its teacher: the same "
+                        "architecture, bands and card, initialised as pretraining with the recipe's run.seed "
+                        "starts (the no-pretraining baseline)")
+    p.add_argument("--out", help="output folder (default: <checkpoint folder>/eval, with --random-init "
+                                 "<checkpoint folder>/eval_random_init)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("eval", help="k-NN or linear-probe evaluation of a checkpoint's teacher",
-                                   description="Evaluate the frozen teacher backbone of a checkpoint.")
+    parser = subparsers.add_parser(
+        "eval", help="k-NN or linear-probe evaluation of a checkpoint's teacher",
+        description="Evaluate the frozen teacher backbone of a checkpoint (with --random-init: the untrained "
+                    "backbone of its recipe, as a baseline).")
     protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
     knn = protocols.add_parser(
         "knn", help="weighted k-NN on L2-normalised CLS features",
@@ -85,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
                     val_split=args.val_split, train_samples=args.num_samples, val_samples=args.val_samples,
                     image_size=args.image_size)
     options = EvalOptions(fill=args.fill, size=args.size, batch_size=args.batch_size, device=args.device,
-                          card=args.card, progress=not args.json)
+                          card=args.card, progress=not args.json, random_init=args.random_init)
     options.modalities = split_choices(args.modalities)  # checked against the card once it is loaded
-    out = args.out or default_out_dir(args.checkpoint)
+    out = args.out or default_out_dir(args.checkpoint, args.random_init)
     if args.protocol == "knn":
         report = knn_eval(args.checkpoint, data, options, k=args.k, temperature=args.temperature, out_dir=out)
     else:

@@ -4,10 +4,16 @@ Everything downstream of pretraining (k-NN, linear probe, segmentation, export, 
 starts here. The backbone is rebuilt from the recipe stored in the checkpoint and takes the
 ``backbone.`` part of the teacher's weights; the image head and any patch-level heads stay behind.
 The checkpoint is opened with ``weights_only=True``.
+
+:func:`load_random_backbone` is the baseline of the same checkpoint: the backbone its recipe builds,
+initialised as that pretraining run was at step 0, for scores of "no pretraining at all".
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,27 @@ def build_recipe_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
     )
 
 
+def _read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(recipe dict, teacher backbone weights)`` of a pretraining checkpoint, or a one-line ValueError."""
+    from geodino.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(ckpt_path)
+    if "teacher" not in state or "config" not in state:
+        raise ValueError(f"{ckpt_path} is not a geodino pretraining checkpoint (no 'teacher'/'config')")
+    return state["config"], teacher_backbone_weights(state["teacher"])
+
+
+def _resolve_card(ckpt_path: str | Path, cfg: dict[str, Any], card: DatasetCard | str | Path | None) -> DatasetCard:
+    if card is None:
+        return checkpoint_card(ckpt_path, cfg)
+    return card if isinstance(card, DatasetCard) else DatasetCard.load(card)
+
+
+def _misfit(ckpt_path: str | Path, cfg: dict[str, Any], card: DatasetCard, detail: str) -> ValueError:
+    return ValueError(f"{ckpt_path}: the teacher backbone does not fit {cfg['model']['arch']} with "
+                      f"{card.num_bands} bands (card {card.name!r}): {detail[:400]}")
+
+
 def load_teacher_backbone(
     ckpt_path: str | Path, card: DatasetCard | str | Path | None = None, device: str = "cpu"
 ) -> tuple[Backbone, DatasetCard, dict[str, Any]]:
@@ -59,22 +86,83 @@ def load_teacher_backbone(
     ``card`` overrides the card found beside the checkpoint or named by its recipe (a card object,
     a name from ``datasets/`` or a YAML path); it must list as many bands as the backbone takes.
     """
-    from geodino.engine.checkpoint import load_checkpoint
-
-    state = load_checkpoint(ckpt_path)
-    if "teacher" not in state or "config" not in state:
-        raise ValueError(f"{ckpt_path} is not a geodino pretraining checkpoint (no 'teacher'/'config')")
-    cfg = state["config"]
-    weights = teacher_backbone_weights(state["teacher"])
-    if card is None:
-        card = checkpoint_card(ckpt_path, cfg)
-    elif not isinstance(card, DatasetCard):
-        card = DatasetCard.load(card)
+    cfg, weights = _read_checkpoint(ckpt_path)
+    card = _resolve_card(ckpt_path, cfg, card)
     backbone = build_recipe_backbone(cfg, card.num_bands)
     try:
         backbone.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{ckpt_path}: the teacher backbone does not fit {cfg['model']['arch']} with "
-                         f"{card.num_bands} bands (card {card.name!r}): {str(err)[:400]}") from None
+        raise _misfit(ckpt_path, cfg, card, str(err)) from None
+    use_onednn_linears(backbone)
+    return backbone.to(device).eval(), card, cfg
+
+
+def random_init_name(cfg: dict[str, Any]) -> str:
+    """How reports name the untrained backbone of the recipe ``cfg``."""
+    return f"random-init (seed {cfg.get('run', {}).get('seed', 0)})"
+
+
+@contextmanager
+def _global_rng_kept() -> Iterator[None]:
+    """Leave Python's, NumPy's and torch's CPU random state as they were: seeding like pretraining
+    is a detail of building the baseline, not something a caller of the evaluation should inherit.
+    (CUDA generators, which only the seeding touches, are left reseeded.)"""
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def initial_teacher_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
+    """The teacher backbone that a pretraining run of the recipe ``cfg`` (a config dict) holds at step 0.
+
+    Built by the engine's own builder after the same seeding call (``set_seed(run.seed)`` right before
+    ``build_student_teacher``, see ``DINOStep``), so the weights are the run's, bit for bit: the
+    student, its heads and the teacher copy are all built, in the order pretraining builds them,
+    and the teacher's backbone is kept. In train mode, like any freshly built module.
+    """
+    from accelerate.utils import set_seed
+
+    from geodino.config.load import ConfigError, _apply
+    from geodino.config.schema import Config
+    from geodino.engine.build import build_student_teacher
+
+    recipe = Config()
+    try:
+        _apply(recipe, cfg, "")
+    except ConfigError as err:
+        raise ConfigError(f"the checkpoint's recipe does not fit this geodino: {err}") from None
+    with _global_rng_kept():
+        set_seed(recipe.run.seed)
+        _, teacher = build_student_teacher(recipe, in_chans)
+    return teacher.backbone
+
+
+def load_random_backbone(
+    ckpt_path: str | Path, card: DatasetCard | str | Path | None = None, device: str = "cpu"
+) -> tuple[Backbone, DatasetCard, dict[str, Any]]:
+    """Like :func:`load_teacher_backbone`, but the backbone is the untrained one of the checkpoint's
+    recipe (:func:`initial_teacher_backbone`, with as many bands as the card has): the
+    random-initialisation baseline, fed exactly as the trained backbone is (same card)."""
+    cfg, weights = _read_checkpoint(ckpt_path)
+    card = _resolve_card(ckpt_path, cfg, card)
+    try:
+        backbone = initial_teacher_backbone(cfg, card.num_bands)
+    except ValueError as err:
+        raise ValueError(f"{ckpt_path}: {err}") from None
+    # A baseline is only a baseline of this checkpoint if it is the architecture the trained weights
+    # have: a card of other bands is refused here as it is for the trained backbone.
+    ours = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in weights.items()}
+    if ours != theirs:
+        differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        raise _misfit(ckpt_path, cfg, card, "differs in " + ", ".join(
+            f"{k} {theirs.get(k, 'missing')} vs {ours.get(k, 'missing')}" for k in differing[:3]))
     use_onednn_linears(backbone)
     return backbone.to(device).eval(), card, cfg

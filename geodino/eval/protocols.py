@@ -4,7 +4,8 @@ optionally repeated with sensors hidden (the missing-modality table).
 Both protocols train and test under the same input condition: for "SAR only" the memory bank (or
 the probe's training set) and the queries all have their optical bands filled with the band mean.
 Results go to ``<out>/knn.json`` / ``<out>/linear.json`` and, with modality choices, to the
-``*_modalities.{csv,md,png}`` table.
+``*_modalities.{csv,md,png}`` table. With ``EvalOptions.random_init`` the same protocols score the
+checkpoint recipe's untrained backbone instead (the baseline); reports say which backbone they scored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geodino.eval.checkpoint import load_teacher_backbone
+from geodino.eval.checkpoint import load_random_backbone, load_teacher_backbone, random_init_name
 from geodino.eval.data import LabelledSet, check_eval_data, open_labelled_set, subsample_indices
 from geodino.eval.features import (
     ALL_BANDS,
@@ -56,6 +57,15 @@ class EvalOptions:
     device: str = "cpu"
     card: str | None = None  # override of the checkpoint's dataset card
     progress: bool = True
+    random_init: bool = False  # score the recipe's backbone as pretraining initialised it, not the teacher
+
+
+TRAINED_BACKBONE = "teacher"
+
+
+def backbone_name(cfg: dict[str, Any], options: EvalOptions) -> str:
+    """What the report's ``backbone`` says was scored."""
+    return random_init_name(cfg) if options.random_init else TRAINED_BACKBONE
 
 
 def _sets(checkpoint: str | Path, data: EvalData, options: EvalOptions):
@@ -64,7 +74,8 @@ def _sets(checkpoint: str | Path, data: EvalData, options: EvalOptions):
     # Splits first (no val split, or the memory bank's own shards as queries: refused), before the
     # checkpoint is loaded or a feature extracted; library callers get the same refusal as the CLI.
     check_eval_data(data.train, data.val, data.train_split, data.val_split)
-    backbone, card, cfg = load_teacher_backbone(checkpoint, options.card, options.device)
+    load = load_random_backbone if options.random_init else load_teacher_backbone
+    backbone, card, cfg = load(checkpoint, options.card, options.device)
     check_choices(options.modalities, list(card.modalities))
     common = dict(label=data.label, image_size=data.image_size)
     train = open_labelled_set(data.train, "train", card, cfg, split=data.train_split,
@@ -86,13 +97,14 @@ def _extract(backbone, labelled: LabelledSet, card, size: int, options: EvalOpti
                                 device=options.device, label_key=labelled.label_key, progress=options.progress)
 
 
-def _report(protocol: str, checkpoint: str | Path, card, train: LabelledSet, val: LabelledSet,
+def _report(protocol: str, checkpoint: str | Path, backbone: str, card, train: LabelledSet, val: LabelledSet,
             results: dict[str, dict[str, Any]], options: EvalOptions, out_dir: Path | None,
             settings: dict[str, Any]) -> dict[str, Any]:
     multi = train.label_key != "label"
     metrics = MULTI_LABEL_METRICS if multi else SINGLE_LABEL_METRICS
     report: dict[str, Any] = {
-        "protocol": protocol, "checkpoint": str(checkpoint), "card": card.name, "labels": train.label_key,
+        "protocol": protocol, "checkpoint": str(checkpoint), "backbone": backbone, "card": card.name,
+        "labels": train.label_key,
         "task": "multi-label" if multi else "single-label", "train": train.description, "val": val.description,
         "settings": settings, "results": results,
     }
@@ -103,7 +115,10 @@ def _report(protocol: str, checkpoint: str | Path, card, train: LabelledSet, val
 
             fraction = settings.get("label_fraction", 1.0)
             labels = f"{train.label_key}, {100 * fraction:g}% of labels" if fraction < 1 else train.label_key
-            title = f"{protocol}: {Path(checkpoint).parent.name or checkpoint} ({labels})"
+            name = str(Path(checkpoint).parent.name or checkpoint)
+            if backbone != TRAINED_BACKBONE:
+                name += f", {backbone}"
+            title = f"{protocol}: {name} ({labels})"
             report["modality_table"] = write_modality_table(results, list(card.modalities), metrics, out_dir,
                                                             f"{protocol}_modalities", title)
         write_json_atomic(out_dir / f"{protocol}.json", report)
@@ -122,7 +137,7 @@ def knn_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | None
     val_f, val_y = _extract(backbone, val, card, size, options, cls_embedding)
     results = {c: knn_evaluate(train_f[c], train_y, val_f[c], val_y, k, temperature) for c in train_f}
     settings = {"k": k, "temperature": temperature, "size": size, "fill": options.fill}
-    return _report("knn", checkpoint, card, train, val, results, options,
+    return _report("knn", checkpoint, backbone_name(cfg, options), card, train, val, results, options,
                    Path(out_dir) if out_dir is not None else None, settings)
 
 
@@ -158,6 +173,8 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
     identity = {"checkpoint": file_identity(checkpoint), "card": card.to_dict(), "size": size,
                 "n_last_blocks": n_blocks, "avgpool": s.avgpool, "fill": options.fill,
                 "modalities": _choices(options), "label": train.label_key}
+    if options.random_init:  # other weights, same checkpoint file: must not share cached features
+        identity["backbone"] = backbone_name(cfg, options)
 
     def features(labelled: LabelledSet, role: str) -> dict[str, Any]:
         spec = asdict(data)
@@ -177,12 +194,14 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
                                        val_set["labels"], probe)
     settings_out = {**asdict(s), "n_last_blocks": n_blocks, "size": size, "fill": options.fill,
                     "train_used": int(len(keep))}
-    return _report("linear", checkpoint, card, train, val, results, options,
+    return _report("linear", checkpoint, backbone_name(cfg, options), card, train, val, results, options,
                    Path(out_dir) if out_dir is not None else None, settings_out)
 
 
-def default_out_dir(checkpoint: str | Path) -> Path:
-    return Path(checkpoint).parent / "eval"
+def default_out_dir(checkpoint: str | Path, random_init: bool = False) -> Path:
+    """``<checkpoint folder>/eval``; the random-init baseline has a folder of its own so that it
+    never overwrites the trained model's reports."""
+    return Path(checkpoint).parent / ("eval_random_init" if random_init else "eval")
 
 
 def format_results(report: dict[str, Any]) -> str:
@@ -190,6 +209,9 @@ def format_results(report: dict[str, Any]) -> str:
     metrics = MULTI_LABEL_METRICS if report["task"] == "multi-label" else SINGLE_LABEL_METRICS
     lines = [f"{report['protocol']} on {report['val']} ({report['labels']}, {report['task']}), "
              f"train: {report['train']}"]
+    backbone = report.get("backbone", TRAINED_BACKBONE)
+    if backbone != TRAINED_BACKBONE:
+        lines[0] += f"; backbone: {backbone}, untrained"
     for choice, values in report["results"].items():
         cells = ", ".join(f"{m} {values[m]:.2f}" for m in metrics if m in values)
         lines.append(f"  {choice:>8}: {cells}")
