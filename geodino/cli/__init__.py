@@ -12,7 +12,8 @@ import importlib
 import sys
 
 # Order is the order shown by ``geodino --help``.
-COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench", "eval", "finetune", "export", "attention", "plot"]
+COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench", "eval", "finetune", "export", "attention", "plot",
+            "compare"]
 
 
 class CommandError(Exception):
