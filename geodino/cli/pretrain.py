@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     if "knn" in summary:
         knn = summary["knn"]
-        print(f"k-NN top-1 on held-out scenes: random teacher {knn['random_teacher']['top1']:.1f}%, "
-              f"trained teacher {knn['trained_teacher']['top1']:.1f}% (+{knn['top1_gain']:.1f})")
+        metric, name = knn["metric"], {"top1": "top-1", "map_micro": "micro-mAP"}.get(knn["metric"], knn["metric"])
+        print(f"k-NN {name} on held-out data: random teacher {knn['random_teacher'][metric]:.1f}%, "
+              f"trained teacher {knn['trained_teacher'][metric]:.1f}% ({knn['gain']:+.1f})")
     print(json.dumps(summary))
     return 0

@@ -35,7 +35,9 @@ class DataConfig:
     # Embedded synthetic scenes (see geodino.data.synthetic)
     num_samples: int = 4096
     num_classes: int = 8
-    eval_train_samples: int = 1024  # labelled held-out scenes for the k-NN memory bank
+    # The k-NN check of pretraining: memory bank and queries (synthetic: held-out scenes; shards:
+    # the first N samples of the train split and of the val, else test, split)
+    eval_train_samples: int = 1024
     eval_val_samples: int = 512
 
 
@@ -133,7 +135,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    knn: bool = True  # k-NN of the random and the trained teacher at the end of pretraining
+    knn: bool = True  # k-NN of the random teacher (step 0) and the trained one (end; every knn_every steps)
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_every: int = 0  # steps; 0 = only before and after training

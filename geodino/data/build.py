@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from torch.utils.data import Dataset
-
 from geodino.config.schema import Config
 from geodino.data.batches import PretrainData
+from geodino.data.labelled import LabelledSet
 from geodino.data.registry import get_source
 
 log = logging.getLogger(__name__)
@@ -26,6 +25,6 @@ def build_pretrain_data(cfg: Config, rank: int = 0, world_size: int = 1) -> Pret
     return data
 
 
-def build_knn_data(cfg: Config) -> tuple[Dataset, Dataset] | None:
-    """Labelled (memory bank, query) datasets for the k-NN check during pretraining, if the source has them."""
+def build_knn_data(cfg: Config) -> tuple[LabelledSet, LabelledSet] | None:
+    """Labelled (memory bank, queries) for the k-NN check during pretraining, if the source has them."""
     return get_source(cfg.data.source).knn_data(cfg)

@@ -78,7 +78,8 @@ class DataSource:
         raise self._cannot("pretraining")
 
     def knn_data(self, cfg: Any):
-        """``(memory bank, queries)`` for the k-NN check of a pretraining run, or None (no labels)."""
+        """``(memory bank, queries)`` as :class:`~geodino.data.labelled.LabelledSet` for the k-NN
+        check of a pretraining run, or None when the data has no labelled held-out part."""
         return None
 
     def labelled_set(self, spec: str, role: str, model_card: DatasetCard, recipe: Mapping[str, Any], *,
@@ -144,10 +145,14 @@ class SyntheticSource(DataSource):
     def knn_data(self, cfg: Any):
         from geodino.data.synthetic import SyntheticScenes
 
+        from geodino.data.labelled import LabelledSet
+
         d = cfg.data
         bank = SyntheticScenes(d.eval_train_samples, d.image_size, d.num_classes, cfg.run.seed, split="knn_train")
         query = SyntheticScenes(d.eval_val_samples, d.image_size, d.num_classes, cfg.run.seed, split="knn_val")
-        return bank, query
+        names = list(bank.card.classes)
+        return (LabelledSet(bank, "label", f"{len(bank)} held-out synthetic scenes", names),
+                LabelledSet(query, "label", f"{len(query)} other held-out synthetic scenes", names))
 
     def labelled_set(self, spec: str, role: str, model_card: DatasetCard, recipe: Mapping[str, Any], *,
                      label: str = "auto", split: str | None = None, num_samples: int | None = None,
@@ -218,6 +223,26 @@ class ShardSource(DataSource):
         data = shard_pretrain_data(cfg, rank, world)
         data.description = choice.describe()
         return data
+
+    def knn_data(self, cfg: Any):
+        """Bank: the first ``data.eval_train_samples`` of the train split; queries: the first
+        ``data.eval_val_samples`` of the val (else test) split, with the card's preferred
+        image-level label. None, with a log line saying why, when there is no such split or label."""
+        from geodino.config.load import config_to_dict
+        from geodino.data.splits import SplitError
+
+        card = cfg.data.card or None
+        try:
+            model_card = DatasetCard.load(card) if card else self.default_card({"root": cfg.data.root})
+            recipe = config_to_dict(cfg)
+            bank = self.labelled_set(cfg.data.root, "train", model_card, recipe,
+                                     num_samples=cfg.data.eval_train_samples)
+            query = self.labelled_set(cfg.data.root, "val", model_card, recipe, label=bank.label_key,
+                                      num_samples=cfg.data.eval_val_samples, split_option="data.root")
+        except (SplitError, ValueError, OSError, CardError) as err:
+            log.info("no k-NN check during pretraining: %s", err)
+            return None
+        return bank, query
 
     def labelled_set(self, spec: str, role: str, model_card: DatasetCard, recipe: Mapping[str, Any], *,
                      label: str = "auto", split: str | None = None, num_samples: int | None = None,

@@ -185,6 +185,7 @@ class Pretrainer:
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.step = 0
         self.knn_random: dict[str, Any] | None = None
+        self._knn_sets: tuple | None = None  # (bank, queries), built on the first k-NN check
 
     def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
         """Multi-crop views of the batch (seeded by the step: exact on resume and across world sizes),
@@ -209,6 +210,8 @@ class Pretrainer:
             self.metrics.truncate_after(self.step)
         if cfg.eval.knn and self.knn_random is None:
             self.knn_random = self.evaluate_knn()
+            if self.knn_random is not None and acc.is_main_process:
+                self.metrics.write({"step": 0, **knn_record(self.knn_random)})
         if acc.trackers:
             acc.init_trackers("geodino", config=_flat(config_to_dict(cfg)))
 
@@ -267,7 +270,21 @@ class Pretrainer:
     def _log_knn(self) -> None:
         scores = self.evaluate_knn()
         if scores is not None and self.accelerator.is_main_process:
-            self.metrics.write({"step": self.step, "knn_top1": scores["top1"], "knn_top5": scores["top5"]})
+            self.metrics.write({"step": self.step, **knn_record(scores)})
+            self._warn_if_not_paying(scores)
+
+    def _warn_if_not_paying(self, trained: dict[str, Any]) -> None:
+        """After warm-up (and always at the end), say so when the trained teacher's k-NN is below the
+        random teacher's."""
+        random = self.knn_random
+        warm = max(self.schedules.steps_per_epoch * self.cfg.optim.warmup_epochs, self.total_steps // 10)
+        if random is None or (self.step < warm and self.step < self.total_steps):
+            return
+        metric = headline_metric(trained)
+        if trained[metric] < random[metric]:
+            log.warning("step %d: the trained teacher's k-NN %s (%.1f) is below the random teacher's (%.1f): "
+                        "pretraining does not pay yet on these data (budget, learning rate, teacher temperature "
+                        "or augmentations)", self.step, metric, trained[metric], random[metric])
 
     def state(self) -> dict[str, Any]:
         acc = self.accelerator
@@ -319,17 +336,21 @@ class Pretrainer:
     def evaluate_knn(self) -> dict[str, Any] | None:
         """k-NN accuracy of the current teacher on the held-out labelled sets (main process only)."""
         from geodino.eval.features import extract_features
-        from geodino.eval.knn import knn_scores
+        from geodino.eval.knn import knn_evaluate
 
-        sets = build_knn_data(self.cfg)
+        if self._knn_sets is None:
+            self._knn_sets = build_knn_data(self.cfg) or ()
         result = None
-        if sets is not None and self.accelerator.is_main_process:
-            bank, query = sets
+        if self._knn_sets and self.accelerator.is_main_process:
+            bank, query = self._knn_sets
             size, device = self.cfg.augment.global_size, self.accelerator.device
             backbone = self.core.teacher.backbone
-            train_f, train_y = extract_features(backbone, bank, self.data.card, size, device=device)
-            val_f, val_y = extract_features(backbone, query, self.data.card, size, device=device)
-            result = knn_scores(train_f, train_y, val_f, val_y, self.cfg.eval.knn_k, self.cfg.eval.knn_temperature)
+            train_f, train_y = extract_features(backbone, bank.dataset, self.data.card, size, device=device,
+                                                label_key=bank.label_key)
+            val_f, val_y = extract_features(backbone, query.dataset, self.data.card, size, device=device,
+                                            label_key=query.label_key)
+            result = knn_evaluate(train_f, train_y, val_f, val_y, self.cfg.eval.knn_k, self.cfg.eval.knn_temperature)
+            result["label"] = bank.label_key
         self.accelerator.wait_for_everyone()
         return result
 
@@ -338,12 +359,16 @@ class Pretrainer:
         summary: dict[str, Any] = {"steps": self.step, "out_dir": str(self.out_dir)}
         if self.cfg.eval.knn:
             trained = self.evaluate_knn()
-            if trained is not None:
-                knn = {"random_teacher": self.knn_random, "trained_teacher": trained,
-                       "top1_gain": trained["top1"] - self.knn_random["top1"]}
+            if trained is not None and self.knn_random is not None:
+                metric = headline_metric(trained)
+                knn = {"metric": metric, "random_teacher": self.knn_random, "trained_teacher": trained,
+                       "gain": trained[metric] - self.knn_random[metric]}
+                if metric == "top1":
+                    knn["top1_gain"] = knn["gain"]
                 summary["knn"] = knn
                 if acc.is_main_process:
                     write_json_atomic(self.out_dir / "knn.json", knn)
+                    self._warn_if_not_paying(trained)
         if acc.is_main_process:
             from geodino.viz.curves import plot_curves
 
@@ -351,10 +376,22 @@ class Pretrainer:
             losses = [r["loss"] for r in records if "loss" in r]
             if losses:
                 summary["final_loss"] = losses[-1]
-                summary["loss_curve"] = str(plot_curves(records, self.out_dir / "loss.png", title=self.cfg.model.arch))
+                summary["loss_curve"] = str(plot_curves(records, self.out_dir / "loss.png", title=self.cfg.model.arch,
+                                                        knn=summary.get("knn")))
             write_json_atomic(self.out_dir / "summary.json", summary)
         acc.end_training()
         return summary
+
+
+def headline_metric(scores: dict[str, Any]) -> str:
+    """The k-NN figure that says whether pretraining pays: micro-mAP for multi-label data, top-1
+    accuracy for single-label data."""
+    return "map_micro" if "map_micro" in scores else "top1"
+
+
+def knn_record(scores: dict[str, Any]) -> dict[str, float]:
+    """The ``knn_*`` fields of a metrics-log line (the figures the curves plot)."""
+    return {f"knn_{m}": scores[m] for m in ("top1", "top5", "map_micro", "map_macro") if m in scores}
 
 
 def augment_kwargs(cfg: Config) -> dict[str, Any]:

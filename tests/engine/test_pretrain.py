@@ -61,7 +61,8 @@ def test_knn_during_training_is_logged(tmp_path):
     summary = pretrain(_cfg(tmp_path, "run.max_steps=2", "eval.knn=true", "eval.knn_every=1",
                             "data.eval_train_samples=16", "data.eval_val_samples=8"))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "knn_top1" in r] == [1, 2]
+    assert [r["step"] for r in records if "knn_top1" in r] == [0, 1, 2]  # the random teacher first
     knn = json.loads((tmp_path / "knn.json").read_text())
-    assert set(knn) == {"random_teacher", "trained_teacher", "top1_gain"}
+    assert set(knn) == {"metric", "random_teacher", "trained_teacher", "gain", "top1_gain"}
+    assert knn["metric"] == "top1" and knn["gain"] == knn["top1_gain"]
     assert knn["trained_teacher"]["num_val"] == 8 and summary["knn"]["top1_gain"] == knn["top1_gain"]
