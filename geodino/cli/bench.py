@@ -1,4 +1,4 @@
-"""``geodino bench step|loader|augment``: speed benchmarks, each against a baseline in the same run."""
+"""``geodino bench step|loader|augment|pays``: benchmarks, each against a baseline in the same run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ BENCHES = {
     "step": ("geodino.bench.step", "training-step images/s against the reference-style step"),
     "loader": ("geodino.bench.loader", "shard streaming samples/s against raw BigEarthNet folders"),
     "augment": ("geodino.bench.augment", "multi-crop augmentation crops/s"),
+    "pays": ("geodino.bench.pays", "does pretraining pay: random init vs pretrained vs mean spectrum on held-out "
+                                   "worlds, per step budget"),
 }
 
 
