@@ -1,4 +1,5 @@
-"""Small helpers shared across the package: atomic file writes, a temporary torch thread count."""
+"""Small helpers shared across the package: atomic file writes (figures too), dotted-key views of
+nested configs, a temporary torch thread count."""
 
 from __future__ import annotations
 
@@ -54,3 +55,25 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, **kwargs: Any) -> Path:
+    """Write a matplotlib figure as a PNG atomically (a half-written picture never replaces a good
+    one) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", **kwargs)
+    plt.close(fig)
+    return Path(path)
+
+
+def flatten_dict(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -19,7 +19,7 @@ from geodino.data.labelled import label_class_names
 from geodino.data.shards.format import card_spec, expand_shards, image_array
 from geodino.data.shards.read import iter_samples
 from geodino.data.stats import BandMoments
-from geodino.utils import atomic_path
+from geodino.utils import save_figure
 
 
 def _card(urls: list[str]) -> DatasetCard | None:
@@ -162,7 +162,5 @@ def render_preview(samples: list[dict[str, Any]], path: str | Path) -> Path:
             if col == 0:
                 ax.text(-0.05, 0.5, name, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return Path(path)

@@ -33,7 +33,7 @@ from geodino.engine.optim import (
 )
 from geodino.engine.schedules import Schedules
 from geodino.models.onednn_linear import use_onednn_linears
-from geodino.utils import write_json_atomic
+from geodino.utils import flatten_dict, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -213,7 +213,9 @@ class Pretrainer:
             if self.knn_random is not None and acc.is_main_process:
                 self.metrics.write({"step": 0, **knn_record(self.knn_random)})
         if acc.trackers:
-            acc.init_trackers("geodino", config=_flat(config_to_dict(cfg)))
+            # Trackers take scalars: lists (crop scales, levels) go as text.
+            flat = flatten_dict(config_to_dict(cfg))
+            acc.init_trackers("geodino", config={k: str(v) if isinstance(v, list) else v for k, v in flat.items()})
 
         progress = _progress(self.total_steps, self.step, enabled=cfg.train.progress and acc.is_main_process)
         spe = self.schedules.steps_per_epoch
@@ -401,23 +403,13 @@ def augment_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def _check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    old, new = _flat(saved), _flat(current)
+    old, new = flatten_dict(saved), flatten_dict(current)
     for key in sorted(set(old) | set(new)):
         if key.startswith(RESUMABLE_CHANGES):
             continue
         if old.get(key) != new.get(key):
             raise ConfigError(f"cannot resume from {path}: {key} was {old.get(key)!r}, the recipe now says "
                               f"{new.get(key)!r} (use another run.out_dir, or run.resume=never to start over)")
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v) if isinstance(v, list) else v
-    return out
 
 
 def _available_trackers() -> list[str]:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from geodino.utils import atomic_path, write_text_atomic
+from geodino.utils import flatten_dict, save_figure, write_text_atomic
 
 log = logging.getLogger("geodino")
 
@@ -44,17 +44,6 @@ COUNT, LOSS, SCORE, GAIN = "count", "loss", "score", "gain"
 
 
 # -- reading one run ------------------------------------------------------------------------------
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}``; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     """The object in ``path``; None when the file is absent or not a JSON object (said once, as a
     warning: a hand-edited or foreign file must not stop the comparison of the other runs)."""
@@ -199,7 +188,7 @@ def _eval_reports(run_dir: Path, rows: _Rows, eval_settings: dict) -> None:
             # between runs, since scores from different protocols do not compare.
             made = {k: report[k] for k in ("labels", "train", "val") if k in report}
             settings = report.get("settings") if isinstance(report.get("settings"), dict) else {}
-            made.update({k: v for k, v in flatten(settings).items() if k != "cache_dir"})
+            made.update({k: v for k, v in flatten_dict(settings).items() if k != "cache_dir"})
             eval_settings.update({f"{folder.name}/{protocol}.{k}": v for k, v in made.items()})
             for choice, values in report["results"].items():
                 if not isinstance(values, dict):
@@ -235,7 +224,7 @@ def collect_run(run_dir: str | Path) -> dict[str, Any]:
     if run_dir.is_file() and run_dir.suffix == ".pt":  # a checkpoint, as `geodino eval` takes it
         run_dir = run_dir.parent
     config = read_config(run_dir)
-    settings = {k: v for k, v in flatten(config).items() if k not in BOOKKEEPING}
+    settings = {k: v for k, v in flatten_dict(config).items() if k not in BOOKKEEPING}
     summary = _read_json(run_dir / "summary.json") or {}
     seg_metrics = _read_json(run_dir / "metrics.json")
     segmentation = "pretrained" in config["model"] or (seg_metrics is not None and "miou" in seg_metrics)
@@ -416,9 +405,7 @@ def bar_chart(comparison: dict[str, Any], out: str | Path, title: str = "") -> P
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return Path(out)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geodino.utils import atomic_path, write_text_atomic
+from geodino.utils import save_figure, write_text_atomic
 
 SENSOR_WORDS = {"s2": "optical", "s1": "SAR", "rgb": "RGB"}
 
@@ -89,9 +89,7 @@ def bar_chart(rows: list[dict[str, Any]], metrics: Sequence[str], out: str | Pat
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return Path(out)
 
 

@@ -119,7 +119,7 @@ def save_attention_maps(image: np.ndarray, card: DatasetCard, attention: torch.T
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from geodino.utils import atomic_path
+    from geodino.utils import save_figure
     from geodino.viz.segmentation import composite
 
     out = Path(out_dir)
@@ -131,9 +131,7 @@ def save_attention_maps(image: np.ndarray, card: DatasetCard, attention: torch.T
     written: dict[str, Any] = {"heads": []}
 
     def save(fig: Any, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
-        plt.close(fig)
+        save_figure(fig, path, dpi=100, bbox_inches="tight")
 
     for h in range(heads):
         fig, ax = plt.subplots(figsize=(3, 3))

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from geodino.utils import atomic_path  # noqa: E402
+from geodino.utils import save_figure  # noqa: E402
 
 KNN_METRICS = ("top1", "top5", "map_micro", "map_macro")
 
@@ -73,9 +73,7 @@ def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return out
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from geodino.utils import atomic_path  # noqa: E402
+from geodino.utils import save_figure  # noqa: E402
 
 
 def composite(image: np.ndarray, bands: list[str]) -> tuple[str, np.ndarray]:
@@ -56,8 +56,6 @@ def save_prediction(image: np.ndarray, bands: list[str], target: np.ndarray, pre
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return Path(path)
 

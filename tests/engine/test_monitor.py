@@ -5,7 +5,6 @@ import json
 import logging
 import math
 
-import pytest
 
 from geodino.config import load_config
 from geodino.config.load import RECIPES_DIR

@@ -34,7 +34,6 @@ plus every other part the samples hold, stacked: ``label`` (int64 [B]) and array
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, Iterator, Sequence

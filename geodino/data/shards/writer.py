@@ -38,7 +38,6 @@ from geodino.data.shards.format import (
     SampleParts,
     add_members,
     encode_sample,
-    read_index,
     shard_name,
 )
 from geodino.data.shards.format import PatchError

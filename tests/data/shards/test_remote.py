@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
 import sys
 import tarfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
