@@ -13,9 +13,10 @@ scores, on the val split with the train split as memory bank / probe training se
 
 Each budget is its own pretraining run whose schedule ends at that budget (10 epochs of
 ``budget / 10`` steps, the recipe's share of warm-up), so a budget is a complete short run, not the
-middle of a longer one. Runs live in ``<out>/runs/<world>-seed<seed>/steps<N>`` and resume from
-their checkpoint when the bench is run again; evaluation scores are kept beside them, keyed by the
-checkpoint file and the evaluation settings, so an interrupted bench continues where it stopped.
+middle of a longer one. Runs live in ``<out>/runs/<world>-seed<seed>-<size>px-n<train>/steps<N>``
+and resume from their checkpoint when the bench is run again; evaluation scores are kept beside
+them, keyed by the weights (the checkpoint file; for random init, the recipe), the card and the
+evaluation settings, so an interrupted bench continues where it stopped.
 
 Default recipe: ``recipes/bigearthnet_dinomm_vits8.yaml`` with ViT-Tiny/8 at 48 px (2 global + 4
 local crops of 24 px), batch 32 and the short-run settings of issue 13 (:data:`SHORT_RUN`), then
@@ -181,9 +182,20 @@ def pretrain_budget(s: PaysSettings, shards: Path, run_dir: Path, seed: int, ste
 
 
 # ---------------------------------------------------------------------------------- evaluation
+def init_identity(checkpoint: Path) -> dict[str, Any]:
+    """What the random-init weights of a checkpoint's recipe depend on (the architecture, the crop
+    size it is built for, the seed), so that every budget's checkpoint shares one baseline score."""
+    from geodino.engine.checkpoint import load_checkpoint
+
+    cfg = load_checkpoint(checkpoint)["config"]
+    return {"model": cfg["model"], "global_size": cfg["augment"]["global_size"], "seed": cfg["run"]["seed"]}
+
+
 def evaluate(s: PaysSettings, checkpoint: Path, shards: Path, out_dir: Path, random_init: bool) -> dict[str, Any]:
     """``{probe: {choice: scores}}`` of a checkpoint's teacher (or of its recipe's random init),
-    read from ``out_dir/pays_scores.json`` when the same checkpoint file was scored the same way."""
+    read from ``out_dir/pays_scores.json`` when the same weights were scored the same way on the
+    same data: the same checkpoint file (random init: the same recipe) and card."""
+    from geodino.data.shards.format import CARD_FILE
     from geodino.eval.features import file_identity
     from geodino.eval.protocols import EvalData, EvalOptions, LinearSettings, knn_eval, linear_eval
 
@@ -193,9 +205,12 @@ def evaluate(s: PaysSettings, checkpoint: Path, shards: Path, out_dir: Path, ran
                           progress=s.progress, random_init=random_init)
     cache_path = out_dir / "pays_scores.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    weights = init_identity(checkpoint) if random_init else file_identity(checkpoint)
     results = {}
     for probe in s.probes:
-        identity = {"probe": probe, "checkpoint": file_identity(checkpoint), "random_init": random_init,
+        identity = {"probe": probe, "weights": weights, "random_init": random_init,
+                    # by content: rewriting the shards' folder rewrites an identical card
+                    "card": hashlib.sha1((shards / CARD_FILE).read_bytes()).hexdigest(),
                     "modalities": list(s.modalities), "k": s.k, "temperature": s.temperature,
                     "linear_epochs": s.linear_epochs if probe == "linear" else None}
         key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -221,7 +236,9 @@ def measure_world(s: PaysSettings, world: str, seed: int) -> dict[str, Any]:
     from geodino.eval.data import open_labelled_set
 
     out = Path(s.out)
-    name = f"{world}-seed{seed}"
+    # The folder names what the data are, so that another size or sample count never resumes (or
+    # reuses the scores of) runs on other data.
+    name = f"{world}-seed{seed}-{s.size}px-n{s.train_samples}"
     shards = out / "worlds" / name
     started = time.perf_counter()
     write_world(shards, world, seed=seed, size=s.size, train_samples=s.train_samples, val_samples=s.val_samples,
@@ -328,7 +345,9 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     budgets = list(st["steps"])
     panels = [(w, p) for w in report["worlds"] for p in st["probes"]]
     n_rows, n_cols = len(report["worlds"]), len(st["probes"])
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    legend_in = 0.2 * (len(st["modalities"]) + 1)  # a legend row per modality: pretrained, random, mean
+    height = 3.2 * n_rows + legend_in
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, height), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (world, probe) in enumerate(panels):
         ax = axes[i // n_cols][i % n_cols]
@@ -341,15 +360,18 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
             if row["random_init"] is not None:
                 ax.axhline(row["random_init"], color=colour, linestyle="--", linewidth=1, label=f"{label} random init")
             ax.axhline(row["mean_spectrum"], color=colour, linestyle=":", linewidth=1, label=f"{label} mean spectrum")
-        if len(budgets) > 1 and min(budgets) > 0:
+        if len(budgets) > 1:
             ax.set_xscale("log")
+            ax.minorticks_off()  # the budgets are the only ticks worth reading
         ax.set_xticks(budgets, [str(n) for n in budgets])
         ax.set_title(f"{world['world']} (seed {world['seed']}), {PROBE_NAMES.get(probe, probe)}", fontsize=9)
         ax.set_xlabel("pretraining steps")
         ax.set_ylabel("micro-mAP (%)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="best")
-    fig.tight_layout()
+    # One legend under the panels: inside them it would hide the curves.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(st["modalities"]), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

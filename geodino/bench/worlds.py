@@ -513,7 +513,8 @@ def write_world(out: str | Path, world: str, seed: int = 0, size: int = 48, trai
     source = {"kind": "pays-world", "world": world, "seed": seed, "size": size}
     summary = write_shards(out, items, read, card, shard_size=shard_size, workers=workers, strict=True, seed=seed,
                            source=source, progress=progress)
-    if DatasetCard.load(out / CARD_FILE).mean is None:
+    measured = DatasetCard.load(out / CARD_FILE).extra.get("statistics_from") or {}
+    if measured.get("pixels_per_band") != train_samples * size * size:  # none yet, or of other data
         stats = compute_band_statistics(training_split(out).paths, progress=progress)
         write_statistics(stats, out / CARD_FILE)
     return summary

@@ -143,9 +143,11 @@ def test_the_bench_runs_end_to_end_and_continues_where_it_stopped(tmp_path, caps
     assert report["worlds"][0]["runs"]["2"]["steps"] == 2
 
     # Again: the run is complete and every score is kept, so nothing is trained or scored twice.
-    run_dir = tmp_path / "runs" / "radar-seed0" / "steps2"
+    run_dir = tmp_path / "runs" / "radar-seed0-16px-n64" / "steps2"
     checkpoint = (run_dir / "checkpoint.pt").stat().st_mtime_ns
-    timing = (run_dir / "pays_time.json").read_text()
+    kept = [run_dir / "pays_time.json", run_dir / "pays_eval" / "pays_scores.json",
+            run_dir.parent / "random_init" / "pays_scores.json"]
+    before = [path.read_text() for path in kept]
     assert run(args)["rows"] == rows
     assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == checkpoint
-    assert (run_dir / "pays_time.json").read_text() == timing
+    assert [path.read_text() for path in kept] == before
