@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from geodino.utils import write_json_atomic
+from geodino.utils import save_figure, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("geodino")
 
@@ -373,9 +373,7 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=len(st["modalities"]), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_outputs(report: dict[str, Any], out: Path) -> dict[str, str]:
@@ -383,7 +381,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     report["files"] = {k: str(v) for k, v in files.items()}
     write_json_atomic(files["json"], report)
-    files["md"].write_text(markdown_report(report))
+    write_text_atomic(files["md"], markdown_report(report))
     plot_report(report, files["png"])
     return report["files"]
 
