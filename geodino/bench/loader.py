@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from geodino.bench import cpu_model
+
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "data" / "bigearthnet" / "data.py"
 
 
@@ -239,19 +241,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     print(json.dumps(result), flush=True)
     return result
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), so every figure names the machine it was measured on."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 import torch
 
+from geodino.bench import cpu_model
 from geodino.utils import save_figure, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("geodino")
@@ -277,16 +277,6 @@ def measure_world(s: PaysSettings, world: str, seed: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- outputs
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _fmt(value: float | None) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
@@ -399,7 +389,7 @@ def measure(s: PaysSettings) -> dict[str, Any]:
     if not s.steps or min(s.steps) < 1:
         raise ValueError(f"--steps needs budgets of at least 1 step, got {s.steps}")
     started = time.perf_counter()
-    report: dict[str, Any] = {"bench": "pays", "metric": METRIC, "settings": asdict(s), "cpu": _cpu_name(),
+    report: dict[str, Any] = {"bench": "pays", "metric": METRIC, "settings": asdict(s), "cpu": cpu_model(),
                               "threads": torch.get_num_threads(), "worlds": []}
     report["settings"]["steps"] = sorted(s.steps)
     for world in s.worlds:
