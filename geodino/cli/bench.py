@@ -7,7 +7,8 @@ import importlib
 
 BENCHES = {
     "step": ("geodino.bench.step", "training-step images/s against the reference-style step"),
-    "loader": ("geodino.bench.loader", "shard streaming samples/s against raw BigEarthNet folders"),
+    "loader": ("geodino.bench.loader", "shard bytes per sample and decode rate per core against the raw files and "
+                                       "the previous read path; streaming against raw BigEarthNet folders"),
     "augment": ("geodino.bench.augment", "multi-crop augmentation crops/s"),
     "pays": ("geodino.bench.pays", "does pretraining pay: random init vs pretrained vs mean spectrum on held-out "
                                    "worlds, per step budget"),
