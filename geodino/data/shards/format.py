@@ -59,7 +59,6 @@ BANDS_PART = "image.bands"
 # imagery) kept as is, everything else as float32. All convert to float32 without loss.
 GROUP_DTYPES = ("uint8", "uint16", "int16", "float32")
 _GROUP_DTYPE_CODES = {np.dtype(d).newbyteorder("<").str for d in GROUP_DTYPES}
-RESAMPLING = "bilinear (torch.nn.functional.interpolate, align_corners=False), float32"
 
 # Split names: every spelling a dataset or a copy of it uses maps to one of these.
 SPLITS = ("train", "val", "test")
@@ -225,20 +224,17 @@ def add_members(tar: tarfile.TarFile, members: list[tuple[str, bytes]]) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def resample_bands(stack: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``stack`` [c, h, w] (float32) brought to ``size`` (H, W) with the one resampling method of
-    geodino: bilinear, ``align_corners=False``. A coarse pixel and the fine pixels it covers share
-    a footprint, so coarser bands stay co-registered over the patch; edges are clamped; bilinear
-    never overshoots the input range (bicubic would, giving negative reflectances). A stack already
-    at ``size`` is returned as is (bit-exact)."""
-    if stack.shape[-2:] == tuple(size):
-        return stack
-    import torch
+def resample_bands(values, size: tuple[int, int]):
+    """``values`` (float32 tensor [B, c, h, w]) brought to ``size`` (H, W) with the one resampling
+    method of geodino: bilinear, ``align_corners=False``. A coarse pixel and the fine pixels it
+    covers share a footprint, so coarser bands stay co-registered over the patch; edges are
+    clamped; bilinear never overshoots the input range (bicubic would, giving negative
+    reflectances). Values already at ``size`` are returned as they are (bit-exact)."""
+    if tuple(values.shape[-2:]) == tuple(size):
+        return values
     import torch.nn.functional as F
 
-    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(stack))[None], size=tuple(size), mode="bilinear",
-                        align_corners=False)[0]
-    return out.numpy()
+    return F.interpolate(values, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 @dataclass(frozen=True)
@@ -328,13 +324,13 @@ def _split_groups(raw: dict[str, Any], meta: dict[str, Any], spec: SampleSpec | 
 
 
 def assemble_groups(groups: list[BandGroup], bands: list[str], grid: tuple[int, int]) -> np.ndarray:
-    """One sample's float32 [C, H, W] image from its band groups (resampled onto ``grid``)."""
-    position = {b: i for i, b in enumerate(bands)}
-    image = np.empty((len(bands), *grid), dtype=np.float32)
-    for group in groups:
-        stack = resample_bands(group.array.astype(np.float32), tuple(grid))
-        image[[position[b] for b in group.bands]] = stack
-    return image
+    """One sample's float32 [C, H, W] image from its band groups (resampled onto ``grid``): a batch
+    of one through :func:`assemble_batch`, so a sample decodes to the values a batch assembles."""
+    import torch
+
+    one = {"groups": [torch.from_numpy(g.array.copy())[None] for g in groups],  # copy: the views are read-only
+           "names": [list(g.bands) for g in groups], "order": list(bands), "grid": list(grid)}
+    return assemble_batch({"bands": one}, "cpu")[0].numpy()
 
 
 def uint16_bits_to_float(bits):
@@ -349,7 +345,6 @@ def assemble_batch(batch: dict[str, Any], device: Any = None):
     ``batch["bands"]`` groups of a stream that left assembly to the device (stored dtype → float32,
     each coarser group resampled with the same bilinear method as :func:`resample_bands`)."""
     import torch
-    import torch.nn.functional as F
 
     if "bands" not in batch:
         return batch["image"].to(device, non_blocking=True).float()
@@ -364,9 +359,7 @@ def assemble_batch(batch: dict[str, Any], device: Any = None):
             values = uint16_bits_to_float(tensor.view(torch.int16).to(device, non_blocking=True))
         else:
             values = tensor.to(device, non_blocking=True).float()
-        if tuple(values.shape[-2:]) != grid:
-            values = F.interpolate(values, size=grid, mode="bilinear", align_corners=False)
-        out[:, [order.index(n) for n in names]] = values
+        out[:, [order.index(n) for n in names]] = resample_bands(values, grid)
     return out
 
 
