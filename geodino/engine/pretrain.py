@@ -186,6 +186,7 @@ class Pretrainer:
         self.step = 0
         self.knn_random: dict[str, Any] | None = None
         self._knn_sets: tuple | None = None  # (bank, queries), built on the first k-NN check
+        self._knn_last: tuple[int, dict[str, Any] | None] = (-1, None)  # (step, scores) of the last check
 
     def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
         """Multi-crop views of the batch (seeded by the step: exact on resume and across world sizes),
@@ -271,6 +272,7 @@ class Pretrainer:
 
     def _log_knn(self) -> None:
         scores = self.evaluate_knn()
+        self._knn_last = (self.step, scores)  # the end of the run reuses a check made at its last step
         if scores is not None and self.accelerator.is_main_process:
             self.metrics.write({"step": self.step, **knn_record(scores)})
             self._warn_if_not_paying(scores)
@@ -360,7 +362,9 @@ class Pretrainer:
         acc = self.accelerator
         summary: dict[str, Any] = {"steps": self.step, "out_dir": str(self.out_dir)}
         if self.cfg.eval.knn:
-            trained = self.evaluate_knn()
+            last_step, last = self._knn_last
+            fresh = last_step != self.step
+            trained = self.evaluate_knn() if fresh else last
             if trained is not None and self.knn_random is not None:
                 metric = headline_metric(trained)
                 knn = {"metric": metric, "random_teacher": self.knn_random, "trained_teacher": trained,
@@ -370,7 +374,8 @@ class Pretrainer:
                 summary["knn"] = knn
                 if acc.is_main_process:
                     write_json_atomic(self.out_dir / "knn.json", knn)
-                    self._warn_if_not_paying(trained)
+                    if fresh:  # a reused check has said it already
+                        self._warn_if_not_paying(trained)
         if acc.is_main_process:
             from geodino.viz.curves import plot_curves
 

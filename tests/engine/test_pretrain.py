@@ -57,12 +57,20 @@ def test_finished_run_resumes_to_its_end_without_training(tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_knn_during_training_is_logged(tmp_path):
+def test_knn_during_training_is_logged(tmp_path, monkeypatch):
+    from geodino.engine.pretrain import Pretrainer
+
+    checks = []
+    evaluate = Pretrainer.evaluate_knn
+    monkeypatch.setattr(Pretrainer, "evaluate_knn", lambda self: checks.append(self.step) or evaluate(self))
     summary = pretrain(_cfg(tmp_path, "run.max_steps=2", "eval.knn=true", "eval.knn_every=1",
                             "data.eval_train_samples=16", "data.eval_val_samples=8"))
+    assert checks == [0, 1, 2]  # the end of the run reuses the check of its last step
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "knn_top1" in r] == [0, 1, 2]  # the random teacher first
     knn = json.loads((tmp_path / "knn.json").read_text())
+    last = next(r for r in records if r["step"] == 2 and "knn_top1" in r)
+    assert knn["trained_teacher"]["top1"] == last["knn_top1"]
     assert set(knn) == {"metric", "random_teacher", "trained_teacher", "gain", "top1_gain"}
     assert knn["metric"] == "top1" and knn["gain"] == knn["top1_gain"]
     assert knn["trained_teacher"]["num_val"] == 8 and summary["knn"]["top1_gain"] == knn["top1_gain"]
