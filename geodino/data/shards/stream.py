@@ -290,9 +290,6 @@ class ShardLoader:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def close(self) -> None:
-        """Nothing to stop between epochs: each epoch's workers end with it."""
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
         self.epoch += 1
