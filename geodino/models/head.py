@@ -44,7 +44,7 @@ class _WeightNormedLinear(torch.autograd.Function):
         else:
             weight = v * scale.unsqueeze(1)
             out = matmul_t(x2, weight)
-        out = out.reshape(*x.shape[:-1], -1)
+        out = out.reshape(*x.shape[:-1], v.shape[0])  # not -1: x may have no rows (no masked patch)
         ctx.save_for_backward(x, v, g, norm, scale, weight)
         return out
 

@@ -66,7 +66,8 @@ class TeacherStats:
 
     @torch.no_grad()
     def record(self, probs: torch.Tensor) -> None:
-        if probs.shape[0] == 0:
+        if probs.shape[0] == 0:  # no token this step: nothing to report, rather than the last step's values
+            self._entropy = self._mean_entropy = None
             return
         self._log_k = math.log(probs.shape[-1])
         self._entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()

@@ -94,3 +94,22 @@ def test_masks_without_a_mask_token_are_refused():
     student, _ = build_student_teacher(cfg, in_chans=3)
     with pytest.raises(ValueError, match="mask token"):
         student([torch.randn(1, 3, 32, 32)], masks=[torch.ones(1, 4, 4, dtype=torch.bool)])
+
+
+def test_a_step_where_no_crop_is_masked_runs_and_reports_no_patch_entropy():
+    # Issue 14: at a few images per GPU, often no global crop of a process is masked; the patch head
+    # then runs on zero rows (so DDP sees its parameters used) and used to fail to reshape them.
+    student, teacher, loss_fn = _networks()
+    student.train()
+    views = [torch.randn(2, 3, 32, 32) for _ in range(2)]
+    masks = [torch.zeros(2, 4, 4, dtype=torch.bool) for _ in range(2)]
+    with torch.no_grad():
+        teacher_out = teacher(views, masks=masks)
+    student_out = student(views, masks=masks)
+    assert student_out.extra["masked"].logits.shape == (0, 32)
+    loss = loss_fn(student_out, teacher_out, 0.04)
+    assert loss.item() == 0.0
+    loss.backward()  # the head's parameters get (zero) gradients: every process reduces the same ones
+    assert student.extra_heads["masked"].head.mlp[0].weight.grad is not None
+    assert "teacher_entropy" not in loss_fn.signals()  # not the previous step's value
+    assert loss_fn.signals()["patch_fraction"] == 0.0
