@@ -16,6 +16,22 @@ Every op works in a *unit space* where the "dark" end of a band is 0 and its "br
   clouds, SAR dB tails) pass through untouched in shape. Without clipping, brightness and contrast
   commute, so their order does not matter and one fused op applies both.
 
+``band_ops="physical"`` (issue 13) replaces three of those ops with versions that respect what the
+bands measure, since the joint ones change a multispectral image in ways no sensor does:
+
+- brightness is a gain on the physical quantity: reflectances and digital numbers are multiplied
+  by ``b`` (``x -> b x``, a change of illumination; in unit space an affine map whose offset
+  depends on the band's mean and std), bands in dB are shifted by ``10 log10 b`` (the same gain on
+  backscatter power). The joint version scales ``u`` around ``mean - 2 std``, which in raw units
+  adds a band-dependent offset and so changes the spectrum's shape, the very cue that separates
+  many land covers;
+- contrast blends each band toward its own mean over the view (joint: toward one mean over all
+  bands, which pulls every band toward the same value and flattens the spectrum);
+- grayscale copies, within each modality, the mean over that modality's bands (joint: one mean
+  over SAR and optical bands together, which writes optical values into the SAR bands).
+
+Blur and solarize are the same in both.
+
 Blur is a Gaussian with a per-sample sigma and a fixed kernel of ``2 * ceil(3 * sigma_max) + 1``
 taps (13 for sigma up to 2): +-3 sigma holds 99.7 % of the weight, about the extent PIL's
 ``GaussianBlur(radius=sigma)`` (used by the DINO reference) covers with its box passes.
@@ -113,6 +129,38 @@ def multispectral_jitter(x: torch.Tensor, jitter: torch.Tensor, factors: torch.T
     return on_rows(x, jitter, op)
 
 
+def physical_jitter(
+    x: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor, gain_offset: torch.Tensor,
+    db_step: torch.Tensor, is_db: torch.Tensor,
+) -> torch.Tensor:
+    """Brightness as a gain on each band's physical quantity and contrast toward each band's mean.
+
+    Per band ``k`` in unit space: a linear-unit band maps ``u -> b u + (b - 1) gain_offset[k]``
+    (``gain_offset = (mean - 2 std) / (4 std)``, i.e. ``x -> b x`` in raw units); a dB band maps
+    ``u -> u + log10(b) db_step[k]`` (``db_step = 10 / (4 std)``, i.e. ``x -> x + 10 log10 b``).
+    Contrast ``c`` blends each band toward its own mean over the view's pixels. Both maps are
+    affine per band, so they commute.
+
+    Args:
+        gain_offset, db_step: ``[C]`` per-band constants on ``x``'s device and dtype.
+        is_db: ``bool [C]`` on ``x``'s device, the bands whose unit is dB.
+    """
+    lin = (~is_db).to(x.dtype)[None, :, None, None]
+    offset = gain_offset[None, :, None, None]
+    step = db_step[None, :, None, None]
+
+    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        b = _per_row(factors[:, 0], rows, sub)[:, None, None, None]
+        c = _per_row(factors[:, 1], rows, sub)[:, None, None, None]
+        mean = sub.mean(dim=(2, 3), keepdim=True)
+        blended = c * sub + (1 - c) * mean
+        scale = 1 + lin * (b - 1)
+        shift = lin * (b - 1) * offset + (1 - lin) * torch.log10(b) * step
+        return scale * blended + shift
+
+    return on_rows(x, jitter, op)
+
+
 # ---------------------------------------------------------------- grayscale, blur, solarize
 
 
@@ -124,6 +172,18 @@ def rgb_grayscale(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
 def band_mean_grayscale(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     """Mean over all bands of the selected rows, copied to every band."""
     return on_rows(x, selected, lambda sub, rows: sub.mean(dim=1, keepdim=True).expand_as(sub))
+
+
+def modality_grayscale(x: torch.Tensor, selected: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """Per group of bands (a modality), the mean over the group copied to its bands."""
+
+    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        out = sub.clone()
+        for channels in groups:
+            out[:, channels] = sub[:, channels].mean(dim=1, keepdim=True)
+        return out
+
+    return on_rows(x, selected, op)
 
 
 def blur_kernel_size(sigma_max: float, image_size: int) -> int:

@@ -22,10 +22,11 @@ import torch
 
 from geodino.augment import intensity
 from geodino.augment.crop import resized_crops
-from geodino.augment.modality import apply_modality_drop, channel_table, sample_modality_drop
+from geodino.augment.modality import apply_modality_drop, channel_table, check_modalities, sample_modality_drop
 from geodino.augment.params import ViewParams, ViewRecipe, sample_group_params
 
 MODES = ("rgb", "multispectral")
+BAND_OPS = ("joint", "physical")
 
 
 @dataclass
@@ -54,6 +55,11 @@ class MultiCropAugment:
         modality_fill: value of hidden channels, in standardised units (0 = the band mean).
         modality_drop_on: ``"all"`` crops (DINO-MM: the teacher sees masked globals too) or
             ``"student"`` crops only (the teacher's globals stay whole).
+        band_ops: multispectral mode only: ``"joint"`` (DINO-MM: brightness, contrast and grayscale
+            over all bands at once, in unit space) or ``"physical"`` (brightness as a gain on each
+            band's physical quantity, contrast per band, grayscale per modality); see
+            :mod:`geodino.augment.intensity`.
+        units: per-band units (the card's); bands in ``"dB"`` take a brightness gain as a shift.
         flip_p, jitter_p, brightness, contrast, saturation, hue, grayscale_p: shared by all views
             (saturation and hue are ignored in multispectral mode).
         blur_p, solarize_p: ``(global 1, global 2, locals)`` probabilities.
@@ -82,6 +88,8 @@ class MultiCropAugment:
         modality_drop_p: float = 0.0,
         modality_fill: float = 0.0,
         modality_drop_on: str = "all",
+        band_ops: str = "joint",
+        units: Sequence[str] | None = None,
         flip_p: float = 0.5,
         jitter_p: float = 0.8,
         brightness: float = 0.4,
@@ -105,6 +113,13 @@ class MultiCropAugment:
             raise ValueError(f"mode must be one of {MODES} or 'auto', got {mode!r}")
         if mode == "rgb" and in_chans != 3:
             raise ValueError(f"mode 'rgb' needs 3 channels, got {in_chans}; use 'multispectral'")
+        if band_ops not in BAND_OPS:
+            raise ValueError(f"band_ops must be one of {BAND_OPS}, got {band_ops!r}")
+        if band_ops != "joint" and mode == "rgb":
+            raise ValueError(f"band_ops {band_ops!r} is for multispectral mode; rgb mode uses the reference's "
+                             "colour ops")
+        if units is not None and len(units) != in_chans:
+            raise ValueError(f"need {in_chans} units, got {len(units)}")
         if modality_drop_on not in ("all", "student"):
             raise ValueError(f"modality_drop_on must be 'all' or 'student', got {modality_drop_on!r}")
         if n_local < 0:
@@ -126,6 +141,12 @@ class MultiCropAugment:
         self.modality_drop_p = modality_drop_p
         self.modality_fill = float(modality_fill)
         self.modality_drop_on = modality_drop_on
+        self.band_ops = band_ops
+        self.is_db = torch.tensor([str(u).strip().lower() == "db" for u in (units or [""] * in_chans)])
+        # Grayscale groups of the physical ops: each modality, and the bands of none as one more.
+        groups = [list(c) for c in check_modalities(self.modalities, in_chans).values()] if self.modalities else []
+        rest = sorted(set(range(in_chans)) - {c for g in groups for c in g})
+        self.gray_groups = groups + ([rest] if rest else [])
 
         shared: dict[str, Any] = dict(
             flip_p=flip_p, jitter_p=jitter_p, brightness=brightness, contrast=contrast,
@@ -141,7 +162,7 @@ class MultiCropAugment:
             size=local_size, scale=tuple(local_scale), blur_p=blur_p[2], solarize_p=solarize_p[2], **shared
         )
         self.blur_sigma = tuple(blur_sigma)
-        self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._stats: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     @classmethod
     def from_card(cls, card: Any, **kwargs: Any) -> MultiCropAugment:
@@ -149,7 +170,8 @@ class MultiCropAugment:
         if card.mean is None or card.std is None:
             raise ValueError(f"card {card.name!r} has no band statistics; compute them first")
         defaults: dict[str, Any] = dict(
-            in_chans=card.num_bands, mean=card.mean, std=card.std, modalities=card.modalities
+            in_chans=card.num_bands, mean=card.mean, std=card.std, modalities=card.modalities,
+            units=[b.unit for b in card.bands],
         )
         if len(card.modalities) < 2:
             defaults["modalities"] = None
@@ -161,7 +183,7 @@ class MultiCropAugment:
         return (
             f"{type(self).__name__}(in_chans={self.in_chans}, mode={self.mode!r}, "
             f"global={g.size}px{g.scale} x2, local={loc.size}px{loc.scale} x{self.n_local}, "
-            f"modality_drop_p={self.modality_drop_p} on {self.modality_drop_on!r})"
+            f"modality_drop_p={self.modality_drop_p} on {self.modality_drop_on!r}, band_ops={self.band_ops!r})"
         )
 
     # ------------------------------------------------------------------ the call
@@ -235,6 +257,18 @@ class MultiCropAugment:
             )
         return self._stats[key]
 
+    def _physical_constants(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """Per band: the unit-space offset of a gain (``(mean - 2 std) / (4 std)``), the unit-space
+        step of one decade of gain on a dB band (``10 / (4 std)``), and which bands are in dB."""
+        key = ("physical", device, dtype)
+        if key not in self._stats:
+            self._stats[key] = (
+                ((self.mean - 2 * self.std) / (4 * self.std)).to(device=device, dtype=dtype),
+                (10.0 / (4 * self.std)).to(device=device, dtype=dtype),
+                self.is_db.to(device),
+            )
+        return self._stats[key]
+
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """Raw values to unit space (rgb: unchanged; multispectral: mean +- 2 std -> [0, 1])."""
         x = images if images.is_floating_point() else images.float()
@@ -256,6 +290,10 @@ class MultiCropAugment:
             x.clamp_(0.0, 1.0)
             intensity.rgb_color_jitter(x, params.flat("jitter"), params.flat("factors"), params.flat("order"))
             intensity.rgb_grayscale(x, params.flat("grayscale"))
+        elif self.band_ops == "physical":
+            offset, step, is_db = self._physical_constants(x.device, x.dtype)
+            intensity.physical_jitter(x, params.flat("jitter"), params.flat("factors"), offset, step, is_db)
+            intensity.modality_grayscale(x, params.flat("grayscale"), self.gray_groups)
         else:
             intensity.multispectral_jitter(x, params.flat("jitter"), params.flat("factors"))
             intensity.band_mean_grayscale(x, params.flat("grayscale"))

@@ -181,6 +181,10 @@ def validate(cfg: Config) -> None:
     for key in ("modality_drop_p", "flip_p", "jitter_p", "grayscale_p"):
         if not 0 <= getattr(a, key) <= 1:
             raise ConfigError(f"augment.{key}: must be in [0, 1]")
+    if a.band_ops not in ("joint", "physical"):
+        raise ConfigError(f"augment.band_ops: expected joint or physical, got {a.band_ops!r}")
+    if a.band_ops != "joint" and a.mode == "rgb":
+        raise ConfigError(f"augment.band_ops: {a.band_ops!r} is for multispectral mode (augment.mode is rgb)")
     for key in ("blur_p", "solarize_p"):
         values = getattr(a, key)
         if len(values) != 3 or not all(0 <= v <= 1 for v in values):

@@ -66,6 +66,9 @@ class AugmentConfig:
     modality_drop_p: float = 0.0
     modality_fill: float = 0.0
     modality_drop_on: str = "all"  # all | student
+    # multispectral ops: joint (DINO-MM: brightness/contrast/grayscale over all bands together) |
+    # physical (a gain on each band's physical quantity, contrast per band, grayscale per modality)
+    band_ops: str = "joint"
     # Per-view probabilities and strengths; defaults are the reference DINO recipe.
     flip_p: float = 0.5
     jitter_p: float = 0.8

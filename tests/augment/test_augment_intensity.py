@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from kornia.enhance import adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction
 
@@ -71,3 +73,41 @@ def test_grayscales_and_solarize() -> None:
     s = intensity.solarize(x.clone(), torch.tensor([True, False]))
     torch.testing.assert_close(s[0], torch.where(x[0] >= 0.5, 1 - x[0], x[0]))
     assert torch.equal(s[1], x[1])
+
+
+def test_physical_jitter_is_a_gain_in_raw_units_and_a_shift_in_db() -> None:
+    # Two reflectance bands and one dB band, with their raw statistics.
+    mean = torch.tensor([700.0, 2000.0, -12.0], dtype=torch.float64)
+    std = torch.tensor([500.0, 1800.0, 5.0], dtype=torch.float64)
+    is_db = torch.tensor([False, False, True])
+    raw = torch.stack([torch.rand(4, 4) * 3000, torch.rand(4, 4) * 5000, torch.rand(4, 4) * 20 - 25])[None].double()
+    unit = (raw - (mean - 2 * std)[:, None, None]) / (4 * std)[:, None, None]
+    offset, step = (mean - 2 * std) / (4 * std), 10.0 / (4 * std)
+    factors = torch.tensor([[1.3, 1.0, 1.0, 0.0]], dtype=torch.float64)  # brightness 1.3, no contrast
+    out = intensity.physical_jitter(unit.clone(), torch.tensor([True]), factors, offset, step, is_db)
+    back = out * (4 * std)[:, None, None] + (mean - 2 * std)[:, None, None]
+    torch.testing.assert_close(back[0, :2], 1.3 * raw[0, :2])  # illumination: x -> 1.3 x
+    torch.testing.assert_close(back[0, 2], raw[0, 2] + 10 * math.log10(1.3))  # +1.14 dB
+    # The ratio between reflectance bands (the spectrum's shape) survives; the joint op's does not.
+    joint = intensity.multispectral_jitter(unit.clone(), torch.tensor([True]), factors)
+    joint_back = joint * (4 * std)[:, None, None] + (mean - 2 * std)[:, None, None]
+    torch.testing.assert_close(back[0, 0] / back[0, 1], raw[0, 0] / raw[0, 1])
+    assert not torch.allclose(joint_back[0, 0] / joint_back[0, 1], raw[0, 0] / raw[0, 1])
+
+
+def test_physical_contrast_blends_each_band_toward_its_own_mean() -> None:
+    u = torch.rand(1, 3, 5, 5, dtype=torch.float64) + torch.tensor([0.0, 2.0, -1.0], dtype=torch.float64)[:, None, None]
+    factors = torch.tensor([[1.0, 0.5, 1.0, 0.0]], dtype=torch.float64)
+    zeros = torch.zeros(3, dtype=torch.float64)
+    out = intensity.physical_jitter(u.clone(), torch.tensor([True]), factors, zeros, zeros, torch.zeros(3, dtype=torch.bool))
+    band_mean = u.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(out, 0.5 * u + 0.5 * band_mean)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), u.mean(dim=(2, 3)))  # every band keeps its level
+
+
+def test_modality_grayscale_never_mixes_sensors() -> None:
+    x = torch.randn(2, 5, 3, 3)
+    out = intensity.modality_grayscale(x.clone(), torch.tensor([True, False]), [[0, 1, 2], [3, 4]])
+    torch.testing.assert_close(out[0, :3], x[0, :3].mean(0, keepdim=True).expand(3, 3, 3))
+    torch.testing.assert_close(out[0, 3:], x[0, 3:].mean(0, keepdim=True).expand(2, 3, 3))
+    assert torch.equal(out[1], x[1])

@@ -277,3 +277,40 @@ def test_from_card_takes_bands_statistics_and_modalities() -> None:
     assert aug.modalities == card.modalities
     views = aug(torch.rand(2, card.num_bands, 20, 20) * 3000, _gen())
     assert views.student[2].shape == (2, card.num_bands, 8, 8)
+
+
+def test_physical_band_ops_from_card_gain_on_raw_values_shift_in_db_grayscale_per_sensor() -> None:
+    from geodino.data.card import DatasetCard
+
+    card = DatasetCard.load("bigearthnet-v1").with_statistics(MS_MEAN, MS_STD)
+    assert [b.unit for b in card.bands][-2:] == ["dB", "dB"]
+    images = _multispectral(16, 16).double()
+    mean, std = _stats(MS_MEAN, MS_STD)
+    mean, std = mean.double(), std.double()
+    aug = MultiCropAugment.from_card(card, band_ops="physical", global_size=16, local_size=8, n_local=1,
+                                     **{**ALL_OFF, **WHOLE, "jitter_p": 1.0, "contrast": 0.0})
+    raw_out = aug(images, _gen()).teacher[0] * std + mean
+    # One gain per sample: reflectances multiplied by it, backscatter shifted by 10 log10 of it.
+    gain = raw_out[:, :12].sum(dim=(1, 2, 3)) / images[:, :12].sum(dim=(1, 2, 3))
+    torch.testing.assert_close(raw_out[:, :12], gain.view(-1, 1, 1, 1) * images[:, :12], atol=1e-2, rtol=1e-5)
+    shift = (10 * torch.log10(gain)).view(-1, 1, 1, 1)
+    torch.testing.assert_close(raw_out[:, 12:], images[:, 12:] + shift, atol=1e-4, rtol=0)
+    assert gain.min() >= 0.6 - 1e-6 and gain.max() <= 1.4 + 1e-6 and gain.std() > 0.05
+
+    gray = MultiCropAugment.from_card(card, band_ops="physical", global_size=16, local_size=8, n_local=1,
+                                      **{**ALL_OFF, **WHOLE, "grayscale_p": 1.0})
+    z = (images - mean) / std
+    out = gray(images, _gen()).teacher[0].double()
+    torch.testing.assert_close(out[:, :12], z[:, :12].mean(1, keepdim=True).expand(-1, 12, -1, -1),
+                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[:, 12:], z[:, 12:].mean(1, keepdim=True).expand(-1, 2, -1, -1),
+                               atol=1e-4, rtol=0)
+
+
+def test_band_ops_checks() -> None:
+    with pytest.raises(ValueError, match="band_ops"):
+        _ms(band_ops="per_band")
+    with pytest.raises(ValueError, match="multispectral"):
+        _rgb(band_ops="physical")
+    with pytest.raises(ValueError, match="units"):
+        _ms(band_ops="physical", units=["dB"])
