@@ -6,6 +6,7 @@ A checkpoint holds plain tensors, numbers, strings, lists and dicts only, so it 
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from geodino.utils import atomic_path
+
+log = logging.getLogger("geodino")
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -29,7 +32,10 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # Only this process's device: another launch may give a process another number of visible
+        # GPUs (one per task under SLURM, all of them under torchrun), so a list by index would
+        # not fit (issue 14).
+        state["cuda_device"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -38,8 +44,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not torch.cuda.is_available():
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"])
+    elif "cuda" in state:  # checkpoints before issue 14: every visible device's state, by index
+        device = torch.cuda.current_device()
+        if device < len(state["cuda"]):
+            torch.cuda.set_rng_state(state["cuda"][device])
+        else:
+            log.warning("the checkpoint holds CUDA RNG states for %d devices and this process uses device %d: "
+                        "its CUDA RNG starts fresh", len(state["cuda"]), device)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
