@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from geodino.augment import MultiCropAugment, Views
 from geodino.config import Config, ConfigError, config_to_dict, save_config
@@ -315,19 +315,29 @@ class Pretrainer:
         self.accelerator.wait_for_everyone()
 
     def _maybe_resume(self) -> None:
-        mode = self.cfg.run.resume
-        path = self.out_dir / ckpt.CHECKPOINT_NAME if mode in ("auto", "") else Path(mode)
-        if mode == "never" or (mode in ("auto", "") and not path.exists()):
+        """Rank 0 decides whether to resume and reads the checkpoint; every other process gets its
+        decision and its state. Deciding per process let ranks on nodes without a shared filesystem
+        (where only rank 0 wrote checkpoints) start from step 0 while rank 0 resumed (issue 14)."""
+        state: dict[str, Any] | None = None
+        failure: Exception | None = None
+        if self.accelerator.is_main_process:
+            try:
+                state = self._read_resume_state()
+            except (ConfigError, ValueError, OSError) as err:  # the others must not wait for rank 0 forever
+                failure = err
+        if self.world > 1:
+            state, failure = broadcast_object_list([state, failure], from_process=0)
+        if failure is not None:
+            raise failure
+        if state is None:
             return
-        state = ckpt.load_checkpoint(path)
-        _check_same_recipe(state["config"], config_to_dict(self.cfg), path)
         self.accelerator.unwrap_model(self.core.student).load_state_dict(state["student"])
         self.core.teacher.load_state_dict(state["teacher"])
         self.core.optimizer.load_state_dict(state["optimizer"])
         self.core.objectives.load_state_dict(state["objectives"])
         if "scaler" in state and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
+        rng, path = state["rng"], state.pop("_path")
         if len(rng) != self.world:
             log.warning("resuming %d processes from a checkpoint of %d: stochastic-depth draws will differ",
                         self.world, len(rng))
@@ -336,6 +346,18 @@ class Pretrainer:
         self.knn_random = state.get("knn_random")
         if self.accelerator.is_main_process:
             log.info("resumed from %s at step %d", path, self.step)
+
+    def _read_resume_state(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (``run.resume``: auto = the run folder's, never, or a path),
+        checked against the recipe; None to start from step 0."""
+        mode = self.cfg.run.resume
+        path = self.out_dir / ckpt.CHECKPOINT_NAME if mode in ("auto", "") else Path(mode)
+        if mode == "never" or (mode in ("auto", "") and not path.exists()):
+            return None
+        state = ckpt.load_checkpoint(path)
+        _check_same_recipe(state["config"], config_to_dict(self.cfg), path)
+        state["_path"] = str(path)
+        return state
 
     def evaluate_knn(self) -> dict[str, Any] | None:
         """k-NN accuracy of the current teacher on the held-out labelled sets (main process only)."""
