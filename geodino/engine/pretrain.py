@@ -6,7 +6,7 @@ The whole step is :meth:`Pretrainer.train_step`; everything it calls lives in it
 from __future__ import annotations
 
 import logging
-import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ log = logging.getLogger("geodino")
 MASK_STREAM = 1 << 40
 
 # Keys that may change between a run and its resumption without changing the result.
+PENDING_CHECKPOINT_NAME = "checkpoint.pending.pt"
 RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "eval.", "data.num_workers")
 
 
@@ -55,22 +56,64 @@ def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops and the last good checkpoint is left as it was."""
+    """Training diverged (a non-finite loss, or non-finite weights before a checkpoint); the run
+    stops and the last good checkpoint is left as it was."""
 
-    def __init__(self, step: int, losses: dict[str, float], checkpoint_note: str = "") -> None:
-        self.step, self.losses = step, losses
+    def __init__(self, step: int, losses: dict[str, float], checkpoint_note: str = "", what: str = "") -> None:
+        self.step, self.losses, self.what = step, losses, what
         detail = ", ".join(f"{n}={v:.4g}" for n, v in losses.items())
         note = f", {checkpoint_note}" if checkpoint_note else ""
+        what = what or f"non-finite loss at step {step + 1} ({detail})"
         super().__init__(
-            f"non-finite loss at step {step + 1} ({detail}); stopping{note}. Common causes: fp16 overflow "
+            f"{what}; the last step with a finite loss is {step}{note}. Common causes: fp16 overflow "
             "(try train.precision=bf16 or no), a learning rate too high for the batch, NaN in the input bands."
         )
 
 
+class LossGuard:
+    """Watches every step's (all-reduced) losses on the device and says, when asked, whether one
+    was not finite: the first such step and its values.
+
+    Checking each step's loss on the host before its backward pass would stall a GPU every step;
+    here ``observe`` only queues device operations, and ``check`` (one synchronisation) runs where
+    it matters: before a checkpoint is written or promoted, and on steps that log. A bad step found
+    late has already applied its update, but nothing after the last check was saved as good.
+    """
+
+    def __init__(self) -> None:
+        self._first: torch.Tensor | None = None  # step index of the first non-finite loss, -1: none
+        self._values: torch.Tensor | None = None  # its losses
+        self.observed = -1  # the last step observed
+
+    def observe(self, step: int, reduced: torch.Tensor) -> None:
+        if self._first is None:
+            self._first = torch.full((), -1, dtype=torch.long, device=reduced.device)
+            self._values = torch.zeros_like(reduced)
+        new = (~torch.isfinite(reduced).all()) & (self._first < 0)
+        self._first = torch.where(new, torch.full_like(self._first, step), self._first)
+        self._values = torch.where(new, reduced, self._values)
+        self.observed = step
+
+    def check(self, names: list[str]) -> None:
+        """Raise :class:`NonFiniteLossError` if any step observed so far had a non-finite loss."""
+        if self._first is None:
+            return
+        first = int(self._first)
+        if first >= 0:
+            assert self._values is not None
+            raise NonFiniteLossError(first, dict(zip(names, self._values.tolist())))
+
+
 @dataclass
 class StepResult:
-    losses: dict[str, float]
+    names: list[str]  # "loss", then "loss_<objective>"
+    reduced: torch.Tensor  # their global-batch means, on the device
     signals: dict[str, float] | None
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """The losses as numbers (a host synchronisation: ask on steps that log)."""
+        return dict(zip(self.names, self.reduced.tolist()))
 
 
 class DINOStep:
@@ -98,6 +141,8 @@ class DINOStep:
         optimizer = build_optimizer(student, cfg.optim.betas)
         self.student, self.optimizer = acc.prepare(student, optimizer)
         self.teacher.to(acc.device)
+        self.guard = LossGuard()
+        self.loss_names: list[str] = ["loss"]
         set_seed(cfg.run.seed + acc.process_index)  # stochastic depth differs per process, as it should
 
     def __call__(self, views: Views, step: int, want_signals: bool = False) -> StepResult:
@@ -124,11 +169,11 @@ class DINOStep:
                 if hasattr(obj, "signals"):
                     signals.update({f"{name}_{key}": value for key, value in obj.signals().items()})
         loss = sum(self.weights[name] * value for name, value in losses.items())
-        # One all-reduce gives the global-batch means to log and stops every process together.
-        reduced = acc.reduce(torch.stack([loss, *losses.values()]).detach().float(), reduction="mean").tolist()
-        values = dict(zip(["loss", *(f"loss_{n}" for n in losses)], reduced))
-        if not all(math.isfinite(v) for v in reduced):
-            raise NonFiniteLossError(step, values)
+        # One all-reduce gives the global-batch means to log and to the guard, which every process
+        # then judges alike; nothing here waits for the device.
+        reduced = acc.reduce(torch.stack([loss, *losses.values()]).detach().float(), reduction="mean")
+        self.loss_names = ["loss", *(f"loss_{n}" for n in losses)]
+        self.guard.observe(step, reduced)
 
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
@@ -140,7 +185,7 @@ class DINOStep:
             drop_last_layer_gradients(self.student)
         self.optimizer.step()
         ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
-        return StepResult(values, signals)
+        return StepResult(self.loss_names, reduced, signals)
 
     def student_masks(self, views: Views, step: int) -> list[torch.Tensor | None] | None:
         """Patch masks for the student's crops from the objectives that ask for them (None if none do).
@@ -184,6 +229,8 @@ class Pretrainer:
             self.total_steps = min(self.total_steps, cfg.run.max_steps)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.step = 0
+        self._good_step = 0  # the step of checkpoint.pt
+        self._pending_step: int | None = None  # the step of checkpoint.pending.pt, awaiting its next step
         self.knn_random: dict[str, Any] | None = None
         self._knn_sets: tuple | None = None  # (bank, queries), built on the first k-NN check
         self._knn_last: tuple[int, dict[str, Any] | None] = (-1, None)  # (step, scores) of the last check
@@ -193,19 +240,24 @@ class Pretrainer:
         then one update."""
         generator = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step)
         views = self.augment(images, generator, offset=self.rank * images.shape[0], total=self.global_batch)
-        try:
-            return self.core(views, step, want_signals)
-        except NonFiniteLossError as err:
-            path = self.out_dir / ckpt.CHECKPOINT_NAME
-            kept = f"the last good checkpoint {path} is intact" if path.exists() else "no checkpoint was written yet"
-            raise NonFiniteLossError(err.step, err.losses, kept) from None
+        return self.core(views, step, want_signals)
 
     # ---------------------------------------------------------------- the run
     def fit(self) -> dict[str, Any]:
+        try:
+            return self._fit()
+        except NonFiniteLossError as err:
+            path = self.out_dir / ckpt.CHECKPOINT_NAME
+            kept = (f"the last good checkpoint {path} (step {self._good_step}) is intact" if path.exists()
+                    else "no checkpoint was written yet")
+            raise NonFiniteLossError(err.step, err.losses, kept, err.what) from None
+
+    def _fit(self) -> dict[str, Any]:
         cfg, acc = self.cfg, self.accelerator
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._maybe_resume()
         if acc.is_main_process:
+            self._discard_pending()
             save_config(cfg, self.out_dir / "config.yaml")
             self.data.card.save(self.out_dir / "card.yaml")  # bands and statistics travel with the run
             self.metrics.truncate_after(self.step)
@@ -228,19 +280,22 @@ class Pretrainer:
                 log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
                 result = self.train_step(self.data.images(batch, acc.device), step, log_now)
                 self.step = step + 1
+                if self._pending_step is not None:
+                    self._promote_pending()  # this step's loss came from the pending checkpoint's weights
                 now = time.perf_counter()
                 inst = self.global_batch / max(now - tick, 1e-9)
                 rate = inst if rate is None else 0.9 * rate + 0.1 * inst
                 tick = now
                 progress.update(1)
-                progress.set_postfix(loss=f"{result.losses['loss']:.4f}", lr=f"{self.schedules.lr[step]:.2e}",
-                                     img_s=f"{rate:.1f}", refresh=False)
                 if log_now:
+                    self.core.guard.check(self.core.loss_names)
+                    progress.set_postfix(loss=f"{result.losses['loss']:.4f}", lr=f"{self.schedules.lr[step]:.2e}",
+                                         img_s=f"{rate:.1f}", refresh=False)
                     self._log(step, epoch, result, rate)
                 if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
                     self._log_knn()
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
-                    self.save()
+                    self.save(final=self.step == self.total_steps)
                 if self.step >= self.total_steps:
                     break
         progress.close()
@@ -308,11 +363,51 @@ class Pretrainer:
             state["scaler"] = acc.scaler.state_dict()
         return state
 
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
+        """Write a checkpoint of the current step once the losses so far and the weights are finite.
+
+        Finite weights can still be wrong (a huge update); only the next step's loss shows it. So a
+        checkpoint in the middle of a run goes to ``checkpoint.pending.pt`` and replaces
+        ``checkpoint.pt`` only after the next step's loss is found finite; until then the previous
+        one stays the one to resume from. The last step of a run has no next step: it is written
+        as ``checkpoint.pt`` directly.
+        """
+        self._check_finite()
         state = self.state()  # every process takes part (RNG gathering)
         if self.accelerator.is_main_process:
-            ckpt.save_checkpoint(self.out_dir / ckpt.CHECKPOINT_NAME, state)
+            ckpt.save_checkpoint(self._pending_path if not final else self.out_dir / ckpt.CHECKPOINT_NAME, state)
+            if final:
+                self._pending_path.unlink(missing_ok=True)
+        if final:
+            self._good_step, self._pending_step = self.step, None
+        else:
+            self._pending_step = self.step
         self.accelerator.wait_for_everyone()
+
+    @property
+    def _pending_path(self) -> Path:
+        return self.out_dir / PENDING_CHECKPOINT_NAME
+
+    def _promote_pending(self) -> None:
+        self.core.guard.check(self.core.loss_names)  # raises if the pending weights gave a bad loss
+        if self.accelerator.is_main_process:
+            os.replace(self._pending_path, self.out_dir / ckpt.CHECKPOINT_NAME)
+        self._good_step, self._pending_step = self._pending_step, None
+
+    def _discard_pending(self) -> None:
+        if self._pending_path.exists():
+            log.warning("removing %s: a checkpoint whose next step never ran (the run stopped first); "
+                        "resuming from %s", self._pending_path, ckpt.CHECKPOINT_NAME)
+            self._pending_path.unlink()
+
+    def _check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` unless every loss so far and every weight is finite."""
+        self.core.guard.check(self.core.loss_names)
+        student = self.accelerator.unwrap_model(self.core.student)
+        tensors = [*student.parameters(), *self.core.teacher.parameters()]
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if not bool(finite):
+            raise NonFiniteLossError(self.step, {}, what=f"non-finite weights after step {self.step}")
 
     def _maybe_resume(self) -> None:
         """Rank 0 decides whether to resume and reads the checkpoint; every other process gets its
@@ -342,7 +437,7 @@ class Pretrainer:
             log.warning("resuming %d processes from a checkpoint of %d: stochastic-depth draws will differ",
                         self.world, len(rng))
         ckpt.set_rng_state(rng[self.rank % len(rng)])
-        self.step = int(state["step"])
+        self.step = self._good_step = int(state["step"])
         self.knn_random = state.get("knn_random")
         if self.accelerator.is_main_process:
             log.info("resumed from %s at step %d", path, self.step)

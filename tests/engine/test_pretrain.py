@@ -31,15 +31,42 @@ def test_run_writes_config_metrics_checkpoint_and_curve(tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = _cfg(tmp_path, "optim.lr=1e30", "optim.warmup_epochs=0", "optim.clip_grad=0",
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_a_diverged_state_is_never_saved_as_good(tmp_path, warmup):
+    # lr=1e30: the first update leaves huge but finite weights, and the next step's loss is not
+    # finite (with warm-up the first update has lr 0, so there is a good checkpoint to keep). The state of that update must not become the checkpoint to resume from (issue 14:
+    # it was saved as "the last good checkpoint", student max|w| 2.5e26).
+    cfg = _cfg(tmp_path, "optim.lr=1e30", f"optim.warmup_epochs={warmup}", "optim.clip_grad=0",
                "optim.freeze_last_layer=0", "train.checkpoint_every=1")
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step") as err:
         pretrain(cfg)
-    assert "last good checkpoint" in str(err.value)
+    assert (tmp_path / "checkpoint.pt").exists() == bool(warmup)
+    first_bad = err.value.step + 1  # 1-based
+    assert f"the last step with a finite loss is {first_bad - 1}" in str(err.value)
+    path = tmp_path / "checkpoint.pt"
+    if path.exists():
+        state = load_checkpoint(path)
+        assert state["step"] <= first_bad - 2, (state["step"], first_bad)  # its next step's loss was finite
+        assert f"last good checkpoint {path} (step {state['step']})" in str(err.value)
+        for part in ("student", "teacher"):
+            assert all(v.abs().max() < 1e6 for v in state[part].values() if v.is_floating_point()), part
+    else:
+        assert "no checkpoint was written yet" in str(err.value)
+
+
+def test_a_checkpoint_replaces_the_previous_one_only_after_its_next_step(tmp_path):
+    from geodino.engine.pretrain import PENDING_CHECKPOINT_NAME
+
+    pretrain(_cfg(tmp_path, "run.max_steps=3", "train.checkpoint_every=2"))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3  # the last step: written directly
+    assert not (tmp_path / PENDING_CHECKPOINT_NAME).exists()
+    # A run stopped right after a mid-run checkpoint leaves it pending; the next start removes it
+    # and resumes from the confirmed one.
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["step"] == err.value.step  # the checkpoint of the last finite step, still readable
-    assert all(torch.isfinite(v).all() for v in state["teacher"].values())
+    (tmp_path / PENDING_CHECKPOINT_NAME).write_bytes(b"unconfirmed")
+    summary = pretrain(_cfg(tmp_path, "run.max_steps=3", "train.checkpoint_every=2"))
+    assert summary["steps"] == state["step"] == 3
+    assert not (tmp_path / PENDING_CHECKPOINT_NAME).exists()
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path):
