@@ -166,6 +166,7 @@ def validate(cfg: Config) -> None:
         if value not in choices:
             raise ConfigError(f"{dotted}: {value!r} is not one of {list(choices)}")
     check_data_source(cfg.data.source, cfg.data.root, "pretraining")
+    _validate_model(cfg)
     for key in ("batch_size", "image_size"):
         if getattr(cfg.data, key) <= 0:
             raise ConfigError(f"data.{key}: must be positive")
@@ -194,6 +195,25 @@ def validate(cfg: Config) -> None:
     _validate_objective(cfg)
 
 
+def _validate_model(cfg: Config) -> None:
+    m, d = cfg.model, cfg.dino
+    # One prototype makes every output the same distribution: the loss is 0 and nothing is learned.
+    if m.out_dim < 2:
+        raise ConfigError(f"model.out_dim: the DINO head needs at least 2 prototypes, got {m.out_dim}")
+    for key in ("hidden_dim", "bottleneck_dim"):
+        if getattr(m, key) <= 0:
+            raise ConfigError(f"model.{key}: must be positive, got {getattr(m, key)}")
+    if m.nlayers < 1:
+        raise ConfigError(f"model.nlayers: the head needs at least 1 layer, got {m.nlayers}")
+    if m.depth < 0 or m.patch_size < 0:
+        raise ConfigError("model.depth / model.patch_size: must be >= 0 (0 = the architecture's own)")
+    if not 0 <= m.drop_path_rate < 1:
+        raise ConfigError(f"model.drop_path_rate: must be in [0, 1), got {m.drop_path_rate}")
+    for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(f"dino.{key}: must be positive, got {getattr(d, key)}")
+
+
 def _validate_objective(cfg: Config) -> None:
     o = cfg.objective
     if o.patch_weight < 0:
@@ -201,6 +221,8 @@ def _validate_objective(cfg: Config) -> None:
     for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers", "selfpatch_blocks"):
         if getattr(o, key) <= 0:
             raise ConfigError(f"objective.{key}: must be positive")
+    if o.patch_out_dim < 2:
+        raise ConfigError(f"objective.patch_out_dim: the patch head needs at least 2 prototypes, got {o.patch_out_dim}")
     if o.patch_student_temp <= 0 or o.patch_teacher_temp < 0:
         raise ConfigError("objective.patch_student_temp / patch_teacher_temp: must be positive (teacher: 0 = "
                           "the image-level schedule)")

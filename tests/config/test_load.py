@@ -79,3 +79,18 @@ def test_parse_overrides_nests():
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
     with pytest.raises(ConfigError):
         parse_overrides(["nokey"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.out_dim=1", r"model\.out_dim: the DINO head needs at least 2 prototypes, got 1"),  # trained to loss 0
+    ("model.out_dim=0", r"model\.out_dim"),  # was a reshape traceback
+    ("model.bottleneck_dim=0", r"model\.bottleneck_dim"),
+    ("model.nlayers=0", r"model\.nlayers"),
+    ("model.drop_path_rate=1", r"model\.drop_path_rate"),
+    ("dino.teacher_temp=0", r"dino\.teacher_temp"),
+    ("objective.patch_out_dim=1", r"objective\.patch_out_dim"),
+    ("augment.band_ops=per_band", r"augment\.band_ops"),
+])
+def test_head_and_temperature_values_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
