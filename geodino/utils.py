@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,3 +78,15 @@ def flatten_dict(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+# Signals that ask a pretraining run to stop cleanly (geodino.engine.stop). Data-loader workers
+# ignore them: the main process decides when to stop, and a worker killed by the scheduler's SIGTERM
+# or by Ctrl-C would fail the run before its checkpoint.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of the pretraining data loaders."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geodino.data.card import DatasetCard
+from geodino.utils import ignore_stop_signals
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -85,7 +86,8 @@ def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank:
         # would shift the stochastic-depth draws of a run resumed mid-epoch.
         generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
-                            pin_memory=torch.cuda.is_available(), generator=generator)
+                            pin_memory=torch.cuda.is_available(), generator=generator,
+                            worker_init_fn=ignore_stop_signals)
         yield from loader
 
     return PretrainData(card=card, steps_per_epoch=steps, batches=batches, description=description)

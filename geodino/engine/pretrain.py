@@ -32,6 +32,7 @@ from geodino.engine.optim import (
     set_hyperparameters,
 )
 from geodino.engine.schedules import Schedules
+from geodino.engine.stop import RunStopped, StopRequests
 from geodino.models.onednn_linear import use_onednn_linears
 from geodino.utils import flatten_dict, write_json_atomic
 
@@ -271,33 +272,40 @@ class Pretrainer:
             acc.init_trackers("geodino", config={k: str(v) if isinstance(v, list) else v for k, v in flat.items()})
 
         progress = _progress(self.total_steps, self.step, enabled=cfg.train.progress and acc.is_main_process)
-        spe = self.schedules.steps_per_epoch
-        tick, rate = time.perf_counter(), None
-        while self.step < self.total_steps:
-            epoch, in_epoch = divmod(self.step, spe)
-            for batch in self.data.batches(epoch, in_epoch):
-                step = self.step
-                log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
-                result = self.train_step(self.data.images(batch, acc.device), step, log_now)
-                self.step = step + 1
-                if self._pending_step is not None:
-                    self._promote_pending()  # this step's loss came from the pending checkpoint's weights
-                now = time.perf_counter()
-                inst = self.global_batch / max(now - tick, 1e-9)
-                rate = inst if rate is None else 0.9 * rate + 0.1 * inst
-                tick = now
-                progress.update(1)
-                if log_now:
-                    self.core.guard.check(self.core.loss_names)
-                    progress.set_postfix(loss=f"{result.losses['loss']:.4f}", lr=f"{self.schedules.lr[step]:.2e}",
-                                         img_s=f"{rate:.1f}", refresh=False)
-                    self._log(step, epoch, result, rate)
-                if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
-                    self._log_knn()
-                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
-                    self.save(final=self.step == self.total_steps)
-                if self.step >= self.total_steps:
-                    break
+        # SIGTERM, SIGINT, SIGUSR1: finish the step, write a checkpoint, raise RunStopped.
+        with StopRequests(self.world, acc.device) as stops:
+            spe = self.schedules.steps_per_epoch
+            tick, rate = time.perf_counter(), None
+            while self.step < self.total_steps:
+                epoch, in_epoch = divmod(self.step, spe)
+                for batch in self.data.batches(epoch, in_epoch):
+                    step = self.step
+                    log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
+                    result = self.train_step(self.data.images(batch, acc.device), step, log_now)
+                    self.step = step + 1
+                    if self._pending_step is not None:
+                        self._promote_pending()  # this step's loss came from the pending checkpoint's weights
+                    now = time.perf_counter()
+                    inst = self.global_batch / max(now - tick, 1e-9)
+                    rate = inst if rate is None else 0.9 * rate + 0.1 * inst
+                    tick = now
+                    progress.update(1)
+                    if log_now:
+                        self.core.guard.check(self.core.loss_names)
+                        progress.set_postfix(loss=f"{result.losses['loss']:.4f}", lr=f"{self.schedules.lr[step]:.2e}",
+                                             img_s=f"{rate:.1f}", refresh=False)
+                        self._log(step, epoch, result, rate)
+                    if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
+                        self._log_knn()
+                    if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
+                        self.save(final=self.step == self.total_steps)
+                    if self.step >= self.total_steps:
+                        break
+                    signum = stops.agreed()
+                    if signum:
+                        self.save(final=True)
+                        progress.close()
+                        raise RunStopped(signum, self.step, str(self.out_dir / ckpt.CHECKPOINT_NAME))
         progress.close()
         return self._finish()
 

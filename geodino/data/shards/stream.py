@@ -55,6 +55,7 @@ from geodino.data.shards.format import (
 )
 from geodino.data.shards.read import BadDataError, BadSamplePolicy, sample_id, raw_samples, shard_counts, shard_error_record
 from geodino.data.shards.remote import RemoteError, ShardReadError
+from geodino.utils import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 NOT_BATCHED = ("key", "meta", "image", "groups")  # every other part of a sample is stacked into the batch
@@ -303,7 +304,7 @@ class ShardLoader:
         # starting one mid-epoch (a resume) would shift the model's random draws.
         generator = torch.Generator().manual_seed(self.stream.seed * 100_003 + epoch)
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory, generator=generator)
+                            pin_memory=self.pin_memory, generator=generator, worker_init_fn=ignore_stop_signals)
         batches = iter(loader)
         for step in range(self.steps_per_epoch):
             batch = next(batches)

@@ -1,0 +1,69 @@
+"""Preemption: SIGTERM / SIGUSR1 / SIGINT finish the step, write a checkpoint, exit 75 with one line;
+the same command continues to the teacher an uninterrupted run ends with (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from geodino.engine.checkpoint import load_checkpoint
+from geodino.engine.stop import EXIT_STOPPED, StopRequests
+from tests.engine.runs import assert_same_weights, env, losses, pretrain_cmd, run_pretrain, teacher
+
+# 12 steps; two loader workers, which must outlive a signal sent to the whole process group.
+OVERRIDES = ("data.num_samples=96", "data.num_workers=2", "train.checkpoint_every=5")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    run_pretrain(out, *OVERRIDES)
+    return out
+
+
+def _logged_steps(out_dir) -> int:
+    path = out_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line), default=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_writes_a_checkpoint_and_the_same_command_continues(tmp_path, straight, sig):
+    out = tmp_path / "stopped"
+    # Its own process group: the signal reaches the loader workers too, as a scheduler's does.
+    proc = subprocess.Popen(pretrain_cmd(out, *OVERRIDES), env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while _logged_steps(out) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_STOPPED, stderr[-3000:]
+    stopped_at = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert 3 <= stopped_at < 12
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line == (f"geodino: stopped by {sig.name} at step {stopped_at}; checkpoint written to "
+                         f"{out / 'checkpoint.pt'}; re-run the same command to continue")
+    assert "Traceback" not in stderr
+    assert not (out / "summary.json").exists()
+
+    run_pretrain(out, *OVERRIDES)
+    assert_same_weights(teacher(straight), teacher(out), atol=1e-6)
+    assert losses(out) == pytest.approx(losses(straight), abs=1e-6)
+
+
+def test_ctrl_c_once_asks_to_stop_and_twice_stops_at_once():
+    with StopRequests() as stops:
+        assert stops.agreed() == 0
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stops.agreed() == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on exit
