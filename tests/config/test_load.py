@@ -94,3 +94,20 @@ def test_parse_overrides_nests():
 def test_head_and_temperature_values_are_checked(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_bad_yaml_and_malformed_overrides_are_one_line_errors(tmp_path, capsys):
+    from geodino.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  depth: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML \(.* at line 3, column 1\)"):
+        load_config(bad, [])
+    with pytest.raises(ConfigError, match=r"override 'model\.depth=\[1,2': the value is not valid YAML"):
+        load_config(None, ["model.depth=[1,2"])
+    for item in ("=3", "model..depth=2"):
+        with pytest.raises(ConfigError, match="has an empty part"):
+            load_config(None, [item])
+    assert main(["pretrain", str(bad), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not valid YAML" in err
