@@ -23,6 +23,7 @@ from geodino.engine import checkpoint as ckpt
 from geodino.engine.build import build_objectives, build_student_teacher, compile_backbone, objective_weights
 from geodino.engine.cpu_memory import keep_freed_memory
 from geodino.engine.ema import ema_update
+from geodino.engine.lock import RunFolderBusy, RunLock
 from geodino.engine.monitor import MetricsLog, collapse_signals, collapse_verdict
 from geodino.engine.optim import (
     build_optimizer,
@@ -557,5 +558,28 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def pretrain(cfg: Config) -> dict[str, Any]:
-    """Run (or resume) a pretraining recipe; returns the run summary."""
-    return Pretrainer(cfg).fit()
+    """Run (or resume) a pretraining recipe; returns the run summary.
+
+    The main process holds the run folder's lock (:mod:`geodino.engine.lock`) from before the
+    model is built to the end; a folder in use, or one that cannot be created or written, stops
+    every process before anything else is done.
+    """
+    out_dir = Path(cfg.run.out_dir)
+    acc = make_accelerator(cfg.train.precision, log_with=_available_trackers() or None, project_dir=str(out_dir))
+    lock = RunLock(out_dir) if acc.is_main_process else None
+    failure: Exception | None = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except OSError as err:
+            failure = err if isinstance(err, RunFolderBusy) else OSError(
+                f"run.out_dir {out_dir}: cannot create or write the run folder ({err.strerror or err})")
+    if acc.num_processes > 1:
+        failure = broadcast_object_list([failure], from_process=0)[0]
+    if failure is not None:
+        raise failure
+    try:
+        return Pretrainer(cfg, acc).fit()
+    finally:
+        if lock is not None:
+            lock.release()
