@@ -101,3 +101,16 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     """``worker_init_fn`` of the pretraining data loaders."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), so every figure and every per-machine choice names the machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

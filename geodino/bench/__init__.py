@@ -2,17 +2,4 @@
 
 from __future__ import annotations
 
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), so every figure names the machine it was measured on."""
-    from pathlib import Path
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
+from geodino.utils import cpu_model  # noqa: F401 - every benchmark report names the CPU

@@ -12,6 +12,12 @@ from geodino.models.onednn_linear import OneDNNLinear, matmul_t, onednn_linear_a
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="oneDNN linear needs an x86-64 build")
 
 
+@pytest.fixture(autouse=True)
+def forced_on(monkeypatch):
+    """These tests check what the oneDNN path computes, whatever this CPU's measured choice is."""
+    monkeypatch.setenv("GEODINO_ONEDNN_LINEAR", "1")
+
+
 def _pair(bias: bool = True):
     torch.manual_seed(0)
     plain = nn.Linear(24, 40, bias=bias)
@@ -102,3 +108,37 @@ def test_matmul_t_multiplies_by_the_transpose_and_falls_back_under_autocast():
     torch.testing.assert_close(matmul_t(c, d), c @ d.t(), atol=1e-5, rtol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert matmul_t(a, b).dtype == torch.bfloat16
+
+
+@needs_onednn
+@pytest.mark.parametrize("gain, converted", [(0.93, 0), (1.86, 2)])  # Xeon with AMX, AMD EPYC (issue 14)
+def test_the_path_is_chosen_by_measurement_on_this_machine_and_remembered(monkeypatch, tmp_path, caplog, gain,
+                                                                          converted):
+    from geodino.models import onednn_linear as od
+
+    monkeypatch.delenv("GEODINO_ONEDNN_LINEAR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(od, "_choice", None)
+    calls = []
+    monkeypatch.setattr(od, "measure_onednn_gain", lambda shapes: calls.append(shapes) or gain)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+    with caplog.at_level("INFO", logger="geodino"):
+        assert use_onednn_linears(copy.deepcopy(model)) == converted
+    assert calls == [[(8, 16), (16, 8)]]
+    assert f"oneDNN is {gain:.2f}x PyTorch's own" in caplog.text
+    assert ("using oneDNN" if converted else "using PyTorch's") in caplog.text
+    # Another process on this machine reads the verdict instead of measuring again.
+    monkeypatch.setattr(od, "_choice", None)
+    with caplog.at_level("INFO", logger="geodino"):
+        assert use_onednn_linears(copy.deepcopy(model)) == converted
+    assert len(calls) == 1 and "measured earlier on this machine" in caplog.text
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(od.matmul_t(x, model[0].weight), x @ model[0].weight.t(), atol=1e-5, rtol=1e-5)
+
+
+@needs_onednn
+def test_the_probe_times_both_paths():
+    from geodino.models.onednn_linear import measure_onednn_gain
+
+    gain = measure_onednn_gain([(32, 64)], rows=64, rounds=1)
+    assert 0.05 < gain < 50
