@@ -67,3 +67,17 @@ def test_ema_update():
     for p in teacher.parameters():
         torch.testing.assert_close(p, torch.full_like(p, 0.75 * 1 + 0.25 * 3))
     assert all(p.item() == 3.0 for p in student.parameters() for p in p.flatten())
+
+
+def test_per_parameter_clipping_launches_the_same_few_ops_for_any_number_of_parameters():
+    from torch.profiler import ProfilerActivity, profile
+
+    def top_level_ops(n_layers: int) -> int:
+        model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(n_layers)])
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            clip_gradients_per_parameter(model.parameters(), 3.0)
+        return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None)
+
+    assert top_level_ops(5) == top_level_ops(100) <= 10  # was 2 per parameter (issue 14)
