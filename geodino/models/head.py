@@ -14,6 +14,10 @@ import torch.nn.functional as F
 from geodino.models.onednn_linear import matmul_t
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class _WeightNormedLinear(torch.autograd.Function):
     """``x @ (g v / |v|)ᵀ`` with a hand-written backward.
 
@@ -32,18 +36,19 @@ class _WeightNormedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        device = x.device.type
-        ctx.amp = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        # fp32 whatever the autocast: the logits are divided by a temperature as low as 0.04, so a
+        # bf16 product's ~2e-3 error becomes 0.05 in the softmax's input; and the output dtype used
+        # to depend on which side was scaled, i.e. on the batch size (issue 14).
         norm = v.detach().norm(dim=1)
         scale = g.detach().squeeze(1) / norm
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = _at_least_fp32(x.reshape(-1, x.shape[-1]))
         weight = None  # the normalised weight, when it is the cheaper side to scale
-        if x2.shape[0] <= x.shape[-1]:
-            y = matmul_t(x2, v)
-            out = y.mul_(scale) if y.dtype == scale.dtype else y * scale  # bf16 y: fp32 out, as autocast
-        else:
-            weight = v * scale.unsqueeze(1)
-            out = matmul_t(x2, weight)
+        with torch.autocast(x.device.type, enabled=False):
+            if x2.shape[0] <= x.shape[-1]:
+                out = matmul_t(x2, v).mul_(scale)
+            else:
+                weight = v * scale.unsqueeze(1)
+                out = matmul_t(x2, weight)
         out = out.reshape(*x.shape[:-1], v.shape[0])  # not -1: x may have no rows (no masked patch)
         ctx.save_for_backward(x, v, g, norm, scale, weight)
         return out
@@ -51,9 +56,8 @@ class _WeightNormedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, v, g, norm, scale, weight = ctx.saved_tensors
-        device = x.device.type
-        with torch.autocast(device, dtype=ctx.amp or torch.bfloat16, enabled=ctx.amp is not None):
-            x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
+        with torch.autocast(x.device.type, enabled=False):
+            x2, g2 = _at_least_fp32(x.reshape(-1, x.shape[-1])), _at_least_fp32(grad_out.reshape(-1, grad_out.shape[-1]))
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_x = matmul_t(g2 * scale, v.t()) if weight is None else matmul_t(g2, weight.t())

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from geodino.models import DINOHead
 from geodino.models.head import PrototypeLayer, _WeightNormedLinear
@@ -72,3 +73,16 @@ def test_prototype_layer_under_bf16_autocast_stays_near_fp32():
     assert grad.dtype == torch.float32
     # bf16 keeps ~3 significant digits; torch's weight_norm under autocast errs by as much
     assert (grad - exact).abs().max() < 0.01 * exact.abs().max()
+
+
+@pytest.mark.parametrize("rows", [4, 40])  # fewer rows than the bottleneck: output scaled; more: weight scaled
+def test_prototype_logits_are_fp32_and_exact_under_bf16_autocast(rows):
+    # Issue 14: fp32 or bf16 depending on the batch size, and off by up to 2e-3 (x25 at tau_t 0.04).
+    torch.manual_seed(3)
+    layer = PrototypeLayer(16, 64)
+    x = F.normalize(torch.randn(rows, 16), dim=-1).bfloat16()  # what the bottleneck gives under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.float32
+    exact = x.double() @ layer.weight.double().t()
+    assert (out.double() - exact).abs().max() < 1e-6
