@@ -114,3 +114,23 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: the GPU when there is one, else the CPU; any other name as given."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def allow_tf32(enabled: bool = True) -> None:
+    """TF32 tensor cores for fp32 matmuls and convolutions on NVIDIA GPUs (Ampere and later): about
+    the precision of bf16 autocast's inputs at several times fp32's speed. PyTorch leaves matmuls
+    off by default."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ class PaysSettings:
     probes: list[str] = field(default_factory=lambda: ["knn", "linear"])
     recipe: str = DEFAULT_RECIPE
     overrides: list[str] = field(default_factory=list)  # --set, applied after SHORT_RUN and HARNESS
+    # Names a set of overrides: its runs and outputs get their own names beside the others, on the
+    # same worlds and the same random-init scores (which only depend on the architecture and seed).
+    variant: str = ""
     size: int = 48
     train_samples: int = 2048
     val_samples: int = 512
@@ -78,6 +82,8 @@ class PaysSettings:
     k: int = 20
     temperature: float = 0.07
     linear_epochs: int = 100
+    linear_lr: float = 1e-3
+    linear_avgpool: bool = False  # add the mean of the last block's patch tokens to the CLS tokens
     eval_batch_size: int = 64
     progress: bool = True
 
@@ -213,13 +219,17 @@ def evaluate(s: PaysSettings, checkpoint: Path, shards: Path, out_dir: Path, ran
                     "card": hashlib.sha1((shards / CARD_FILE).read_bytes()).hexdigest(),
                     "modalities": list(s.modalities), "k": s.k, "temperature": s.temperature,
                     "linear_epochs": s.linear_epochs if probe == "linear" else None}
+        if probe == "linear" and (s.linear_lr != PaysSettings.linear_lr or s.linear_avgpool):
+            # only when not the defaults, so that scores kept before these options existed still match
+            identity.update(linear_lr=s.linear_lr, linear_avgpool=s.linear_avgpool)
         key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         if key not in cache:
             started = time.perf_counter()
             if probe == "knn":
                 report = knn_eval(checkpoint, data, options, k=s.k, temperature=s.temperature, out_dir=out_dir)
             else:
-                report = linear_eval(checkpoint, data, options, LinearSettings(epochs=s.linear_epochs),
+                report = linear_eval(checkpoint, data, options,
+                                     LinearSettings(epochs=s.linear_epochs, lr=s.linear_lr, avgpool=s.linear_avgpool),
                                      out_dir=out_dir)
             cache[key] = {"identity": identity, "results": report["results"],
                           "eval_s": round(time.perf_counter() - started, 1)}
@@ -254,7 +264,7 @@ def measure_world(s: PaysSettings, world: str, seed: int) -> dict[str, Any]:
 
     runs, pretrained, random_init = {}, {}, None
     for steps in sorted(s.steps):
-        run_dir = out / "runs" / name / f"steps{steps}"
+        run_dir = out / "runs" / name / (f"steps{steps}-{s.variant}" if s.variant else f"steps{steps}")
         runs[steps] = pretrain_budget(s, shards, run_dir, seed, steps)
         checkpoint = Path(runs[steps]["checkpoint"])
         pretrained[steps] = evaluate(s, checkpoint, shards, run_dir / "pays_eval", random_init=False)
@@ -308,7 +318,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "# Does pretraining pay? (held-out worlds)", "",
         f"micro-mAP (%) on the val split ({st['val_samples']} patches), memory bank / probe training set = "
         f"train split ({st['train_samples']} patches), {st['size']} px; k-NN k={st['k']}, T={st['temperature']}; "
-        f"linear probe {st['linear_epochs']} epochs on the last blocks' CLS tokens. Mean spectrum: per-band means "
+        f"linear probe {st['linear_epochs']} epochs at lr {st.get('linear_lr', 1e-3)} on the last blocks' CLS tokens"
+        + (" and the mean patch token" if st.get("linear_avgpool") else "") + ". Mean spectrum: per-band means "
         "in standardised units, same k-NN and probe. In brackets: gain over random init.", "",
         f"Recipe: `{st['recipe']}` + `{' '.join(SHORT_RUN)}` + `{' '.join(HARNESS)}`"
         + (f" + `{' '.join(st['overrides'])}`" if st["overrides"] else "") + "; each budget a complete schedule of "
@@ -367,7 +378,8 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
 
 
 def write_outputs(report: dict[str, Any], out: Path) -> dict[str, str]:
-    files = {"json": out / "pays.json", "md": out / "pays.md", "png": out / "pays.png"}
+    stem = f"pays-{report['settings']['variant']}" if report["settings"].get("variant") else "pays"
+    files = {ext: out / f"{stem}.{ext}" for ext in ("json", "md", "png")}
     out.mkdir(parents=True, exist_ok=True)
     report["files"] = {k: str(v) for k, v in files.items()}
     write_json_atomic(files["json"], report)
@@ -386,6 +398,8 @@ def measure(s: PaysSettings) -> dict[str, Any]:
     unknown = [p for p in s.probes if p not in PROBE_NAMES]
     if unknown or not s.probes:
         raise ValueError(f"--probe takes {', '.join(PROBE_NAMES)}, got {s.probes}")
+    if s.variant and not re.fullmatch(r"[A-Za-z0-9_.+-]+", s.variant):
+        raise ValueError(f"--variant names folders and files: letters, digits and _.+- only, got {s.variant!r}")
     if not s.steps or min(s.steps) < 1:
         raise ValueError(f"--steps needs budgets of at least 1 step, got {s.steps}")
     started = time.perf_counter()
@@ -416,6 +430,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=d.recipe, help=f"pretraining recipe (default {d.recipe})")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="recipe overrides applied after the short-run settings, e.g. model.depth=1")
+    parser.add_argument("--variant", default=d.variant,
+                        help="name of this set of --set overrides: runs go to steps<N>-<variant> and outputs to "
+                             "pays-<variant>.json/md/png, beside the other variants' on the same worlds")
     parser.add_argument("--size", type=int, default=d.size, help=f"patch size in px (default {d.size})")
     parser.add_argument("--train-samples", type=int, default=d.train_samples,
                         help=f"patches in the train split (default {d.train_samples})")
@@ -424,15 +441,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=d.k, help=f"k-NN neighbours (default {d.k})")
     parser.add_argument("--linear-epochs", type=int, default=d.linear_epochs,
                         help=f"linear probe epochs (default {d.linear_epochs})")
+    parser.add_argument("--linear-lr", type=float, default=d.linear_lr,
+                        help=f"linear probe learning rate (default {d.linear_lr})")
+    parser.add_argument("--linear-avgpool", action="store_true",
+                        help="linear probe on the last blocks' CLS tokens plus the mean of the last block's patch tokens")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def settings_from_args(args: argparse.Namespace) -> PaysSettings:
     return PaysSettings(out=args.out, worlds=_list(args.worlds), seeds=_list(args.seeds, int),
                         steps=_list(args.steps, int), modalities=_list(args.modalities), probes=_list(args.probe),
-                        recipe=args.recipe, overrides=list(args.overrides), size=args.size,
+                        recipe=args.recipe, overrides=list(args.overrides), variant=args.variant, size=args.size,
                         train_samples=args.train_samples, val_samples=args.val_samples, k=args.k,
-                        linear_epochs=args.linear_epochs, progress=not args.no_progress)
+                        linear_epochs=args.linear_epochs, linear_lr=args.linear_lr,
+                        linear_avgpool=args.linear_avgpool, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -440,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = measure(settings_from_args(args))
     line = {k: report[k] for k in ("bench", "metric", "cpu", "threads", "wall_s", "files")}
     line["settings"] = {k: report["settings"][k] for k in ("worlds", "seeds", "steps", "modalities", "probes",
-                                                           "overrides")}
+                                                           "overrides", "variant")}
     line["rows"] = [r for w in report["worlds"] for r in w["rows"]]
     line["s_per_step"] = {f"{w['world']}-seed{w['seed']}": {n: r["s_per_step"] for n, r in w["runs"].items()}
                           for w in report["worlds"]}

@@ -30,7 +30,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill", type=float, default=0.0, help="standardised value of hidden bands (default 0 = mean)")
     p.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: the GPU when there is one)")
     p.add_argument("--random-init", action="store_true",
                    help="score the untrained backbone of the checkpoint's recipe instead of its teacher: the same "
                         "architecture, bands and card, initialised as pretraining with the recipe's run.seed "

@@ -35,7 +35,7 @@ from geodino.engine.optim import (
 from geodino.engine.schedules import Schedules
 from geodino.engine.stop import RunStopped, StopRequests
 from geodino.models.onednn_linear import use_onednn_linears
-from geodino.utils import flatten_dict, write_json_atomic
+from geodino.utils import allow_tf32, flatten_dict, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -128,6 +128,7 @@ class DINOStep:
     def __init__(self, cfg: Config, in_chans: int, steps_per_epoch: int, accelerator: Accelerator) -> None:
         self.cfg, self.accelerator = cfg, accelerator
         acc = accelerator
+        allow_tf32(cfg.train.tf32)
         set_seed(cfg.run.seed)  # identical initial weights on every process
         student, self.teacher = build_student_teacher(cfg, in_chans)
         if cfg.train.compile:

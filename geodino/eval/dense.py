@@ -36,6 +36,7 @@ from geodino.data.card import DatasetCard
 from geodino.eval.features import standardise
 from geodino.eval.knn import knn_predict
 from geodino.models.backbone import Backbone
+from geodino.utils import resolve_device
 
 
 def patch_majority_labels(masks: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
@@ -135,7 +136,7 @@ def dense_eval(
     k: int = 20,
     probe_epochs: int = 30,
     random_init: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Dense scores of a pretraining checkpoint (or run folder) trained on the synthetic scenes.
 
@@ -154,6 +155,7 @@ def dense_eval(
                          f"was pretrained on data.source={data.get('source')!r}")
     num_classes, seed = int(data["num_classes"]), int(cfg["run"]["seed"])
     size = int(cfg["augment"]["global_size"])
+    device = resolve_device(device)
     backbone = backbone.to(device)
     sets = {}
     for role, split, count in (("train", "knn_train", num_train or data["eval_train_samples"]),
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--probe-epochs", type=int, default=30, help="0 skips the linear probe")
     p.add_argument("--random-init", action="store_true", help="score the untrained backbone of the recipe")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto: the GPU when there is one)")
     p.add_argument("--out", default=None, help="also write the JSON result here")
     args = p.parse_args(argv)
     result = dense_eval(args.checkpoint, args.num_train, args.num_val, args.k, args.probe_epochs,

@@ -26,7 +26,7 @@ from geodino.eval.features import (
     file_identity,
     probe_embedding,
 )
-from geodino.utils import write_json_atomic
+from geodino.utils import resolve_device, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -54,7 +54,7 @@ class EvalOptions:
     fill: float = 0.0  # standardised value of hidden bands (0 = band mean)
     size: int | None = None  # input size of the backbone; default: the recipe's global crop size
     batch_size: int = 64
-    device: str = "cpu"
+    device: str = "auto"  # the GPU when there is one
     card: str | None = None  # override of the checkpoint's dataset card
     progress: bool = True
     random_init: bool = False  # score the recipe's backbone as pretraining initialised it, not the teacher
@@ -70,6 +70,8 @@ def backbone_name(cfg: dict[str, Any], options: EvalOptions) -> str:
 
 def _sets(checkpoint: str | Path, data: EvalData, options: EvalOptions):
     from geodino.eval.modality_table import check_choices
+
+    options.device = resolve_device(options.device)
 
     # Splits first (no val split, or the memory bank's own shards as queries: refused), before the
     # checkpoint is loaded or a feature extracted; library callers get the same refusal as the CLI.

@@ -25,7 +25,7 @@ RANDOM_INIT = "none"
 class SegRunConfig:
     out_dir: str = "runs/seg"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # the GPU when there is one
 
 
 @dataclass

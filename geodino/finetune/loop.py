@@ -29,7 +29,7 @@ from geodino.finetune.data import IGNORE_INDEX, SegData, build_seg_data
 from geodino.finetune.heads import build_head
 from geodino.finetune.model import SegmentationModel, layer_decay_groups
 from geodino.models.onednn_linear import use_onednn_linears
-from geodino.utils import atomic_path, write_json_atomic
+from geodino.utils import allow_tf32, atomic_path, resolve_device, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -115,7 +115,8 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
     from geodino.engine.schedules import cosine_schedule
 
     torch.manual_seed(cfg.run.seed)
-    device, out_dir = cfg.run.device, Path(cfg.run.out_dir)
+    device, out_dir = resolve_device(cfg.run.device), Path(cfg.run.out_dir)
+    allow_tf32()
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone, card, described = build_backbone_for(cfg)
     data = build_seg_data(cfg, card)

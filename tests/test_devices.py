@@ -1,0 +1,25 @@
+"""Evaluation and fine-tuning default to the GPU when there is one; TF32 is on for fp32 matmuls there (issue 14)."""
+
+import torch
+
+from geodino.eval.protocols import EvalOptions
+from geodino.finetune.config import SegRunConfig
+from geodino.utils import allow_tf32, resolve_device
+
+
+def test_auto_is_the_gpu_when_there_is_one(monkeypatch):
+    assert EvalOptions().device == SegRunConfig().device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"
+
+
+def test_tf32_is_turned_on_where_cuda_is(monkeypatch):
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        allow_tf32(True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
