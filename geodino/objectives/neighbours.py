@@ -8,6 +8,8 @@ never wrapped around to the opposite side (the SelfPatch reference code wraps an
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -19,8 +21,14 @@ def grid_neighbours(h: int, w: int, device: torch.device | str | None = None) ->
     """Index ``[h*w, 8]`` of each patch's neighbours and ``valid`` ``[h*w, 8]``.
 
     Invalid slots (outside the grid) hold the patch's own index, so that gathering with them is
-    always in range; ``valid`` says which to ignore.
+    always in range; ``valid`` says which to ignore. Built once per grid and device (building it
+    copies the window from the host: twice a step on a GPU otherwise, issue 14); read-only.
     """
+    return _grid_neighbours(h, w, str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_neighbours(h: int, w: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.arange(h, device=device).view(h, 1).expand(h, w).reshape(-1)
     cols = torch.arange(w, device=device).view(1, w).expand(h, w).reshape(-1)
     steps = torch.tensor(WINDOW, device=device)

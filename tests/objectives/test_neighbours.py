@@ -79,3 +79,11 @@ def test_top_k_batches_and_checks_its_input():
         top_k_neighbours(torch.randn(1, 5, 4), (2, 3), k=2)
     with pytest.raises(ValueError, match="k must be"):
         top_k_neighbours(torch.randn(1, 6, 4), (2, 3), k=9)
+
+
+def test_the_neighbour_table_is_built_once_per_grid_and_device():
+    from geodino.objectives.neighbours import grid_neighbours
+
+    first, second = grid_neighbours(5, 7, "cpu"), grid_neighbours(5, 7, torch.device("cpu"))
+    assert first[0] is second[0] and first[1] is second[1]  # no host-to-device copy per step
+    assert grid_neighbours(5, 6)[0] is not first[0]
