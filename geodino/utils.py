@@ -30,10 +30,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        _fsync(tmp_path)  # the data on disk before the name points at it: a crash never leaves an empty file
         os.replace(tmp_path, path)
+        _fsync(path.parent)  # and the rename itself
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Order is the order shown by ``geodino --help``.
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="geodino",
         description="DINO self-supervised pretraining of Vision Transformers for Earth observation.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message "
+                             "(also GEODINO_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"geodino.cli.{name}").register(subparsers)
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (CommandError, ValueError, OSError, KeyError) as err:  # OSError: files, disks, remote shards
-        if getattr(args, "traceback", False):
+        if args.debug or getattr(args, "traceback", False) or os.environ.get("GEODINO_DEBUG") == "1":
             raise
         print(f"geodino {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Evaluation and fine-tuning default to the GPU when there is one; TF32 is on for fp32 matmuls there (issue 14)."""
+"""Defaults of the command line: the GPU when there is one, TF32 there, one-line errors unless --debug (issue 14)."""
 
 import torch
 
@@ -23,3 +23,16 @@ def test_tf32_is_turned_on_where_cuda_is(monkeypatch):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_debug_shows_the_traceback_that_errors_otherwise_hide(tmp_path, capsys):
+    import pytest
+
+    from geodino.cli import main
+
+    assert main(["pretrain", "model.depth=[1,"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    from geodino.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["--debug", "pretrain", "model.depth=[1,"])
