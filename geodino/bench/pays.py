@@ -56,8 +56,9 @@ SHORT_RUN = (
 )
 # Settings that change how a run is executed here, not what it learns: no loader worker processes
 # (2-core machines; the patches are small), no k-NN check inside pretraining (the bench scores
-# every run itself), and checkpoints often enough that an interrupted run loses little.
-HARNESS = ("data.num_workers=0", "eval.knn=false", "train.checkpoint_every=50")
+# every run itself), checkpoints often enough that an interrupted run loses little, and the
+# teacher's entropy logged often enough to see a dip toward one-prototype collapse.
+HARNESS = ("data.num_workers=0", "eval.knn=false", "train.checkpoint_every=50", "train.log_every=10")
 # A budget of N steps is one run of this many epochs (or the largest divisor of N below it).
 BUDGET_EPOCHS = 10
 
@@ -183,8 +184,22 @@ def pretrain_budget(s: PaysSettings, shards: Path, run_dir: Path, seed: int, ste
         timing["steps_timed"] += int(summary["steps"]) - before
         write_json_atomic(timing_path, timing)
     return {"checkpoint": str(checkpoint), "steps": int(summary["steps"]), "final_loss": summary.get("final_loss"),
+            **entropy_dip(run_dir / "metrics.jsonl"),
             "pretrain_s": round(timing["pretrain_s"], 1),
             "s_per_step": round(timing["pretrain_s"] / timing["steps_timed"], 3) if timing["steps_timed"] else None}
+
+
+def entropy_dip(metrics: Path) -> dict[str, Any]:
+    """The teacher's lowest logged entropy, its step, and ln K: how close the run came to one-prototype
+    collapse (a dip that recovers is invisible in the final figures)."""
+    from geodino.engine.monitor import MetricsLog
+
+    rows = [r for r in MetricsLog(metrics).read() if r.get("teacher_entropy") is not None]
+    if not rows:
+        return {}
+    low = min(rows, key=lambda r: r["teacher_entropy"])
+    return {"min_teacher_entropy": round(low["teacher_entropy"], 3), "min_entropy_step": low["step"],
+            "final_teacher_entropy": round(rows[-1]["teacher_entropy"], 3), "log_k": round(low["log_k"], 3)}
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -325,12 +340,16 @@ def markdown_report(report: dict[str, Any]) -> str:
         + (f" + `{' '.join(st['overrides'])}`" if st["overrides"] else "") + "; each budget a complete schedule of "
         f"that many steps. CPU: {report['cpu']}, {report['threads']} threads.", "",
         markdown_table(report),
-        "| world | seed | chance (share of positive labels) | pretraining s/step per budget |",
-        "| --- | --- | --- | --- |",
+        "| world | seed | chance (share of positive labels) | pretraining s/step per budget | teacher entropy: "
+        "lowest (step) → final, ln K |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for w in report["worlds"]:
         timing = ", ".join(f"{n}: {_fmt(r['s_per_step'])}" for n, r in w["runs"].items())
-        lines.append(f"| {w['world']} | {w['seed']} | {w['chance_map_micro']:.1f} | {timing} |")
+        dips = ", ".join(f"{n}: {r['min_teacher_entropy']:.2f} ({r['min_entropy_step']}) → "
+                         f"{r['final_teacher_entropy']:.2f}, {r['log_k']:.2f}"
+                         for n, r in w["runs"].items() if "min_teacher_entropy" in r)
+        lines.append(f"| {w['world']} | {w['seed']} | {w['chance_map_micro']:.1f} | {timing} | {dips or '—'} |")
     return "\n".join(lines) + "\n"
 
 

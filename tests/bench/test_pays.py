@@ -151,3 +151,23 @@ def test_the_bench_runs_end_to_end_and_continues_where_it_stopped(tmp_path, caps
     assert run(args)["rows"] == rows
     assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == checkpoint
     assert [path.read_text() for path in kept] == before
+
+
+def test_a_variant_runs_beside_the_default_on_the_same_worlds_and_random_init(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = run(parser.parse_args(["--out", str(tmp_path), *TINY]))
+    variant = run(parser.parse_args(["--out", str(tmp_path), *TINY, "--variant", "p0",
+                                     "--set", "augment.modality_drop_p=0", "--linear-avgpool"]))
+    runs = tmp_path / "runs" / "radar-seed0-16px-n64"
+    assert (runs / "steps2").is_dir() and (runs / "steps2-p0").is_dir()
+    assert (tmp_path / "pays-p0.md").is_file() and (tmp_path / "pays.md").is_file()
+    assert "mean patch token" in (tmp_path / "pays-p0.md").read_text()
+    # The random init is the same weights, scored once for the k-NN; the linear probe on other
+    # features (CLS + mean patch token) is scored anew.
+    knn = [r["random_init"] for r in base["rows"] if r["probe"] == "knn"]
+    assert [r["random_init"] for r in variant["rows"] if r["probe"] == "knn"] == knn
+    dip = json.loads((tmp_path / "pays-p0.json").read_text())["worlds"][0]["runs"]["2"]
+    assert 0 <= dip["min_teacher_entropy"] <= dip["log_k"] and dip["min_entropy_step"] in (1, 2)
+    with pytest.raises(ValueError, match="--variant"):
+        run(parser.parse_args(["--out", str(tmp_path), *TINY, "--variant", "a/b"]))
