@@ -151,7 +151,6 @@ _CHOICES = {
     "augment.modality_drop_on": ("all", "student"),
     "optim.clip_mode": ("per_param", "global"),
     "train.precision": ("no", "bf16", "fp16"),
-    "objective.patch": ("none", "selfpatch", "masked"),
 }
 
 
@@ -230,7 +229,11 @@ def _validate_model(cfg: Config) -> None:
 
 
 def _validate_objective(cfg: Config) -> None:
+    from geodino.objectives import PATCH_OBJECTIVES
+
     o = cfg.objective
+    if o.patch != "none" and o.patch not in PATCH_OBJECTIVES:
+        raise ConfigError(f"objective.patch: {o.patch!r} is not one of {['none', *PATCH_OBJECTIVES]}")
     if o.patch_weight < 0:
         raise ConfigError("objective.patch_weight: must be >= 0")
     for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers", "selfpatch_blocks"):

@@ -5,24 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from geodino.config.load import ConfigError
 from geodino.config.schema import Config
 from geodino.models import DINOHead, MultiCropWrapper, build_backbone
-from geodino.objectives import DINOLoss, MaskedPatchHeads, MaskedPatchLoss, SelfPatchHeads, SelfPatchLoss
+from geodino.models.multicrop import ExtraHeads
+from geodino.objectives import DINOLoss, Objective, patch_objective
 
 
-def build_extra_heads(cfg: Config, embed_dim: int, is_vit: bool) -> dict[str, nn.Module]:
+def build_extra_heads(cfg: Config, embed_dim: int, is_vit: bool) -> dict[str, ExtraHeads]:
     """The trainable parts of the recipe's patch-level objective, by objective name."""
-    o, m = cfg.objective, cfg.model
-    head = dict(out_dim=o.patch_out_dim, hidden_dim=o.patch_hidden_dim, bottleneck_dim=o.patch_bottleneck_dim,
-                nlayers=o.patch_nlayers, norm_last_layer=m.norm_last_layer)
-    if o.patch == "selfpatch":
-        return {"selfpatch": SelfPatchHeads(embed_dim, k=o.selfpatch_k, blocks=o.selfpatch_blocks, **head)}
-    if o.patch == "masked":
-        if not is_vit:
-            raise ConfigError(f"objective.patch=masked needs a ViT backbone (mask token), not {m.arch!r}")
-        return {"masked": MaskedPatchHeads(embed_dim, **head)}
-    return {}
+    name = cfg.objective.patch
+    if name == "none":
+        return {}
+    return {name: patch_objective(name).heads(cfg, embed_dim, is_vit)}
 
 
 def build_network(cfg: Config, in_chans: int, drop_path_rate: float, role: str = "student") -> MultiCropWrapper:
@@ -58,17 +52,12 @@ def build_student_teacher(cfg: Config, in_chans: int) -> tuple[MultiCropWrapper,
 
 def build_objectives(cfg: Config) -> nn.ModuleDict:
     """Every objective of the recipe by name; the engine sums them with their weights."""
-    o = cfg.objective
-    objectives: dict[str, nn.Module] = {
+    objectives: dict[str, Objective] = {
         "dino": DINOLoss(cfg.model.out_dim, cfg.dino.student_temp, cfg.dino.center_momentum)
     }
-    common = dict(out_dim=o.patch_out_dim, student_temp=o.patch_student_temp,
-                  center_momentum=o.patch_center_momentum, teacher_temp=o.patch_teacher_temp)
-    if o.patch == "selfpatch":
-        objectives["selfpatch"] = SelfPatchLoss(**common, key="selfpatch")
-    elif o.patch == "masked":
-        objectives["masked"] = MaskedPatchLoss(**common, probability=o.mask_probability,
-                                               ratio=tuple(o.mask_ratio), key="masked")
+    name = cfg.objective.patch
+    if name != "none":
+        objectives[name] = patch_objective(name).loss(cfg, name)
     return nn.ModuleDict(objectives)
 
 

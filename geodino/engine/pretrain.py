@@ -164,13 +164,11 @@ class DINOStep:
         if want_signals:
             signals = collapse_signals(self.objectives["dino"].teacher_probabilities(teacher_out, teacher_temp))
         for obj in self.objectives.values():
-            if hasattr(obj, "record_signals"):  # their statistics cost a pass over every token's output
-                obj.record_signals = want_signals
+            obj.record_signals = want_signals  # some statistics cost a pass over every token's output
         losses = {name: obj(student_out, teacher_out, teacher_temp) for name, obj in self.objectives.items()}
         if want_signals:
             for name, obj in self.objectives.items():
-                if hasattr(obj, "signals"):
-                    signals.update({f"{name}_{key}": value for key, value in obj.signals().items()})
+                signals.update({f"{name}_{key}": value for key, value in obj.signals().items()})
         loss = sum(self.weights[name] * value for name, value in losses.items())
         # One all-reduce gives the global-batch means to log and to the guard, which every process
         # then judges alike; nothing here waits for the device.
@@ -196,7 +194,7 @@ class DINOStep:
         Seeded by the step (a stream apart from the augmentation's) and drawn for the global batch,
         of which this process keeps its rows: exact on resume and across world sizes.
         """
-        makers = [obj for obj in self.objectives.values() if hasattr(obj, "student_masks")]
+        makers = [obj for obj in self.objectives.values() if obj.wants_student_masks()]
         if not makers:
             return None
         if len(makers) > 1:

@@ -14,6 +14,19 @@ from geodino.models.backbone import Backbone, BackboneOutput
 ROLES = ("student", "teacher")
 
 
+class ExtraHeads(nn.Module):
+    """Trainable parts an objective adds to both networks (``MultiCropWrapper.extra_heads[name]``),
+    called as ``heads(features, role=..., masks=...)`` after the backbone, with named hooks the
+    wrapper asks every extra head."""
+
+    #: The teacher also runs on the local crops (same-view patch targets), not only the globals.
+    teacher_sees_all_crops: bool = False
+
+    def student_mask_token(self) -> torch.Tensor | None:
+        """The embedding that replaces masked patches in the student (None: nothing is masked)."""
+        return None
+
+
 @dataclass
 class MultiCropOutput:
     logits: list[torch.Tensor]  # one [B, K] tensor per view, in view order
@@ -106,10 +119,10 @@ class MultiCropWrapper(nn.Module):
         return crop.shape[-2] // p, crop.shape[-1] // p
 
     def _teacher_sees_all_crops(self) -> bool:
-        return any(getattr(h, "teacher_sees_all_crops", False) for h in self.extra_heads.values())
+        return any(h.teacher_sees_all_crops for h in self.extra_heads.values())
 
     def _mask_token(self) -> torch.Tensor | None:
-        tokens = [h.mask_token for h in self.extra_heads.values() if getattr(h, "mask_token", None) is not None]
+        tokens = [t for t in (h.student_mask_token() for h in self.extra_heads.values()) if t is not None]
         if len(tokens) > 1:
             raise ValueError("more than one extra head defines a mask token")
         return tokens[0] if tokens else None

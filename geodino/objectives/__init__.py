@@ -1,24 +1,29 @@
-"""Self-distillation objectives. Each is a module called as ``objective(student, teacher, teacher_temp)``,
-so that an engine can sum any of them without knowing which they are.
+"""Self-distillation objectives. Each is an :class:`~geodino.objectives.base.Objective` called as
+``objective(student, teacher, teacher_temp)``, so that an engine can sum any of them without
+knowing which they are; its hooks (signals to log, masks for the student's crops) have defaults.
 
-Optional hooks an engine calls when an objective has them:
-
-- ``signals() -> dict[str, float]``: extra quantities to log (loss terms, the patch teacher's
-  entropy), from the last call; the engine prefixes them with the objective's name. An objective
-  whose statistics are costly has a ``record_signals`` flag, which the engine sets before each
-  call to whether that step logs.
-- ``student_masks(grids, n_global, generator, offset, batch, total)``: patch masks for the
-  student's crops, drawn for the global batch and sliced to this process's rows.
-
-The trainable parts of a patch-level objective (its ``*Heads`` module) live in the networks'
-``extra_heads`` under the objective's name.
+A patch-level objective also adds trainable parts to both networks (an
+:class:`~geodino.models.multicrop.ExtraHeads` in ``extra_heads`` under its name) and registers
+itself in :data:`~geodino.objectives.base.PATCH_OBJECTIVES`, the names ``objective.patch`` takes.
 """
 
+from geodino.objectives.base import (
+    PATCH_OBJECTIVES,
+    Objective,
+    PatchObjective,
+    patch_objective,
+    register_patch_objective,
+)
 from geodino.objectives.dino import DINOLoss
 from geodino.objectives.masked import MaskedOutput, MaskedPatchHeads, MaskedPatchLoss
 from geodino.objectives.selfpatch import SelfPatchHeads, SelfPatchLoss, SelfPatchOutput
 
 __all__ = [
+    "PATCH_OBJECTIVES",
+    "Objective",
+    "PatchObjective",
+    "patch_objective",
+    "register_patch_objective",
     "DINOLoss",
     "MaskedOutput",
     "MaskedPatchHeads",

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
+
+from geodino.objectives.base import Objective
 
 
 def all_reduce_sum(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -26,7 +27,7 @@ def _logits(views: Any) -> list[torch.Tensor]:
     return list(views.logits) if hasattr(views, "logits") else list(views)
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(Objective):
     """DINO loss with teacher centering and sharpening.
 
     The teacher's views (the two global crops) are centred by ``center`` and sharpened by the

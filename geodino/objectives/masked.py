@@ -26,13 +26,22 @@ independently, as the objective's settings say.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
+from geodino.config import ConfigError
 from geodino.models.backbone import BackboneOutput
+from geodino.models.multicrop import ExtraHeads
 from geodino.objectives.masking import sample_block_masks
+from geodino.objectives.base import (
+    Objective,
+    PatchObjective,
+    head_settings,
+    loss_settings,
+    register_patch_objective,
+)
 from geodino.objectives.patch_common import (
     TeacherStats,
     TokenCenter,
@@ -41,6 +50,9 @@ from geodino.objectives.patch_common import (
     token_cross_entropy,
 )
 
+if TYPE_CHECKING:
+    from geodino.config.schema import Config
+
 
 @dataclass
 class MaskedOutput:
@@ -48,7 +60,7 @@ class MaskedOutput:
     masks: torch.Tensor  # [crops, h*w] boolean: the masks of those crops, one row per image and crop
 
 
-class MaskedPatchHeads(nn.Module):
+class MaskedPatchHeads(ExtraHeads):
     """The trainable parts of the masked-patch objective: the mask token and the patch head."""
 
     teacher_sees_all_crops = False  # only the global crops are masked
@@ -58,6 +70,9 @@ class MaskedPatchHeads(nn.Module):
         super().__init__()
         self.mask_token = nn.Parameter(torch.zeros(embed_dim))  # DINOv2 starts it at zero
         self.head = build_patch_head(embed_dim, out_dim, hidden_dim, bottleneck_dim, nlayers, norm_last_layer)
+
+    def student_mask_token(self) -> torch.Tensor:
+        return self.mask_token
 
     def forward(self, features: list[BackboneOutput], role: str, masks: list[torch.Tensor | None] | None = None
                 ) -> MaskedOutput | None:
@@ -69,7 +84,7 @@ class MaskedPatchHeads(nn.Module):
         return MaskedOutput(logits=self.head(rows), masks=torch.cat([m for _, m in pairs]))
 
 
-class MaskedPatchLoss(nn.Module):
+class MaskedPatchLoss(Objective):
     """``loss(student_out, teacher_out, teacher_temp)`` on ``extra[key]`` (:class:`MaskedOutput`).
 
     Args:
@@ -91,6 +106,9 @@ class MaskedPatchLoss(nn.Module):
         self.record_signals = True  # the engine turns it off on steps that do not log
         self._stats = TeacherStats()
         self._masked_fraction: torch.Tensor | None = None
+
+    def wants_student_masks(self) -> bool:
+        return True
 
     def student_masks(self, grids: list[tuple[int, int]], n_global: int, generator: torch.Generator,
                       offset: int, batch: int, total: int) -> list[torch.Tensor | None]:
@@ -126,3 +144,14 @@ class MaskedPatchLoss(nn.Module):
         if self._masked_fraction is not None:
             out["patch_fraction"] = float(self._masked_fraction)
         return out
+
+
+def _heads(cfg: Config, embed_dim: int, is_vit: bool) -> MaskedPatchHeads:
+    if not is_vit:
+        raise ConfigError(f"objective.patch=masked needs a ViT backbone (mask token), not {cfg.model.arch!r}")
+    return MaskedPatchHeads(embed_dim, **head_settings(cfg))
+
+
+register_patch_objective("masked", PatchObjective(
+    heads=_heads, loss=lambda cfg, key: MaskedPatchLoss(**loss_settings(cfg), probability=cfg.objective.mask_probability,
+                                                        ratio=tuple(cfg.objective.mask_ratio), key=key)))

@@ -32,15 +32,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn as nn
 
 from geodino.models.backbone import BackboneOutput
+from geodino.models.multicrop import ExtraHeads
 from geodino.models.class_attention import SummaryAggregator
 from geodino.objectives.dino import DINOLoss
 from geodino.objectives.neighbours import top_k_neighbours
+from geodino.objectives.base import (
+    Objective,
+    PatchObjective,
+    head_settings,
+    loss_settings,
+    register_patch_objective,
+)
 from geodino.objectives.patch_common import (
     TeacherStats,
     TokenCenter,
@@ -48,6 +55,9 @@ from geodino.objectives.patch_common import (
     concat_rows,
     token_cross_entropy,
 )
+
+if TYPE_CHECKING:
+    from geodino.config.schema import Config
 
 
 @dataclass
@@ -61,7 +71,7 @@ class SelfPatchOutput:
     summary_logits: list[torch.Tensor]  # per crop [B, K]: summary of all the crop's patch tokens
 
 
-class SelfPatchHeads(nn.Module):
+class SelfPatchHeads(ExtraHeads):
     """The trainable parts of SelfPatch, held by both networks in ``MultiCropWrapper.extra_heads``.
 
     ``forward(features, role)`` maps the backbone outputs of every crop to a :class:`SelfPatchOutput`:
@@ -99,7 +109,7 @@ class SelfPatchHeads(nn.Module):
         )
 
 
-class SelfPatchLoss(nn.Module):
+class SelfPatchLoss(Objective):
     """The SelfPatch loss, called like every objective: ``loss(student_out, teacher_out, teacher_temp)``.
 
     Reads ``extra[key]`` (a :class:`SelfPatchOutput`) of both outputs; the teacher must have run
@@ -150,3 +160,12 @@ class SelfPatchLoss(nn.Module):
     def signals(self) -> dict[str, float]:
         """The two loss terms and the patch teacher's entropy, from the last call (this process)."""
         return {**{k: float(v) for k, v in self._parts.items()}, **self._stats.as_dict()}
+
+
+def _heads(cfg: Config, embed_dim: int, is_vit: bool) -> SelfPatchHeads:
+    return SelfPatchHeads(embed_dim, k=cfg.objective.selfpatch_k, blocks=cfg.objective.selfpatch_blocks,
+                          **head_settings(cfg))
+
+
+register_patch_objective("selfpatch", PatchObjective(
+    heads=_heads, loss=lambda cfg, key: SelfPatchLoss(**loss_settings(cfg), key=key)))

@@ -5,9 +5,10 @@ import torch
 import torch.nn as nn
 
 from geodino.models import DINOHead, MultiCropWrapper, build_backbone
+from geodino.models.multicrop import ExtraHeads
 
 
-class Recorder(nn.Module):
+class Recorder(ExtraHeads):
     """An extra head that reports what it was given."""
 
     def __init__(self, teacher_sees_all_crops: bool) -> None:
