@@ -10,6 +10,8 @@ BENCHES = {
     "loader": ("geodino.bench.loader", "shard bytes per sample and decode rate per core against the raw files and "
                                        "the previous read path; streaming against raw BigEarthNet folders"),
     "augment": ("geodino.bench.augment", "multi-crop augmentation crops/s"),
+    "host": ("geodino.bench.host", "host time and aten ops per training step with a model that costs nothing "
+                                   "(what a GPU would wait for), per objective and batch"),
     "pays": ("geodino.bench.pays", "does pretraining pay: random init vs pretrained vs mean spectrum on held-out "
                                    "worlds, per step budget"),
 }
