@@ -80,14 +80,18 @@ def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank:
         raise ValueError(f"data: {len(dataset)} samples are fewer than one global batch "
                          f"({d.batch_size} × {world} processes); lower data.batch_size")
 
+    # One loader for the whole run: with workers, they start once and persist across epochs
+    # (starting them anew each epoch is seconds a GPU waits); the sampler is told the epoch.
+    sampler = EpochBatches(len(dataset), d.batch_size, rank, world, cfg.run.seed, 0)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=d.num_workers > 0,
+                        # its own generator: a DataLoader otherwise draws its worker seeds from the
+                        # global RNG, which would shift the stochastic-depth draws of a resumed run
+                        generator=torch.Generator().manual_seed(cfg.run.seed * 100_003),
+                        worker_init_fn=ignore_stop_signals)
+
     def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
-        sampler = EpochBatches(len(dataset), d.batch_size, rank, world, cfg.run.seed, epoch, start_step)
-        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which
-        # would shift the stochastic-depth draws of a run resumed mid-epoch.
-        generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
-                            pin_memory=torch.cuda.is_available(), generator=generator,
-                            worker_init_fn=ignore_stop_signals)
+        sampler.epoch, sampler.start_step = epoch, start_step  # read when the loader starts iterating
         yield from loader
 
     return PretrainData(card=card, steps_per_epoch=steps, batches=batches, description=description)
