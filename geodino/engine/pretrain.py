@@ -206,7 +206,10 @@ class DINOStep:
         masks = makers[0].student_masks(grids, len(views.teacher), generator,
                                         offset=self.accelerator.process_index * batch, batch=batch,
                                         total=self.global_batch)
-        return [m.to(views.student[i].device) if m is not None else None for i, m in enumerate(masks)]
+        device = views.student[0].device
+        if device.type == "cuda":  # pinned, so that the copy does not wait for the device
+            return [m.pin_memory().to(device, non_blocking=True) if m is not None else None for m in masks]
+        return [m.to(device) if m is not None else None for m in masks]
 
 
 class Pretrainer:
