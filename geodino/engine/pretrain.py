@@ -42,8 +42,9 @@ log = logging.getLogger("geodino")
 # Offset of the patch-mask random stream from the augmentation's (both seeded by the step).
 MASK_STREAM = 1 << 40
 
-# Keys that may change between a run and its resumption without changing the result.
+# A mid-run checkpoint until its next step's loss is known finite (Pretrainer.save).
 PENDING_CHECKPOINT_NAME = "checkpoint.pending.pt"
+# Keys that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "eval.", "data.num_workers")
 
 
@@ -85,7 +86,6 @@ class LossGuard:
     def __init__(self) -> None:
         self._first: torch.Tensor | None = None  # step index of the first non-finite loss, -1: none
         self._values: torch.Tensor | None = None  # its losses
-        self.observed = -1  # the last step observed
 
     def observe(self, step: int, reduced: torch.Tensor) -> None:
         if self._first is None:
@@ -94,7 +94,6 @@ class LossGuard:
         new = (~torch.isfinite(reduced).all()) & (self._first < 0)
         self._first = torch.where(new, torch.full_like(self._first, step), self._first)
         self._values = torch.where(new, reduced, self._values)
-        self.observed = step
 
     def check(self, names: list[str]) -> None:
         """Raise :class:`NonFiniteLossError` if any step observed so far had a non-finite loss."""
