@@ -535,9 +535,15 @@ def augment_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def _check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume when a key that changes the result differs. A key the checkpoint does not
+    have came with a later geodino; at its default it changes nothing, so a run started before an
+    upgrade still resumes after it."""
     old, new = flatten_dict(saved), flatten_dict(current)
+    defaults = flatten_dict(config_to_dict(Config()))
     for key in sorted(set(old) | set(new)):
         if key.startswith(RESUMABLE_CHANGES):
+            continue
+        if key not in old and key in defaults and new.get(key) == defaults[key]:
             continue
         if old.get(key) != new.get(key):
             raise ConfigError(f"cannot resume from {path}: {key} was {old.get(key)!r}, the recipe now says "

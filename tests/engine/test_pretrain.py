@@ -75,6 +75,21 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
         pretrain(_cfg(tmp_path, "run.max_steps=2", "optim.lr=0.1"))
 
 
+def test_a_run_from_before_a_new_key_resumes_at_its_default(tmp_path):
+    from geodino.engine.checkpoint import save_checkpoint
+
+    pretrain(_cfg(tmp_path, "run.max_steps=1"))
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["train"]["tf32"]  # a checkpoint written before train.tf32 existed
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    assert pretrain(_cfg(tmp_path, "run.max_steps=2"))["steps"] == 2  # was: "train.tf32 was None"
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["train"]["tf32"]
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    with pytest.raises(ConfigError, match=r"train\.tf32 was None"):  # not at its default: it would change the run
+        pretrain(_cfg(tmp_path, "run.max_steps=3", "train.tf32=false"))
+
+
 def test_finished_run_resumes_to_its_end_without_training(tmp_path):
     pretrain(_cfg(tmp_path, "run.max_steps=2"))
     first = load_checkpoint(tmp_path / "checkpoint.pt")["teacher"]
