@@ -36,9 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from geodino.engine.stop import EXIT_STOPPED, RunStopped
+
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
+    except RunStopped as stopped:  # preemption (pretrain, bench pays): not an error, not finished either
+        print(f"geodino: {stopped}", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     except (CommandError, ValueError, OSError, KeyError) as err:  # OSError: files, disks, remote shards
         if args.debug or getattr(args, "traceback", False) or os.environ.get("GEODINO_DEBUG") == "1":
             raise

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,15 +52,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from geodino.cli import CommandError
     from geodino.engine.pretrain import NonFiniteLossError, pretrain
-    from geodino.engine.stop import EXIT_STOPPED, RunStopped
 
     try:
         summary = pretrain(cfg)
     except NonFiniteLossError as err:
         raise CommandError(str(err)) from None
-    except RunStopped as stopped:  # preemption: not an error, but the run is not finished either
-        print(f"geodino: {stopped}", file=sys.stderr, flush=True)
-        return EXIT_STOPPED
     if "knn" in summary:
         knn = summary["knn"]
         metric, name = knn["metric"], {"top1": "top-1", "map_micro": "micro-mAP"}.get(knn["metric"], knn["metric"])

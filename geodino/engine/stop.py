@@ -8,6 +8,9 @@ SIGINT stops at once, without a checkpoint.
 With several processes the signal can reach them at different steps. Every step each process
 starts an all-reduce (max) of its request and reads the one started a step earlier, which has long
 finished by then: all processes see the same request at the same step, and no step waits for it.
+
+torch is imported where it is used: the command line imports this module to catch
+:class:`RunStopped`, and ``geodino --help`` must stay fast.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from geodino.utils import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("geodino")
 
@@ -43,7 +46,7 @@ class StopRequests:
     once all processes know, which signal asked the run to stop."""
 
     def __init__(self, world: int = 1, device: torch.device | str = "cpu") -> None:
-        self.world, self.device = world, torch.device(device)
+        self.world, self.device = world, device
         self.signum = 0  # the first stop signal received by this process, 0: none
         self._previous: dict[int, Any] = {}
         self._pending: tuple[torch.Tensor, Any] | None = None  # (flag, work) of the last all-reduce
@@ -73,6 +76,9 @@ class StopRequests:
     def agreed(self) -> int:
         """The stop signal all processes have agreed on (0: go on). Call it once per step on every
         process; with several processes a request is seen one step after it was made."""
+        import torch
+        import torch.distributed as dist
+
         if self.world == 1 or not dist.is_initialized():
             return self.signum
         agreed = 0

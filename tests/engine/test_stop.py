@@ -67,3 +67,18 @@ def test_ctrl_c_once_asks_to_stop_and_twice_stops_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on exit
+
+
+def test_any_command_stopped_by_a_signal_ends_in_one_line_and_exit_75(monkeypatch, capsys):
+    # geodino bench pays trains through pretrain() too: the stop is one line there as well.
+    from geodino.cli import main
+    from geodino.engine.stop import RunStopped
+
+    def stopped(args):
+        raise RunStopped(signal.SIGTERM, 52, "/runs/x/checkpoint.pt")
+
+    monkeypatch.setattr("geodino.bench.pays.run", stopped)
+    assert main(["bench", "pays", "--out", "/nonexistent"]) == EXIT_STOPPED
+    err = capsys.readouterr().err.strip()
+    assert err == ("geodino: stopped by SIGTERM at step 52; checkpoint written to /runs/x/checkpoint.pt; "
+                   "re-run the same command to continue")
