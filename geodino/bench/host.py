@@ -92,9 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    previous = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [measure(o, int(n), args.steps) for o in args.objectives.split(",") for n in args.images.split(",")]
+    try:
+        rows = [measure(o, int(n), args.steps) for o in args.objectives.split(",") for n in args.images.split(",")]
+    finally:  # a library call must not leave the process on another thread count
+        torch.set_num_threads(previous)
     line = {"bench": "host", "cpu": _cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "rows": rows}
     print(json.dumps(line), flush=True)

@@ -44,3 +44,38 @@ def test_a_file_where_the_run_folder_should_be_is_one_line(tmp_path, capsys):
     assert main(["pretrain", f"run.out_dir={tmp_path / 'taken' / 'run'}", "run.max_steps=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot create or write the run folder" in err
+
+
+def test_a_killed_run_whose_forked_workers_live_on_does_not_keep_its_folder(tmp_path, caplog):
+    # Found by CI: with flock, a run killed with SIGKILL kept the folder locked through the file its
+    # orphaned data-loader workers had inherited, and the resumed run was refused.
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from geodino.engine.lock import RunLock
+        lock = RunLock({str(tmp_path)!r})
+        lock.acquire()
+        if os.fork() == 0:  # a worker that outlives its parent
+            time.sleep(60)
+            os._exit(0)
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderBusy):
+            RunLock(tmp_path).acquire()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with caplog.at_level("WARNING", logger="geodino"):
+            lock = RunLock(tmp_path)
+            lock.acquire()  # the orphan still has the file open
+        lock.release()
+        assert "no longer running" in caplog.text
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -49,7 +49,8 @@ def test_values_and_band_order(ssl4eo_tree, product, count, decode) -> None:
         if source.shape != (264, 264):
             source = F.interpolate(torch.from_numpy(source)[None, None], size=(264, 264), mode="bilinear",
                                    align_corners=False)[0, 0].numpy()
-        np.testing.assert_array_equal(image[i], source, err_msg=band)
+        # resampled bands: bilinear in a batch of bands vs alone, rounding may differ by an ulp
+        np.testing.assert_allclose(image[i], source, rtol=1e-6, atol=0, err_msg=band)
     assert not np.allclose(image[-1], np.round(image[-1]))  # dB values keep their fractions
     assert parts.meta["crs"] == "EPSG:32632" and parts.meta["transform"][0] == 10.0
 
