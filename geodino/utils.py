@@ -9,7 +9,7 @@ import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextmanager
@@ -51,14 +51,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files :func:`atomic_path` left in ``folder`` when a process was killed
-    mid-write; call it only while no other process writes there (e.g. holding the run's lock)."""
+def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` (``.<name>.*.tmp``) when a
+    process was killed mid-write: of the files ``names`` only, or of any file. Call it only for
+    files no other live process is writing (e.g. holding the run's lock)."""
+    patterns = [f".{name}.*.tmp" for name in names] if names is not None else [".*.tmp"]
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    for pattern in patterns:
+        for tmp in Path(folder).glob(pattern):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
     return removed
 
 

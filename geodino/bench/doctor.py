@@ -43,8 +43,8 @@ IN_CHANS = 3  # bands of the random views (the model's cost barely depends on it
 OBJECTIVES = {"dino": "none", "selfpatch": "selfpatch", "masked": "masked"}  # name -> objective.patch
 PACKAGES = ("torchvision", "timm", "accelerate", "kornia", "webdataset", "rasterio")
 
-# The tiny recipe of the engine's tests (tests/engine/runs.py): a 2-block ViT on 32-px synthetic
-# scenes, 64 samples at 16 a step for 2 epochs, i.e. 8 steps.
+# A tiny but complete recipe (the engine's tests run it too, through tests/engine/runs.py): a
+# 2-block ViT on 32-px synthetic scenes, 64 samples at 16 a step for 2 epochs, i.e. 8 steps.
 TINY = (
     "model.arch=vit_tiny_patch16_224", "model.depth=2", "model.patch_size=8",
     "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32",

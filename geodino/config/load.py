@@ -229,11 +229,14 @@ def _validate_model(cfg: Config) -> None:
 
 
 def _validate_objective(cfg: Config) -> None:
-    from geodino.objectives import PATCH_OBJECTIVES
+    from geodino.objectives import patch_objective
 
     o = cfg.objective
-    if o.patch != "none" and o.patch not in PATCH_OBJECTIVES:
-        raise ConfigError(f"objective.patch: {o.patch!r} is not one of {['none', *PATCH_OBJECTIVES]}")
+    if o.patch != "none":
+        try:
+            patch_objective(o.patch)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if o.patch_weight < 0:
         raise ConfigError("objective.patch_weight: must be >= 0")
     for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers", "selfpatch_blocks"):

@@ -41,7 +41,7 @@ from geodino.data.shards.format import (
     shard_name,
 )
 from geodino.data.shards.format import PatchError
-from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
+from geodino.utils import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
 
 INDEX_FORMAT = "geodino-shards/2"  # 2: band groups in their stored dtype and size
 
@@ -155,16 +155,6 @@ def part_index_name(part: tuple[int, int]) -> str:
     return f"index.part-{part[0]:04d}-of-{part[1]:04d}.json"
 
 
-def _remove_leftovers(out: Path, names: Iterable[str]) -> int:
-    """Delete temporary files that killed writes of ``names`` left behind (``.<name>.*.tmp``)."""
-    removed = 0
-    for name in names:
-        for tmp in out.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 @contextlib.contextmanager
 def _folder_lock(out: Path) -> Iterator[None]:
     """An exclusive lock on ``out/.index.lock`` (POSIX ``flock``; on a filesystem without locks, no
@@ -232,10 +222,11 @@ def write_shards(
     mine = [s for j, s in enumerate(plan) if j % parts == part_i]
     part_file = out / part_index_name(part) if parts > 1 else None
 
-    removed = _remove_leftovers(out, [s.name for s in mine] + ([] if parts > 1 else [
+    # Only this part's files: other parts may be writing theirs in the same folder right now.
+    removed = remove_stale_temps(out, [s.name for s in mine] + ([] if parts > 1 else [
         INDEX_FILE, CARD_FILE, REJECTS_FILE, SUMMARY_FILE]))
     if removed:
-        log.info("removed %d temporary file(s) left by an earlier, killed conversion in %s", removed, out)
+        log.info("removed %d temporary file(s) left by an earlier, killed conversion in %s", len(removed), out)
 
     digests = {s.name: s.digest for s in plan}
     plan_digest = hashlib.sha1("\n".join(f"{s.name}:{s.digest}" for s in plan).encode()).hexdigest()
