@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from geodino.bench import cpu_model
+from geodino.eval.linear import LR_GRID
 from geodino.utils import save_figure, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("geodino")
@@ -83,7 +84,8 @@ class PaysSettings:
     k: int = 20
     temperature: float = 0.07
     linear_epochs: int = 100
-    linear_lr: float = 1e-3
+    # Candidate probe rates, chosen on held-out training samples (geodino.eval.linear.choose_lr).
+    linear_lrs: tuple[float, ...] = LR_GRID
     linear_avgpool: bool = False  # add the mean of the last block's patch tokens to the CLS tokens
     eval_batch_size: int = 64
     progress: bool = True
@@ -116,7 +118,8 @@ def mean_spectrum_features(means: torch.Tensor, card, choice: str, fill: float =
 
 def mean_spectrum_scores(train_means: torch.Tensor, train_labels: torch.Tensor, val_means: torch.Tensor,
                          val_labels: torch.Tensor, card, choices: list[str], probes: list[str], k: int = 20,
-                         temperature: float = 0.07, linear_epochs: int = 100) -> dict[str, dict[str, Any]]:
+                         temperature: float = 0.07, linear_epochs: int = 100,
+                         linear_lrs: tuple[float, ...] = LR_GRID) -> dict[str, dict[str, Any]]:
     """``{probe: {choice: scores}}`` of the mean spectrum, with the networks' k-NN and probe."""
     from geodino.eval.knn import knn_evaluate
     from geodino.eval.linear import ProbeSettings, linear_probe
@@ -129,7 +132,7 @@ def mean_spectrum_scores(train_means: torch.Tensor, train_labels: torch.Tensor, 
             out["knn"][choice] = knn_evaluate(train_f, train_labels, val_f, val_labels, k, temperature)
         if "linear" in probes:
             out["linear"][choice] = linear_probe(train_f, train_labels, val_f, val_labels,
-                                                 ProbeSettings(epochs=linear_epochs))
+                                                 ProbeSettings(epochs=linear_epochs, lrs=linear_lrs))
     return out
 
 
@@ -234,9 +237,9 @@ def evaluate(s: PaysSettings, checkpoint: Path, shards: Path, out_dir: Path, ran
                     "card": hashlib.sha1((shards / CARD_FILE).read_bytes()).hexdigest(),
                     "modalities": list(s.modalities), "k": s.k, "temperature": s.temperature,
                     "linear_epochs": s.linear_epochs if probe == "linear" else None}
-        if probe == "linear" and (s.linear_lr != PaysSettings.linear_lr or s.linear_avgpool):
-            # only when not the defaults, so that scores kept before these options existed still match
-            identity.update(linear_lr=s.linear_lr, linear_avgpool=s.linear_avgpool)
+        if probe == "linear" and (s.linear_lrs != (1e-3,) or s.linear_avgpool):
+            # only when not the old fixed rate, so that scores kept before these options existed still match
+            identity.update(linear_lr=_rates_identity(s.linear_lrs), linear_avgpool=s.linear_avgpool)
         key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         if key not in cache:
             started = time.perf_counter()
@@ -244,7 +247,7 @@ def evaluate(s: PaysSettings, checkpoint: Path, shards: Path, out_dir: Path, ran
                 report = knn_eval(checkpoint, data, options, k=s.k, temperature=s.temperature, out_dir=out_dir)
             else:
                 report = linear_eval(checkpoint, data, options,
-                                     LinearSettings(epochs=s.linear_epochs, lr=s.linear_lr, avgpool=s.linear_avgpool),
+                                     LinearSettings(epochs=s.linear_epochs, lrs=s.linear_lrs, avgpool=s.linear_avgpool),
                                      out_dir=out_dir)
             cache[key] = {"identity": identity, "results": report["results"],
                           "eval_s": round(time.perf_counter() - started, 1)}
@@ -274,7 +277,7 @@ def measure_world(s: PaysSettings, world: str, seed: int) -> dict[str, Any]:
     train_means, train_y = band_means(bank)
     val_means, val_y = band_means(queries)
     mean_spectrum = mean_spectrum_scores(train_means, train_y, val_means, val_y, card, s.modalities, s.probes,
-                                         s.k, s.temperature, s.linear_epochs)
+                                         s.k, s.temperature, s.linear_epochs, s.linear_lrs)
     label_share = float(val_y.float().mean())  # the chance level of micro-mAP: the share of positives
 
     runs, pretrained, random_init = {}, {}, None
@@ -327,13 +330,25 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rates_identity(rates: tuple[float, ...]) -> float | list[float]:
+    return rates[0] if len(rates) == 1 else list(rates)
+
+
+def _rates_text(settings: dict[str, Any]) -> str:
+    """The probe rate as a report states it; reports written before the choice existed had one."""
+    rates = settings.get("linear_lrs", [settings.get("linear_lr", 1e-3)])
+    if len(rates) == 1:
+        return f"lr {rates[0]:g}"
+    return "the lr (of " + ", ".join(f"{v:g}" for v in rates) + ") that scored best on 20% of the train split held out"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     st = report["settings"]
     lines = [
         "# Does pretraining pay? (held-out worlds)", "",
         f"micro-mAP (%) on the val split ({st['val_samples']} patches), memory bank / probe training set = "
         f"train split ({st['train_samples']} patches), {st['size']} px; k-NN k={st['k']}, T={st['temperature']}; "
-        f"linear probe {st['linear_epochs']} epochs at lr {st.get('linear_lr', 1e-3)} on the last blocks' CLS tokens"
+        f"linear probe {st['linear_epochs']} epochs at {_rates_text(st)} on the last blocks' CLS tokens"
         + (" and the mean patch token" if st.get("linear_avgpool") else "") + ". Mean spectrum: per-band means "
         "in standardised units, same k-NN and probe. In brackets: gain over random init.", "",
         f"Recipe: `{st['recipe']}` + `{' '.join(SHORT_RUN)}` + `{' '.join(HARNESS)}`"
@@ -460,8 +475,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=d.k, help=f"k-NN neighbours (default {d.k})")
     parser.add_argument("--linear-epochs", type=int, default=d.linear_epochs,
                         help=f"linear probe epochs (default {d.linear_epochs})")
-    parser.add_argument("--linear-lr", type=float, default=d.linear_lr,
-                        help=f"linear probe learning rate (default {d.linear_lr})")
+    parser.add_argument("--linear-lr", default=",".join(f"{v:g}" for v in d.linear_lrs), metavar="LR[,LR...]",
+                        help="linear probe learning rate, or several to choose from on held-out training samples "
+                             "(default %(default)s)")
     parser.add_argument("--linear-avgpool", action="store_true",
                         help="linear probe on the last blocks' CLS tokens plus the mean of the last block's patch tokens")
     parser.add_argument("--no-progress", action="store_true")
@@ -472,7 +488,7 @@ def settings_from_args(args: argparse.Namespace) -> PaysSettings:
                         steps=_list(args.steps, int), modalities=_list(args.modalities), probes=_list(args.probe),
                         recipe=args.recipe, overrides=list(args.overrides), variant=args.variant, size=args.size,
                         train_samples=args.train_samples, val_samples=args.val_samples, k=args.k,
-                        linear_epochs=args.linear_epochs, linear_lr=args.linear_lr,
+                        linear_epochs=args.linear_epochs, linear_lrs=tuple(_list(args.linear_lr, float)),
                         linear_avgpool=args.linear_avgpool, progress=not args.no_progress)
 
 

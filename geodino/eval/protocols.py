@@ -26,6 +26,7 @@ from geodino.eval.features import (
     file_identity,
     probe_embedding,
 )
+from geodino.eval.linear import LR_GRID
 from geodino.utils import resolve_device, write_json_atomic
 
 log = logging.getLogger("geodino")
@@ -149,7 +150,7 @@ class LinearSettings:
     n_last_blocks: int = 4
     avgpool: bool = False
     epochs: int = 100
-    lr: float = 1e-3
+    lrs: tuple[float, ...] = LR_GRID  # several: the probe picks one on held-out training samples
     weight_decay: float = 1e-4
     batch_size: int = 256
     seed: int = 0
@@ -188,13 +189,13 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
 
     train_set, val_set = features(train, "train"), features(val, "val")
     keep = subsample_indices(len(train_set["labels"]), s.label_fraction, s.seed)
-    probe = ProbeSettings(epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay, batch_size=s.batch_size,
+    probe = ProbeSettings(epochs=s.epochs, lrs=s.lrs, weight_decay=s.weight_decay, batch_size=s.batch_size,
                           seed=s.seed)
     results = {}
     for choice, train_f in train_set["features"].items():
         results[choice] = linear_probe(train_f[keep], train_set["labels"][keep], val_set["features"][choice],
                                        val_set["labels"], probe)
-    settings_out = {**asdict(s), "n_last_blocks": n_blocks, "size": size, "fill": options.fill,
+    settings_out = {**asdict(s), "lrs": list(s.lrs), "n_last_blocks": n_blocks, "size": size, "fill": options.fill,
                     "train_used": int(len(keep))}
     return _report("linear", checkpoint, backbone_name(cfg, options), card, train, val, results, options,
                    Path(out_dir) if out_dir is not None else None, settings_out)
