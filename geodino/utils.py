@@ -109,7 +109,7 @@ def flatten_dict(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# Signals that ask a pretraining run to stop cleanly (geodino.engine.stop). Data-loader workers
+# Signals that ask a pretraining run to stop cleanly (geodino.runs.stop). Data-loader workers
 # ignore them: the main process decides when to stop, and a worker killed by the scheduler's SIGTERM
 # or by Ctrl-C would fail the run before its checkpoint.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)

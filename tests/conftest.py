@@ -16,7 +16,7 @@ from runs import TINY  # noqa: E402  (the tiny pretraining recipe of the engine 
 def make_checkpoint(path: Path, *overrides: str) -> Path:
     """A checkpoint as pretraining writes it (teacher + recipe), of an untrained tiny network."""
     from geodino.config import config_to_dict, load_config
-    from geodino.engine.build import build_student_teacher
+    from geodino.objectives.networks import build_student_teacher
     from geodino.eval.checkpoint import recipe_card
 
     cfg = load_config(None, [*TINY, f"run.out_dir={path.parent}", *overrides])

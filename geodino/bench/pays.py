@@ -162,7 +162,7 @@ def run_config(s: PaysSettings, shards: Path, run_dir: Path, seed: int, steps: i
 def _checkpoint_step(path: Path) -> int:
     if not path.is_file():
         return 0
-    from geodino.engine.checkpoint import load_checkpoint
+    from geodino.runs.checkpoint import load_checkpoint
 
     return int(load_checkpoint(path).get("step", 0))
 
@@ -170,7 +170,7 @@ def _checkpoint_step(path: Path) -> int:
 def pretrain_budget(s: PaysSettings, shards: Path, run_dir: Path, seed: int, steps: int) -> dict[str, Any]:
     """Run (or resume, or just confirm) the pretraining of one budget; the seconds spent training
     are added up across interrupted invocations in ``pays_time.json``."""
-    from geodino.engine.checkpoint import CHECKPOINT_NAME
+    from geodino.runs.checkpoint import CHECKPOINT_NAME
     from geodino.engine.pretrain import pretrain
 
     cfg = run_config(s, shards, run_dir, seed, steps)
@@ -195,7 +195,7 @@ def pretrain_budget(s: PaysSettings, shards: Path, run_dir: Path, seed: int, ste
 def entropy_dip(metrics: Path) -> dict[str, Any]:
     """The teacher's lowest logged entropy, its step, and ln K: how close the run came to one-prototype
     collapse (a dip that recovers is invisible in the final figures)."""
-    from geodino.engine.monitor import MetricsLog
+    from geodino.runs.metrics import MetricsLog
 
     rows = [r for r in MetricsLog(metrics).read() if r.get("teacher_entropy") is not None]
     if not rows:
@@ -209,7 +209,7 @@ def entropy_dip(metrics: Path) -> dict[str, Any]:
 def init_identity(checkpoint: Path) -> dict[str, Any]:
     """What the random-init weights of a checkpoint's recipe depend on (the architecture, the crop
     size it is built for, the seed), so that every budget's checkpoint shares one baseline score."""
-    from geodino.engine.checkpoint import load_checkpoint
+    from geodino.runs.checkpoint import load_checkpoint
 
     cfg = load_checkpoint(checkpoint)["config"]
     return {"model": cfg["model"], "global_size": cfg["augment"]["global_size"], "seed": cfg["run"]["seed"]}

@@ -24,9 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from geodino.config.schema import Config
-from geodino.engine.build import build_student_teacher
 from geodino.engine.optim import param_groups
-from geodino.engine.schedules import Schedules
+from geodino.objectives.networks import build_student_teacher
+from geodino.runs.schedules import Schedules
 
 
 class _ExplicitAttention(nn.Module):

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from geodino.engine.stop import EXIT_STOPPED, RunStopped
+    from geodino.runs.stop import EXIT_STOPPED, RunStopped
 
     args = build_parser().parse_args(argv)
     try:

@@ -19,12 +19,10 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from geodino.augment import MultiCropAugment, Views
 from geodino.config import Config, ConfigError, config_to_dict, save_config
 from geodino.data.build import build_knn_data, build_pretrain_data
-from geodino.engine import checkpoint as ckpt
-from geodino.engine.build import build_objectives, build_student_teacher, compile_backbone, objective_weights
+from geodino.engine.build import compile_backbone
 from geodino.engine.cpu_memory import keep_freed_memory
 from geodino.engine.ema import ema_update
-from geodino.engine.lock import RunFolderBusy, RunLock
-from geodino.engine.monitor import MetricsLog, collapse_signals, collapse_verdict
+from geodino.engine.monitor import collapse_signals, collapse_verdict
 from geodino.engine.optim import (
     build_optimizer,
     clip_gradients_global,
@@ -32,9 +30,13 @@ from geodino.engine.optim import (
     drop_last_layer_gradients,
     set_hyperparameters,
 )
-from geodino.engine.schedules import Schedules
-from geodino.engine.stop import RunStopped, StopRequests
 from geodino.models.onednn_linear import use_onednn_linears
+from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
+from geodino.runs import checkpoint as ckpt
+from geodino.runs.lock import RunFolderBusy, RunLock
+from geodino.runs.metrics import MetricsLog
+from geodino.runs.schedules import Schedules
+from geodino.runs.stop import RunStopped, StopRequests
 from geodino.utils import allow_tf32, flatten_dict, write_json_atomic
 
 log = logging.getLogger("geodino")
@@ -567,7 +569,7 @@ def _progress(total: int, initial: int, enabled: bool):
 def pretrain(cfg: Config) -> dict[str, Any]:
     """Run (or resume) a pretraining recipe; returns the run summary.
 
-    The main process holds the run folder's lock (:mod:`geodino.engine.lock`) from before the
+    The main process holds the run folder's lock (:mod:`geodino.runs.lock`) from before the
     model is built to the end; a folder in use, or one that cannot be created or written, stops
     every process before anything else is done.
     """

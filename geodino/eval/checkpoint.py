@@ -59,7 +59,7 @@ def build_recipe_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
 
 def _read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(recipe dict, teacher backbone weights)`` of a pretraining checkpoint, or a one-line ValueError."""
-    from geodino.engine.checkpoint import load_checkpoint
+    from geodino.runs.checkpoint import load_checkpoint
 
     state = load_checkpoint(ckpt_path)
     if "teacher" not in state or "config" not in state:
@@ -131,7 +131,7 @@ def initial_teacher_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
 
     from geodino.config.load import ConfigError, _apply
     from geodino.config.schema import Config
-    from geodino.engine.build import build_student_teacher
+    from geodino.objectives.networks import build_student_teacher
 
     recipe = Config()
     try:

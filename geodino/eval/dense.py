@@ -120,7 +120,7 @@ def _recipe_backbone(checkpoint: Path, random_init: bool) -> tuple[Backbone, Dat
 
     if not random_init:
         return load_teacher_backbone(checkpoint)
-    from geodino.engine.checkpoint import load_checkpoint
+    from geodino.runs.checkpoint import load_checkpoint
 
     cfg = load_checkpoint(checkpoint)["config"]
     card = checkpoint_card(checkpoint, cfg)

@@ -34,7 +34,7 @@ from geodino.utils import torch_threads
 
 log = logging.getLogger("geodino")
 
-LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 FALLBACK_LR = 1e-3  # when the training set is too small to hold part of it out
 MIN_HELD_OUT = 10  # fewer held-out samples than this cannot rank learning rates
 
@@ -93,6 +93,10 @@ def choose_lr(features: torch.Tensor, labels: torch.Tensor, settings: ProbeSetti
     best = max(scores, key=lambda k: (scores[k], -losses[k]))
     log.info("linear probe: lr %s chosen on %d held-out training samples (%s: %s)", best, held, metric,
              ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
+    edge = {f"{min(s.lrs):g}": "smallest", f"{max(s.lrs):g}": "largest"}.get(best)
+    if edge and scores[best] > min(scores.values()):
+        log.warning("linear probe: the chosen lr %s is the %s candidate; one beyond it might score higher", best,
+                    edge)
     return float(best), scores
 
 

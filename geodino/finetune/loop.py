@@ -111,8 +111,8 @@ def evaluate(model: SegmentationModel, data: SegData, size: int, device: str, ou
 
 def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
     """Train the recipe's model and return (and write) its final scores."""
-    from geodino.engine.monitor import MetricsLog
-    from geodino.engine.schedules import cosine_schedule
+    from geodino.runs.metrics import MetricsLog
+    from geodino.runs.schedules import cosine_schedule
 
     torch.manual_seed(cfg.run.seed)
     device, out_dir = resolve_device(cfg.run.device), Path(cfg.run.out_dir)

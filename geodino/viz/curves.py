@@ -79,7 +79,7 @@ def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str = "",
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """The curves of a pretraining run folder (``metrics.jsonl``, ``knn.json``), to ``curves.png``."""
-    from geodino.engine.monitor import MetricsLog
+    from geodino.runs.metrics import MetricsLog
 
     run_dir = Path(run_dir)
     log_path = run_dir / "metrics.jsonl"

@@ -3,7 +3,7 @@
 import pytest
 
 from geodino.config import ConfigError, load_config
-from geodino.engine.build import build_extra_heads, build_objectives, objective_weights
+from geodino.objectives.networks import build_extra_heads, build_objectives, objective_weights
 
 
 def test_defaults_are_image_level_only():

@@ -59,7 +59,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 def kill_run_at(out_dir: Path, *overrides: str, when: Callable[[int], bool], timeout: int = 240) -> int:
     """Start ``geodino pretrain`` and SIGKILL it as soon as its checkpoint's step satisfies ``when``;
     returns that step (the test fails if the run ended on its own first)."""
-    from geodino.engine.checkpoint import load_checkpoint
+    from geodino.runs.checkpoint import load_checkpoint
 
     proc = subprocess.Popen(pretrain_cmd(out_dir, *overrides), env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

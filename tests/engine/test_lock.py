@@ -10,8 +10,8 @@ import socket
 import pytest
 
 from geodino.cli import main
-from geodino.engine.lock import LOCK_NAME, RunFolderBusy, RunLock
 from geodino.engine.pretrain import pretrain
+from geodino.runs.lock import LOCK_NAME, RunFolderBusy, RunLock
 from tests.engine.test_pretrain import _cfg
 
 
@@ -56,7 +56,7 @@ def test_a_killed_run_whose_forked_workers_live_on_does_not_keep_its_folder(tmp_
 
     script = textwrap.dedent(f"""
         import os, sys, time
-        from geodino.engine.lock import RunLock
+        from geodino.runs.lock import RunLock
         lock = RunLock({str(tmp_path)!r})
         lock.acquire()
         if os.fork() == 0:  # a worker that outlives its parent

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from geodino.config import load_config
-from geodino.engine.build import build_objectives, build_student_teacher
-from geodino.engine.checkpoint import load_checkpoint
 from geodino.engine.pretrain import pretrain
+from geodino.objectives.networks import build_objectives, build_student_teacher
+from geodino.runs.checkpoint import load_checkpoint
 from tests.engine.runs import TINY
 
 PATCH = ["objective.patch_out_dim=64", "objective.patch_hidden_dim=32", "objective.patch_bottleneck_dim=16"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from geodino.config import ConfigError, load_config
-from geodino.engine.checkpoint import load_checkpoint
 from geodino.engine.pretrain import NonFiniteLossError, pretrain
+from geodino.runs.checkpoint import load_checkpoint
 from tests.engine.runs import TINY
 
 
@@ -76,7 +76,7 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
 
 
 def test_a_run_from_before_a_new_key_resumes_at_its_default(tmp_path):
-    from geodino.engine.checkpoint import save_checkpoint
+    from geodino.runs.checkpoint import save_checkpoint
 
     pretrain(_cfg(tmp_path, "run.max_steps=1"))
     state = load_checkpoint(tmp_path / "checkpoint.pt")

@@ -4,8 +4,8 @@ import pytest
 
 from geodino.config import load_config
 from geodino.config.load import RECIPES_DIR
-from geodino.engine.checkpoint import load_checkpoint
 from geodino.engine.pretrain import pretrain
+from geodino.runs.checkpoint import load_checkpoint
 from tests.data.imagefolder.data import write_image_folder
 
 SHRINK = [  # keep each recipe's data path, augmentation mode and objective; shrink the model and the steps

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from geodino.engine.checkpoint import load_checkpoint
+from geodino.runs.checkpoint import load_checkpoint
 from tests.engine.runs import assert_same_weights, kill_run_at, losses, run_pretrain, teacher
 
 
@@ -24,7 +24,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
 
 
 def test_checkpoint_opens_with_weights_only(tmp_path):
-    from geodino.engine.checkpoint import save_checkpoint
+    from geodino.runs.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "c.pt", {"step": 3, "w": torch.ones(2)})
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 3

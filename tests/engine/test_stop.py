@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from geodino.engine.checkpoint import load_checkpoint
-from geodino.engine.stop import EXIT_STOPPED, StopRequests
+from geodino.runs.checkpoint import load_checkpoint
+from geodino.runs.stop import EXIT_STOPPED, StopRequests
 from tests.engine.runs import assert_same_weights, env, losses, pretrain_cmd, run_pretrain, teacher
 
 # 12 steps; two loader workers, which must outlive a signal sent to the whole process group.
@@ -72,7 +72,7 @@ def test_ctrl_c_once_asks_to_stop_and_twice_stops_at_once():
 def test_any_command_stopped_by_a_signal_ends_in_one_line_and_exit_75(monkeypatch, capsys):
     # geodino bench pays trains through pretrain() too: the stop is one line there as well.
     from geodino.cli import main
-    from geodino.engine.stop import RunStopped
+    from geodino.runs.stop import RunStopped
 
     def stopped(args):
         raise RunStopped(signal.SIGTERM, 52, "/runs/x/checkpoint.pt")

@@ -4,7 +4,7 @@ a pure function of (seed, epoch, rank, worker, step)."""
 
 import pytest
 
-from geodino.engine.checkpoint import load_checkpoint
+from geodino.runs.checkpoint import load_checkpoint
 from tests.engine.runs import assert_same_weights, kill_run_at, losses, run_pretrain, teacher
 
 

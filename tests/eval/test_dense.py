@@ -5,8 +5,8 @@ import json
 import torch
 
 from geodino.config import config_to_dict, load_config
-from geodino.engine.build import build_student_teacher
 from geodino.eval.dense import dense_eval, dense_scores, main, patch_majority_labels
+from geodino.objectives.networks import build_student_teacher
 from tests.engine.runs import TINY
 
 

@@ -40,11 +40,13 @@ def test_label_fraction_is_seeded() -> None:
     assert len(subsample_indices(10, 0.01, 0)) == 1 and len(subsample_indices(10, 1.0, 0)) == 10
 
 
-def test_rate_is_chosen_on_held_out_training_samples() -> None:
+def test_rate_is_chosen_on_held_out_training_samples(caplog) -> None:
     # Two epochs at 1e-6 leave the layer at its initialisation (chance); at 0.1 the clusters separate.
     train_x, train_y = _clusters(200, 5, 0)
     val_x, val_y = _clusters(50, 5, 1)
-    lr, scores = choose_lr(train_x, train_y, ProbeSettings(epochs=2, lrs=(0.1, 1e-6)))
+    with caplog.at_level("WARNING", logger="geodino"):
+        lr, scores = choose_lr(train_x, train_y, ProbeSettings(epochs=2, lrs=(0.1, 1e-6)))
+    assert "the chosen lr 0.1 is the largest candidate" in caplog.text
     assert lr == 0.1 and list(scores) == ["1e-06", "0.1"]  # every candidate scored, smallest first
     assert scores["0.1"] == 100.0 and scores["1e-06"] < 60
     result = linear_probe(train_x, train_y, val_x, val_y, ProbeSettings(epochs=2, lrs=(0.1, 1e-6)))

@@ -12,8 +12,8 @@ import torch
 from geodino.cli import main
 from geodino.config import Config
 from geodino.config.load import _apply
-from geodino.engine.checkpoint import load_checkpoint
 from geodino.eval.checkpoint import load_random_backbone, load_teacher_backbone
+from geodino.runs.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

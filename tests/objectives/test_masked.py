@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from geodino.config import load_config
-from geodino.engine.build import build_objectives, build_student_teacher
 from geodino.objectives import MaskedOutput, MaskedPatchLoss
+from geodino.objectives.networks import build_objectives, build_student_teacher
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from geodino.config import ConfigError, load_config
-from geodino.engine.build import build_objectives, build_student_teacher
 from geodino.models.multicrop import ExtraHeads
 from geodino.objectives import PATCH_OBJECTIVES, Objective, PatchObjective, register_patch_objective
+from geodino.objectives.networks import build_objectives, build_student_teacher
 from tests.engine.runs import TINY
 
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 
 from geodino.config.schema import DinoConfig, OptimConfig
-from geodino.engine.schedules import Schedules, cosine_schedule, teacher_temperature_schedule
+from geodino.runs.schedules import Schedules, cosine_schedule, teacher_temperature_schedule
 
 
 def test_cosine_endpoints_and_length():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from geodino.engine import checkpoint as ckpt
+from geodino.runs import checkpoint as ckpt
 
 
 class FakeCuda:
