@@ -12,7 +12,7 @@ from pathlib import Path
 import geodino
 
 LAYERS = [
-    {"utils"},
+    {"utils", "rng"},
     {"runs"},  # the run folder: checkpoints, metrics log, lock, signals, schedules
     {"config"},
     {"data", "models"},

@@ -48,12 +48,7 @@ from typing import Callable
 
 import torch
 from kornia.color import rgb_to_grayscale
-from kornia.enhance import (
-    adjust_brightness_accumulative,
-    adjust_contrast_with_mean_subtraction,
-    adjust_hue,
-    adjust_saturation_with_gray_subtraction,
-)
+from kornia.enhance import adjust_hue
 from kornia.filters import gaussian_blur2d
 
 from geodino.augment.params import JITTER_OPS
@@ -94,22 +89,35 @@ def rgb_color_jitter(
         jitter: CPU ``bool [N]``, rows to jitter.
         factors: CPU ``[N, 4]`` brightness, contrast, saturation factors and hue shift (turns).
         order: CPU ``int64 [N, 4]``, per row a permutation of the four ops.
+
+    Brightness, contrast and saturation are one blend, ``x f + ref (1 - f)`` clamped to [0, 1],
+    toward a different reference: 0, the mean gray level, the gray image (kornia's formulas, so
+    the results are theirs bit for bit). So at each of the four positions of the order, every row
+    whose op there is one of those three goes through one pass with its own factor and reference,
+    and the rows whose op is hue through a second: 8 passes instead of one per op and position (16).
     """
-    ops: dict[int, RowOp] = {
-        0: lambda sub, rows: adjust_brightness_accumulative(sub, _per_row(factors[:, 0], rows, sub)),
-        1: lambda sub, rows: adjust_contrast_with_mean_subtraction(sub, _per_row(factors[:, 1], rows, sub)),
-        2: lambda sub, rows: adjust_saturation_with_gray_subtraction(sub, _per_row(factors[:, 2], rows, sub)),
-        # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
-        3: lambda sub, rows: adjust_hue(sub, _per_row(factors[:, 3], rows, sub) * (2 * math.pi)),
-    }
     identity = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=factors.dtype)
     # A factor equal to identity is a no-op (torchvision skips an op whose strength is 0).
     active = factors != identity
-    # Step k applies, to each row, the op at position k of that row's order.
+    hue_op = JITTER_OPS.index("hue")
     for step in range(len(JITTER_OPS)):
-        for op_index, op in ops.items():
-            selected = jitter & (order[:, step] == op_index) & active[:, op_index]
-            on_rows(x, selected, op)
+        op_at = order[:, step]
+        takes = jitter & active.gather(1, op_at[:, None]).squeeze(1)
+        factor_at = factors.gather(1, op_at[:, None]).squeeze(1)
+
+        def blend(sub: torch.Tensor, rows: torch.Tensor, op_at=op_at, factor_at=factor_at) -> torch.Tensor:
+            kind = op_at[rows].to(sub.device, non_blocking=True)[:, None, None, None]
+            f = _per_row(factor_at, rows, sub)[:, None, None, None]
+            gray = rgb_to_grayscale(sub)
+            ref = torch.where(kind == 2, gray, torch.where(kind == 1, gray.mean((-2, -1), keepdim=True), 0.0))
+            return (sub * f + ref * (1 - f)).clamp_(0.0, 1.0)
+
+        def hue(sub: torch.Tensor, rows: torch.Tensor, factor_at=factor_at) -> torch.Tensor:
+            # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
+            return adjust_hue(sub, _per_row(factor_at, rows, sub) * (2 * math.pi))
+
+        on_rows(x, takes & (op_at != hue_op), blend)
+        on_rows(x, takes & (op_at == hue_op), hue)
     return x
 
 

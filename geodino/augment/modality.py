@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from geodino.rng import RowRandom
+
 Modalities = Mapping[str, Sequence[int]]
 
 
@@ -47,20 +49,19 @@ def channel_table(modalities: Modalities, in_chans: int) -> torch.Tensor:
     return table
 
 
-def sample_modality_drop(
-    shape: tuple[int, ...], num_modalities: int, p: float, *, generator: torch.Generator
-) -> torch.Tensor:
-    """Which modality each crop loses: ``int64`` tensor of ``shape``, ``-1`` where nothing is dropped.
+def sample_modality_drop(rng: RowRandom, views: int, num_modalities: int, p: float) -> torch.Tensor:
+    """Which modality each crop loses: ``int64`` ``[views, n]`` for ``rng``'s ``n`` rows, ``-1``
+    where nothing is dropped.
 
-    Both the coin and the choice are drawn for every crop, so the generator advances by the same
-    amount whatever comes up.
+    Both the coin and the choice are drawn for every crop, so the draws are the same whatever
+    comes up.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"modality drop probability must be in [0, 1], got {p}")
     if num_modalities < 1:
         raise ValueError("modality masking needs at least one modality")
-    drop = torch.rand(shape, dtype=torch.float64, generator=generator) < p
-    which = torch.randint(0, num_modalities, shape, generator=generator)
+    drop = rng.rand(views).t() < p
+    which = rng.randint(num_modalities, views).t()
     return torch.where(drop, which, torch.full_like(which, -1))
 
 

@@ -6,10 +6,11 @@ and per view a RandomResizedCrop (bicubic), flip, colour jitter, grayscale, Gaus
 solarize, then per-band standardisation; optionally DINO-MM modality masking (DESIGN §2). See
 :mod:`geodino.augment.intensity` for what the ops mean with more than three bands.
 
-Randomness: every parameter is drawn on the CPU from the ``torch.Generator`` passed in, for
-``total`` samples, in a fixed order (global views, local views, modality drops); a process
-holding rows ``[offset, offset + B)`` of the global batch keeps those rows. Hence one process on
-the whole batch and several processes on slices, all seeded alike, produce the same crops.
+Randomness: every parameter is drawn on the CPU, in a fixed order (global views, local views,
+modality drops), from counter-based numbers keyed by the step's key and the sample's index in the
+global batch (:class:`~geodino.rng.RowRandom`). A process holding rows ``[offset, offset + B)``
+draws those rows only, and one process on the whole batch and several processes on slices
+produce the same crops, bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from geodino.augment import intensity
 from geodino.augment.crop import resized_crops
 from geodino.augment.modality import apply_modality_drop, channel_table, check_modalities, sample_modality_drop
 from geodino.augment.params import ViewParams, ViewRecipe, sample_group_params
+from geodino.rng import RowRandom
 
 MODES = ("rgb", "multispectral")
 BAND_OPS = ("joint", "physical")
@@ -42,7 +44,7 @@ class Views:
 
 
 class MultiCropAugment:
-    """Batched DINO multi-crop augmentation; ``aug(images, generator)`` returns :class:`Views`.
+    """Batched DINO multi-crop augmentation; ``aug(images, key, offset)`` returns :class:`Views`.
 
     Args:
         in_chans: number of bands ``C``.
@@ -189,44 +191,31 @@ class MultiCropAugment:
     # ------------------------------------------------------------------ the call
 
     @torch.no_grad()
-    def __call__(
-        self,
-        images: torch.Tensor,
-        generator: torch.Generator,
-        offset: int = 0,
-        total: int | None = None,
-    ) -> Views:
+    def __call__(self, images: torch.Tensor, key: int, offset: int = 0) -> Views:
         """Augment ``images`` (``[B, C, H, W]``, raw values) into multi-crop views on their device.
 
         Args:
-            generator: CPU generator; the only source of randomness.
-            offset, total: this batch is rows ``[offset, offset + B)`` of a global batch of
-                ``total`` samples (default: the whole batch). Parameters are drawn for ``total``.
+            key: the step's random key (e.g. from the run's seed and the step): with the sample's
+                index it decides every random choice (:class:`~geodino.rng.RowRandom`).
+            offset: this batch is rows ``[offset, offset + B)`` of the global batch; its crops
+                are those one call with the whole global batch would make for these rows.
         """
         if images.ndim != 4 or images.shape[1] != self.in_chans:
             raise ValueError(f"expected images [B, {self.in_chans}, H, W], got {tuple(images.shape)}")
-        if generator.device.type != "cpu":
-            raise ValueError("the generator must live on the CPU (parameters are drawn there)")
         b, _, height, width = images.shape
-        total = b if total is None else int(total)
-        if offset < 0 or offset + b > total:
-            raise ValueError(f"rows [{offset}, {offset + b}) do not fit in a global batch of {total}")
+        rng = RowRandom(key, offset, b)
 
         # Fixed draw order: global views, local views, then one modality drop per student crop.
-        global_params = sample_group_params(self.global_recipes, total, height, width, generator=generator)
+        global_params = sample_group_params(self.global_recipes, rng, height, width)
         local_params = None
         if self.n_local:
-            local_params = sample_group_params(
-                [self.local_recipe] * self.n_local, total, height, width, generator=generator
-            )
+            local_params = sample_group_params([self.local_recipe] * self.n_local, rng, height, width)
         drops = None
         if self.modality_table is not None and self.modality_drop_p > 0:
-            drops = sample_modality_drop(
-                (2 + self.n_local, total), len(self.modality_table), self.modality_drop_p, generator=generator
-            )[:, offset : offset + b]
+            drops = sample_modality_drop(rng, 2 + self.n_local, len(self.modality_table), self.modality_drop_p)
 
         unit = self._to_unit(images)
-        globals_ = self._render(unit, global_params.rows(offset, offset + b), self.global_recipes[0].size)
+        globals_ = self._render(unit, global_params, self.global_recipes[0].size)
         teacher = list(globals_.unbind(0))
         student_globals = teacher
         if drops is not None:
@@ -239,7 +228,7 @@ class MultiCropAugment:
                 teacher = student_globals
         student = list(student_globals)
         if local_params is not None:
-            locals_ = self._render(unit, local_params.rows(offset, offset + b), self.local_recipe.size)
+            locals_ = self._render(unit, local_params, self.local_recipe.size)
             if drops is not None:
                 locals_ = self._drop(locals_, drops[2:], inplace=True)
             student.extend(locals_.unbind(0))

@@ -1,11 +1,12 @@
-"""Sampling of the random parameters of multi-crop views, on the CPU, from one ``torch.Generator``.
+"""Sampling of the random parameters of multi-crop views, on the CPU, from a :class:`~geodino.rng.RowRandom`.
 
 Every random number the augmentation uses is drawn here, before any pixel is touched, so that:
 
-- a run is reproducible from the generator's seed alone (the global RNG is never used);
-- the number and order of draws depend only on the shapes asked for (never on the values drawn,
-  e.g. how many crop attempts were rejected), so parameters for a global batch of ``total``
-  samples can be drawn by every process and each process keeps its own rows;
+- a run is reproducible from the step's key alone (the global RNG is never used);
+- a sample's parameters depend only on the key and its index in the global batch, and the number
+  and order of draws only on the shapes asked for (never on the values drawn, e.g. how many crop
+  attempts were rejected): a process draws its own rows only, and gets the numbers one process
+  with the whole global batch would;
 - the pixel work on the accelerator never waits for the host to decide something.
 
 Parameters are kept as CPU tensors with a leading ``[views, samples]`` shape.
@@ -18,6 +19,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from geodino.rng import RowRandom
+
 #: Aspect-ratio range of torchvision's ``RandomResizedCrop`` (width / height).
 DEFAULT_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 #: How many (area, ratio) proposals are tried before falling back to a centre crop, as in torchvision.
@@ -25,40 +28,36 @@ CROP_ATTEMPTS = 10
 
 
 def sample_crop_boxes(
-    n: int,
+    rng: RowRandom,
     height: int,
     width: int,
     scale: tuple[float, float],
     ratio: tuple[float, float] = DEFAULT_RATIO,
     *,
-    generator: torch.Generator,
     attempts: int = CROP_ATTEMPTS,
 ) -> torch.Tensor:
-    """Draw ``n`` RandomResizedCrop boxes for a ``height`` x ``width`` image.
+    """Draw a RandomResizedCrop box for each of ``rng``'s rows, for a ``height`` x ``width`` image.
 
     Same distribution as torchvision's ``RandomResizedCrop.get_params``, vectorised over samples:
     propose an area fraction ``~ U(scale)`` and an aspect ratio log-uniform in ``ratio``; the
     first of ``attempts`` proposals whose rounded box fits inside the image wins and its position
     is uniform; if none fits, take the largest centred box whose aspect ratio lies in ``ratio``.
-    All ``attempts`` proposals are drawn for every sample, so the generator advances by the same
-    amount whatever the outcome.
+    All ``attempts`` proposals are drawn for every sample, so the draws are the same whatever the
+    outcome.
 
     Returns:
         ``int64`` tensor ``[n, 4]`` of ``(top, left, box_height, box_width)`` in pixels.
     """
-    if n < 0 or height < 1 or width < 1:
-        raise ValueError(f"need n >= 0 and a non-empty image, got n={n}, {height}x{width}")
+    if height < 1 or width < 1:
+        raise ValueError(f"need a non-empty image, got {height}x{width}")
     if not 0 < scale[0] <= scale[1]:
         raise ValueError(f"scale must satisfy 0 < low <= high, got {scale}")
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}")
-    f64 = torch.float64
     area = float(height * width)
-    fraction = torch.empty(n, attempts, dtype=f64).uniform_(scale[0], scale[1], generator=generator)
-    log_ratio = torch.empty(n, attempts, dtype=f64).uniform_(
-        math.log(ratio[0]), math.log(ratio[1]), generator=generator
-    )
-    position = torch.rand(n, 2, dtype=f64, generator=generator)
+    fraction = rng.uniform(scale[0], scale[1], attempts)
+    log_ratio = rng.uniform(math.log(ratio[0]), math.log(ratio[1]), attempts)
+    position = rng.rand(2)
 
     aspect = torch.exp(log_ratio)
     # torch.round rounds half to even, like the Python round() torchvision uses.
@@ -168,18 +167,16 @@ class ViewParams:
         )
 
 
-def sample_view_params(
-    recipe: ViewRecipe, n: int, height: int, width: int, *, generator: torch.Generator
-) -> ViewParams:
-    """Draw the parameters of one view for ``n`` samples (returned with a view axis of length 1).
+def sample_view_params(recipe: ViewRecipe, rng: RowRandom, height: int, width: int) -> ViewParams:
+    """Draw the parameters of one view for ``rng``'s rows (returned with a view axis of length 1).
 
     Every field is drawn for every sample, even when its probability is 0 or 1, so that the
-    generator's position after this call depends only on ``n``.
+    draws that follow do not depend on the recipe's probabilities.
     """
     f64 = torch.float64
-    boxes = sample_crop_boxes(n, height, width, recipe.scale, recipe.ratio, generator=generator)
-    flip = torch.rand(n, dtype=f64, generator=generator) < recipe.flip_p
-    jitter = torch.rand(n, dtype=f64, generator=generator) < recipe.jitter_p
+    boxes = sample_crop_boxes(rng, height, width, recipe.scale, recipe.ratio)
+    flip = rng.rand() < recipe.flip_p
+    jitter = rng.rand() < recipe.jitter_p
     # torchvision ColorJitter ranges: [max(0, 1 - s), 1 + s] for the blend factors, [-h, h] for hue.
     low = torch.tensor(
         [max(0.0, 1 - recipe.brightness), max(0.0, 1 - recipe.contrast), max(0.0, 1 - recipe.saturation), -recipe.hue],
@@ -188,14 +185,14 @@ def sample_view_params(
     high = torch.tensor(
         [1 + recipe.brightness, 1 + recipe.contrast, 1 + recipe.saturation, recipe.hue], dtype=f64
     )
-    factors = low + (high - low) * torch.rand(n, 4, dtype=f64, generator=generator)
+    factors = low + (high - low) * rng.rand(4)
     # A uniformly random permutation per sample: the ranks of i.i.d. uniforms.
-    order = torch.argsort(torch.rand(n, 4, dtype=f64, generator=generator), dim=1)
-    grayscale = torch.rand(n, dtype=f64, generator=generator) < recipe.grayscale_p
-    blur = torch.rand(n, dtype=f64, generator=generator) < recipe.blur_p
+    order = torch.argsort(rng.rand(4), dim=1)
+    grayscale = rng.rand() < recipe.grayscale_p
+    blur = rng.rand() < recipe.blur_p
     lo, hi = recipe.blur_sigma
-    sigma = lo + (hi - lo) * torch.rand(n, dtype=f64, generator=generator)
-    solarize = torch.rand(n, dtype=f64, generator=generator) < recipe.solarize_p
+    sigma = rng.uniform(lo, hi)
+    solarize = rng.rand() < recipe.solarize_p
     return ViewParams(
         boxes=boxes[None],
         flip=flip[None],
@@ -209,12 +206,8 @@ def sample_view_params(
     )
 
 
-def sample_group_params(
-    recipes: list[ViewRecipe], n: int, height: int, width: int, *, generator: torch.Generator
-) -> ViewParams:
+def sample_group_params(recipes: list[ViewRecipe], rng: RowRandom, height: int, width: int) -> ViewParams:
     """Draw the parameters of several views of the same output size, view after view."""
     if len({r.size for r in recipes}) > 1:
         raise ValueError("views grouped together must share one output size")
-    return ViewParams.stack(
-        [sample_view_params(r, n, height, width, generator=generator) for r in recipes]
-    )
+    return ViewParams.stack([sample_view_params(r, rng, height, width) for r in recipes])

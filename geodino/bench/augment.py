@@ -86,12 +86,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(args.seed)
     images = _raw_like(args.batch_size, c, args.image_size, args.mode, generator).to(device)
 
-    for _ in range(args.warmup):
-        aug(images, generator)
+    for k in range(args.warmup):
+        aug(images, args.seed * 1_000_003 + k)
     _sync(device)
     start = time.perf_counter()
-    for _ in range(args.steps):
-        aug(images, generator)
+    for k in range(args.steps):
+        aug(images, args.seed * 1_000_003 + args.warmup + k)
     _sync(device)
     seconds = time.perf_counter() - start
 

@@ -56,8 +56,7 @@ def _step_fn(objective: str, images: int):
     raw = torch.rand(images, card.num_bands, 32, 32, generator=torch.Generator().manual_seed(0)) * 2000
 
     def step(k: int) -> None:
-        generator = torch.Generator().manual_seed(k)
-        core(augment(raw, generator, offset=0, total=images), k, False)
+        core(augment(raw, k), k, False)
 
     return step
 

@@ -32,6 +32,7 @@ from geodino.engine.optim import (
 )
 from geodino.models.onednn_linear import use_onednn_linears
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
+from geodino.rng import RowRandom
 from geodino.runs import checkpoint as ckpt
 from geodino.runs.lock import RunFolderBusy, RunLock
 from geodino.runs.metrics import MetricsLog
@@ -41,8 +42,14 @@ from geodino.utils import allow_tf32, flatten_dict, write_json_atomic
 
 log = logging.getLogger("geodino")
 
-# Offset of the patch-mask random stream from the augmentation's (both seeded by the step).
+# Offset of the patch-mask random key from the augmentation's (both keyed by the step).
 MASK_STREAM = 1 << 40
+
+
+def step_key(seed: int, step: int) -> int:
+    """The random key of a training step: with a sample's index in the global batch it decides that
+    sample's crops and masks (:class:`~geodino.rng.RowRandom`), whatever the number of processes."""
+    return seed * 1_000_003 + step
 
 # A mid-run checkpoint until its next step's loss is known finite (Pretrainer.save).
 PENDING_CHECKPOINT_NAME = "checkpoint.pending.pt"
@@ -203,10 +210,8 @@ class DINOStep:
         patch = self.accelerator.unwrap_model(self.student).backbone.patch_size or 1
         grids = [(v.shape[-2] // patch, v.shape[-1] // patch) for v in views.student]
         batch = views.student[0].shape[0]
-        generator = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step + MASK_STREAM)
-        masks = makers[0].student_masks(grids, len(views.teacher), generator,
-                                        offset=self.accelerator.process_index * batch, batch=batch,
-                                        total=self.global_batch)
+        rng = RowRandom(step_key(self.cfg.run.seed, step) + MASK_STREAM, self.accelerator.process_index * batch, batch)
+        masks = makers[0].student_masks(grids, len(views.teacher), rng)
         device = views.student[0].device
         if device.type == "cuda":  # pinned, so that the copy does not wait for the device
             return [m.pin_memory().to(device, non_blocking=True) if m is not None else None for m in masks]
@@ -243,8 +248,7 @@ class Pretrainer:
     def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
         """Multi-crop views of the batch (seeded by the step: exact on resume and across world sizes),
         then one update."""
-        generator = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step)
-        views = self.augment(images, generator, offset=self.rank * images.shape[0], total=self.global_batch)
+        views = self.augment(images, step_key(self.cfg.run.seed, step), offset=self.rank * images.shape[0])
         return self.core(views, step, want_signals)
 
     # ---------------------------------------------------------------- the run

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from geodino.models.multicrop import ExtraHeads
+from geodino.rng import RowRandom
 
 if TYPE_CHECKING:
     from geodino.config.schema import Config
@@ -36,10 +37,9 @@ class Objective(nn.Module):
         """Whether :meth:`student_masks` gives masks for the student's crops."""
         return False
 
-    def student_masks(self, grids: list[tuple[int, int]], n_global: int, generator: torch.Generator,
-                      offset: int, batch: int, total: int) -> list[torch.Tensor | None]:
-        """Patch masks ``[batch, h, w]`` per student crop (None: unmasked), drawn for a global batch of
-        ``total`` and sliced to rows ``[offset, offset + batch)``."""
+    def student_masks(self, grids: list[tuple[int, int]], n_global: int, rng: RowRandom) -> list[torch.Tensor | None]:
+        """Patch masks ``[n, h, w]`` per student crop (None: unmasked) for ``rng``'s ``n`` rows of the
+        global batch."""
         raise NotImplementedError(f"{type(self).__name__} does not mask the student's crops")
 
 

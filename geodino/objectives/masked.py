@@ -7,7 +7,7 @@ Zhou et al., "iBOT: Image BERT Pre-Training with Online Tokenizer", ICLR 2022; O
 
 - Masks (:mod:`geodino.objectives.masking`): each global crop of the student is masked with
   ``probability``, a ratio uniform in ``ratio`` of its patches, in blocks. The engine asks for
-  them through :meth:`MaskedPatchLoss.student_masks` with a generator seeded by the step.
+  them through :meth:`MaskedPatchLoss.student_masks` from numbers keyed by the step.
 - The student's backbone replaces the masked patch embeddings by a learnable mask token
   (held by :class:`MaskedPatchHeads`) before the position embedding.
 - Only the masked positions go through the patch heads, in both networks (as DINOv2 does):
@@ -49,6 +49,7 @@ from geodino.objectives.patch_common import (
     concat_rows,
     token_cross_entropy,
 )
+from geodino.rng import RowRandom
 
 if TYPE_CHECKING:
     from geodino.config.schema import Config
@@ -110,13 +111,12 @@ class MaskedPatchLoss(Objective):
     def wants_student_masks(self) -> bool:
         return True
 
-    def student_masks(self, grids: list[tuple[int, int]], n_global: int, generator: torch.Generator,
-                      offset: int, batch: int, total: int) -> list[torch.Tensor | None]:
-        """Masks ``[batch, h, w]`` for the student's global crops (the first ``n_global`` views), None
-        for the others; rows ``[offset, offset + batch)`` of a global batch of ``total``."""
+    def student_masks(self, grids: list[tuple[int, int]], n_global: int, rng: RowRandom) -> list[torch.Tensor | None]:
+        """Masks ``[n, h, w]`` for the student's global crops (the first ``n_global`` views), None
+        for the others, for ``rng``'s rows of the global batch."""
         if len(set(grids[:n_global])) != 1:
             raise ValueError(f"the global crops have different grids: {grids[:n_global]}")
-        masks = sample_block_masks(n_global, grids[0], generator, total, offset, batch, self.probability, self.ratio)
+        masks = sample_block_masks(n_global, grids[0], rng, self.probability, self.ratio)
         return [*masks, *([None] * (len(grids) - n_global))]
 
     def forward(self, student_out: Any, teacher_out: Any, teacher_temp: float) -> torch.Tensor:

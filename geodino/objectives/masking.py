@@ -7,10 +7,11 @@ missing number of patches — the BEiT rule. When no rectangle fits any more (a 
 an awkward remainder) the missing patches are added one at a time at random, so that a crop's
 count is always exactly its target.
 
-Randomness: the draws for the whole global batch come from one ``torch.Generator`` in a fixed
-order (which crops are masked, their ratios, one seed per crop); each crop's rectangles come from
-its own seed. A process that holds rows ``[offset, offset + batch)`` builds only those rows and
-gets exactly what a single process would for them.
+Randomness: the draws come from counter-based numbers keyed by the step and the sample's index in
+the global batch (:class:`~geodino.rng.RowRandom`), in a fixed order (which crops are masked, their
+ratios, one seed per crop); each crop's rectangles come from its own seed. A process that holds
+rows ``[offset, offset + batch)`` draws and builds only those rows and gets exactly what a single
+process would for them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import math
 import random
 
 import torch
+
+from geodino.rng import RowRandom
 
 
 def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 4,
@@ -63,34 +66,25 @@ def _add_block(mask: torch.Tensor, missing: int, rng: random.Random, min_block: 
 def sample_block_masks(
     n_views: int,
     grid: tuple[int, int],
-    generator: torch.Generator,
-    total: int,
-    offset: int = 0,
-    batch: int | None = None,
+    rng: RowRandom,
     probability: float = 0.5,
     ratio: tuple[float, float] = (0.1, 0.5),
     min_block: int = 4,
 ) -> torch.Tensor:
-    """Masks ``[n_views, batch, h, w]`` for rows ``[offset, offset + batch)`` of a global batch.
+    """Masks ``[n_views, n, h, w]`` for ``rng``'s ``n`` rows of a global batch.
 
-    Each of the ``n_views × total`` crops is masked with ``probability``, with a ratio uniform in
-    ``ratio``; an unmasked crop's mask is all ``False``.
+    Each crop is masked with ``probability``, with a ratio uniform in ``ratio``; an unmasked
+    crop's mask is all ``False``. A row's masks depend only on the key and its global index.
     """
-    batch = total - offset if batch is None else batch
-    if offset < 0 or offset + batch > total:
-        raise ValueError(f"rows [{offset}, {offset + batch}) are not inside a global batch of {total}")
     lo, hi = ratio
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"ratio must be [low, high] within [0, 1], got {ratio}")
     h, w = grid
-    chosen = torch.rand(n_views, total, generator=generator) < probability
-    ratios = lo + (hi - lo) * torch.rand(n_views, total, generator=generator)
-    seeds = torch.randint(0, 2**62, (n_views, total), generator=generator)
-    masks = torch.zeros(n_views, batch, h, w, dtype=torch.bool)
-    for v in range(n_views):
-        for i in range(batch):
-            row = offset + i
-            if chosen[v, row]:
-                count = int(round(float(ratios[v, row]) * h * w))
-                masks[v, i] = block_mask(h, w, count, random.Random(int(seeds[v, row])), min_block)
+    chosen = rng.rand(n_views) < probability
+    ratios = rng.uniform(lo, hi, n_views)
+    seeds = rng.bits(n_views)
+    masks = torch.zeros(n_views, rng.n, h, w, dtype=torch.bool)
+    for i, v in chosen.nonzero().tolist():
+        count = int(round(float(ratios[i, v]) * h * w))
+        masks[v, i] = block_mask(h, w, count, random.Random(int(seeds[i, v])), min_block)
     return masks

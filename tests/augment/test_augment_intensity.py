@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.enhance import adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction
+from kornia.enhance import (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+    adjust_hue,
+    adjust_saturation_with_gray_subtraction,
+)
 
 from geodino.augment import intensity
 
@@ -26,6 +31,32 @@ def test_rgb_jitter_follows_each_rows_own_order() -> None:
     # Clamping after brightness makes the order matter on these images.
     other = adjust_brightness_accumulative(adjust_contrast_with_mean_subtraction(x[:1], c), b)
     assert not torch.allclose(first, other)
+
+
+def test_rgb_jitter_in_8_passes_equals_kornias_ops_one_row_at_a_time() -> None:
+    # Every row its own order, factors and identity factors (skipped ops) mixed in: the fused
+    # blend passes must give kornia's per-op results bit for bit.
+    g = torch.Generator().manual_seed(1)
+    n = 24
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    factors = torch.stack([0.6 + 0.8 * torch.rand(n, generator=g, dtype=torch.float64),
+                           0.6 + 0.8 * torch.rand(n, generator=g, dtype=torch.float64),
+                           0.8 + 0.4 * torch.rand(n, generator=g, dtype=torch.float64),
+                           -0.1 + 0.2 * torch.rand(n, generator=g, dtype=torch.float64)], 1)
+    factors[::5, 1] = 1.0  # some rows skip contrast
+    factors[::7, 3] = 0.0  # some skip hue
+    order = torch.argsort(torch.rand(n, 4, generator=g), dim=1)
+    jitter = torch.rand(n, generator=g) < 0.8
+    out = intensity.rgb_color_jitter(x.clone(), jitter, factors, order)
+    ops = [adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction,
+           adjust_saturation_with_gray_subtraction, lambda img, f: adjust_hue(img, f * (2 * math.pi))]
+    identity = (1.0, 1.0, 1.0, 0.0)
+    for i in range(n):
+        expected = x[i : i + 1]
+        for op in order[i].tolist() if jitter[i] else []:
+            if factors[i, op] != identity[op]:
+                expected = ops[op](expected, factors[i, op : op + 1].float())
+        assert torch.equal(out[i : i + 1], expected), f"row {i}"
 
 
 def test_rgb_jitter_skips_rows_not_selected_and_stays_in_unit_range() -> None:

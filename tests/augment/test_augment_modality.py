@@ -11,6 +11,7 @@ from geodino.augment.modality import (
     channel_table,
     sample_modality_drop,
 )
+from geodino.rng import RowRandom
 
 MODALITIES = {"s2": list(range(12)), "s1": [12, 13]}
 
@@ -35,7 +36,7 @@ def test_drop_fills_the_chosen_modality_only() -> None:
 
 
 def test_sample_modality_drop_frequencies() -> None:
-    d = sample_modality_drop((40000,), 2, 0.5, generator=torch.Generator().manual_seed(0))
+    d = sample_modality_drop(RowRandom(0, 0, 40000), 1, 2, 0.5)[0]
     for value, p in [(-1, 0.5), (0, 0.25), (1, 0.25)]:
         freq = (d == value).double().mean().item()
         assert abs(freq - p) < 5 * (p * (1 - p) / 40000) ** 0.5

@@ -8,6 +8,7 @@ import torch
 from geodino.config import load_config
 from geodino.objectives import MaskedOutput, MaskedPatchLoss
 from geodino.objectives.networks import build_objectives, build_student_teacher
+from geodino.rng import RowRandom
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 
@@ -69,7 +70,7 @@ def test_gradients_reach_the_student_and_the_mask_token_only():
     student.train()
     views = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16)]
     grids = [(4, 4), (4, 4), (2, 2)]
-    masks = loss_fn.student_masks(grids, 2, torch.Generator().manual_seed(0), offset=0, batch=4, total=4)
+    masks = loss_fn.student_masks(grids, 2, RowRandom(0, 0, 4))
     assert masks[2] is None and masks[0].shape == (4, 4, 4)
     masks[0][0, :2] = True  # make sure something is masked
     with torch.no_grad():

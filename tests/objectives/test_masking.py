@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from geodino.objectives.masking import _add_block, block_mask, sample_block_masks
+from geodino.rng import RowRandom
 
 
-def _masks(seed, **kwargs):
-    defaults = dict(n_views=2, grid=(14, 14), total=8)
-    return sample_block_masks(generator=torch.Generator().manual_seed(seed), **{**defaults, **kwargs})
+def _masks(seed, total=8, offset=0, batch=None, **kwargs):
+    rng = RowRandom(seed, offset, total - offset if batch is None else batch)
+    return sample_block_masks(**{**dict(n_views=2, grid=(14, 14)), **kwargs}, rng=rng)
 
 
 def test_each_block_is_a_filled_rectangle():
@@ -76,6 +77,6 @@ def test_non_square_grid_and_bad_arguments():
     assert masks.shape == (2, 6, 3, 5)
     assert (masks.flatten(2).sum(-1) == 6).all()  # round(0.4 * 15)
     with pytest.raises(ValueError, match="rows"):
-        _masks(1, total=4, offset=2, batch=4)
+        _masks(1, total=4, offset=-1, batch=4)
     with pytest.raises(ValueError, match="ratio"):
         _masks(1, ratio=(0.6, 0.2))
