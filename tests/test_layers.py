@@ -13,7 +13,7 @@ import geodino
 
 LAYERS = [
     {"utils", "rng"},
-    {"runs"},  # the run folder: checkpoints, metrics log, lock, signals, schedules
+    {"runs", "speedups"},  # the run folder (checkpoints, metrics log, lock, signals, schedules); machine speed-ups
     {"config"},
     {"data", "models"},
     {"augment", "objectives"},

@@ -20,7 +20,6 @@ from geodino.augment import MultiCropAugment, Views
 from geodino.config import Config, ConfigError, config_to_dict, save_config
 from geodino.data.build import build_knn_data, build_pretrain_data
 from geodino.engine.build import compile_backbone
-from geodino.engine.cpu_memory import keep_freed_memory
 from geodino.engine.ema import ema_update
 from geodino.engine.monitor import collapse_signals, collapse_verdict
 from geodino.engine.optim import (
@@ -30,7 +29,6 @@ from geodino.engine.optim import (
     drop_last_layer_gradients,
     set_hyperparameters,
 )
-from geodino.models.onednn_linear import use_onednn_linears
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
 from geodino.rng import RowRandom
 from geodino.runs import checkpoint as ckpt
@@ -38,6 +36,7 @@ from geodino.runs.lock import RunFolderBusy, RunLock
 from geodino.runs.metrics import MetricsLog
 from geodino.runs.schedules import Schedules
 from geodino.runs.stop import RunStopped, StopRequests
+from geodino.speedups import prepare_model, prepare_process
 from geodino.utils import allow_tf32, flatten_dict, write_json_atomic
 
 log = logging.getLogger("geodino")
@@ -60,10 +59,9 @@ RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpo
 def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
     """An Accelerator for this machine. Without a GPU it is told so explicitly (``cpu=True``):
     only then does Accelerate turn a ``torchrun`` launch into a multi-process gloo group; and
-    malloc is told to keep freed memory (:mod:`geodino.engine.cpu_memory`)."""
+    the process gets this machine's speed-ups (:func:`geodino.speedups.prepare_process`)."""
     has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
-    if not has_gpu:
-        keep_freed_memory()
+    prepare_process(on_cpu=not has_gpu)
     return Accelerator(mixed_precision=precision, cpu=not has_gpu, **kwargs)
 
 
@@ -143,8 +141,8 @@ class DINOStep:
             compile_backbone(student)
             compile_backbone(self.teacher)
         else:  # fp32 CPU matmuls through oneDNN (the compiler makes its own choices)
-            use_onednn_linears(student)
-            use_onednn_linears(self.teacher)
+            prepare_model(student)
+            prepare_model(self.teacher)
         self.objectives = build_objectives(cfg).to(acc.device)
         self.weights = objective_weights(cfg)
         self.global_batch = cfg.data.batch_size * acc.num_processes

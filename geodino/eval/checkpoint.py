@@ -20,7 +20,7 @@ from typing import Any
 from geodino.data.card import DatasetCard
 from geodino.data.registry import get_source
 from geodino.models.backbone import Backbone, build_backbone
-from geodino.models.onednn_linear import use_onednn_linears
+from geodino.speedups import prepare_model
 
 BACKBONE_PREFIX = "backbone."
 
@@ -93,7 +93,7 @@ def load_teacher_backbone(
         backbone.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise _misfit(ckpt_path, cfg, card, str(err)) from None
-    use_onednn_linears(backbone)
+    prepare_model(backbone)
     return backbone.to(device).eval(), card, cfg
 
 
@@ -164,5 +164,5 @@ def load_random_backbone(
         differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         raise _misfit(ckpt_path, cfg, card, "differs in " + ", ".join(
             f"{k} {theirs.get(k, 'missing')} vs {ours.get(k, 'missing')}" for k in differing[:3]))
-    use_onednn_linears(backbone)
+    prepare_model(backbone)
     return backbone.to(device).eval(), card, cfg

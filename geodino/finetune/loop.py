@@ -28,7 +28,7 @@ from geodino.finetune.config import RANDOM_INIT, SegConfig, save_seg_config, seg
 from geodino.finetune.data import IGNORE_INDEX, SegData, build_seg_data
 from geodino.finetune.heads import build_head
 from geodino.finetune.model import SegmentationModel, layer_decay_groups
-from geodino.models.onednn_linear import use_onednn_linears
+from geodino.speedups import prepare_model
 from geodino.utils import allow_tf32, atomic_path, resolve_device, write_json_atomic
 
 log = logging.getLogger("geodino")
@@ -125,7 +125,7 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
     head = build_head(cfg.model.head, backbone.embed_dim, data.num_classes, backbone.patch_size or 16,
                       cfg.model.decoder_channels)
     model = SegmentationModel(backbone, head, cfg.model.levels or None, cfg.model.freeze_backbone).to(device)
-    use_onednn_linears(model)
+    prepare_model(model)
     groups = layer_decay_groups(model, cfg.train.weight_decay, cfg.model.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr)
     t = cfg.train

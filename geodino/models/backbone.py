@@ -13,7 +13,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from geodino.models.cls_block import cls_only_block, supports_cls_only
+from geodino.speedups import cls_only_block, supports_cls_only
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Backbone(nn.Module):
         added, so that a masked patch keeps its position but loses its content (BEiT, iBOT).
 
         ``cls_only``: the caller needs the CLS embedding alone; a ViT whose last block allows it
-        computes that block for the CLS token only (:mod:`geodino.models.cls_block`) and returns
+        computes that block for the CLS token only (:mod:`geodino.speedups.cls_block`) and returns
         no patch tokens. Other backbones ignore it.
         """
         if not self.is_vit:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from geodino.models.onednn_linear import matmul_t
+from geodino.speedups import matmul_t
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from geodino.models.onednn_linear import OneDNNLinear, matmul_t, onednn_linear_available, use_onednn_linears
+from geodino.speedups.onednn_linear import OneDNNLinear, matmul_t, onednn_linear_available, use_onednn_linears
 
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="oneDNN linear needs an x86-64 build")
 
@@ -114,7 +114,7 @@ def test_matmul_t_multiplies_by_the_transpose_and_falls_back_under_autocast():
 @pytest.mark.parametrize("gain, converted", [(0.93, 0), (1.86, 2)])  # Xeon with AMX, AMD EPYC (issue 14)
 def test_the_path_is_chosen_by_measurement_on_this_machine_and_remembered(monkeypatch, tmp_path, caplog, gain,
                                                                           converted):
-    from geodino.models import onednn_linear as od
+    from geodino.speedups import onednn_linear as od
 
     monkeypatch.delenv("GEODINO_ONEDNN_LINEAR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -138,7 +138,7 @@ def test_the_path_is_chosen_by_measurement_on_this_machine_and_remembered(monkey
 
 @needs_onednn
 def test_the_probe_times_both_paths():
-    from geodino.models.onednn_linear import measure_onednn_gain
+    from geodino.speedups.onednn_linear import measure_onednn_gain
 
     gain = measure_onednn_gain([(32, 64)], rows=64, rounds=1)
     assert 0.05 < gain < 50

@@ -7,7 +7,7 @@ microseconds and the DINO step allocates gigabytes: ``geodino bench step`` ran ~
 the settings below (see BENCHMARKS.md). PyTorch's CPU tuning guide reaches the same end by
 preloading jemalloc or tcmalloc; this needs no extra library.
 
-Set ``GEODINO_KEEP_FREED_MEMORY=0`` to leave malloc as it is.
+Set ``GEODINO_KEEP_FREED_MEMORY=0`` (or ``GEODINO_SPEEDUPS=off``) to leave malloc as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
+
+from geodino.speedups.switch import feature_on
 
 log = logging.getLogger("geodino")
 
@@ -44,7 +45,7 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("GEODINO_KEEP_FREED_MEMORY", "1") == "0":
+    if not feature_on("GEODINO_KEEP_FREED_MEMORY"):
         return False
     name = ctypes.util.find_library("c")
     try:

@@ -2,7 +2,7 @@ import platform
 
 import pytest
 
-from geodino.engine import cpu_memory
+from geodino.speedups import cpu_memory
 
 
 @pytest.fixture(autouse=True)

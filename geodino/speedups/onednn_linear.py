@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import flop_registry, register_flop_formula
 
+from geodino.speedups.switch import feature_on
 from geodino.utils import cpu_model, write_json_atomic
 
 log = logging.getLogger("geodino")
@@ -50,8 +51,9 @@ _choice: bool | None = None  # this process's verdict, once measured or forced
 
 
 def onednn_linear_available() -> bool:
-    """True on x86-64 builds of PyTorch with oneDNN (the path exists), unless ``GEODINO_ONEDNN_LINEAR=0``."""
-    return (os.environ.get("GEODINO_ONEDNN_LINEAR", "1") != "0"
+    """True on x86-64 builds of PyTorch with oneDNN (the path exists), unless ``GEODINO_ONEDNN_LINEAR=0``
+    or ``GEODINO_SPEEDUPS=off``."""
+    return (feature_on("GEODINO_ONEDNN_LINEAR")
             and platform.machine().lower() in ("x86_64", "amd64")
             and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))

@@ -9,6 +9,7 @@ says what it gives the training step).
 
 Only timm's standard ``Block`` with its ``Attention`` is handled; :func:`supports_cls_only` says
 whether a block qualifies, and callers fall back to the full block otherwise.
+``GEODINO_CLS_ONLY=0`` (or ``GEODINO_SPEEDUPS=off``) always takes the full block.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import torch.nn.functional as F
 from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
-from geodino.models import onednn_linear
+from geodino.speedups import onednn_linear
+from geodino.speedups.switch import feature_on
 
 
 def supports_cls_only(block: nn.Module) -> bool:
-    """True for a timm ViT ``Block`` whose attention is timm's plain ``Attention`` (no gating)."""
-    return (type(block) is Block and type(block.attn) is Attention
+    """True for a timm ViT ``Block`` whose attention is timm's plain ``Attention`` (no gating),
+    unless ``GEODINO_CLS_ONLY=0`` or ``GEODINO_SPEEDUPS=off``."""
+    return (feature_on("GEODINO_CLS_ONLY") and type(block) is Block and type(block.attn) is Attention
             and getattr(block.attn, "gate", None) is None)
 
 

@@ -7,8 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from geodino.models import DINOHead, MultiCropWrapper, build_backbone
 from geodino.models.backbone import Backbone
-from geodino.models.cls_block import cls_only_block, supports_cls_only
-from geodino.models.onednn_linear import use_onednn_linears
+from geodino.speedups.cls_block import cls_only_block, supports_cls_only
+from geodino.speedups.onednn_linear import use_onednn_linears
 
 
 def _vit(**kwargs):
