@@ -484,7 +484,8 @@ class Pretrainer:
                                                 label_key=bank.label_key)
             val_f, val_y = extract_features(backbone, query.dataset, self.data.card, size, device=device,
                                             label_key=query.label_key)
-            result = knn_evaluate(train_f, train_y, val_f, val_y, self.cfg.eval.knn_k, self.cfg.eval.knn_temperature)
+            result = knn_evaluate(train_f, train_y, val_f, val_y, self.cfg.eval.knn_k, self.cfg.eval.knn_temperature,
+                                  device=device)
             result["label"] = bank.label_key
         self.accelerator.wait_for_everyone()
         return result

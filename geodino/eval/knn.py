@@ -22,20 +22,24 @@ def knn_predict(
     k: int = 20,
     temperature: float = 0.07,
     chunk: int = 1024,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Class scores ``[Q, num_classes]`` for each query (higher = more votes).
+    """Class scores ``[Q, num_classes]`` for each query (higher = more votes), on the CPU.
 
     ``train_labels`` are class indices ``[N]`` or multi-hot ``[N, num_classes]``. ``k`` larger than
-    the training set uses all of it.
+    the training set uses all of it. ``device``: where the similarities are computed (default: the
+    features' own device); the bank goes there once, the queries ``chunk`` at a time.
     """
-    train = F.normalize(train_features.float(), dim=1)
+    device = torch.device(device) if device is not None else train_features.device
+    train = F.normalize(train_features.to(device).float(), dim=1)
+    train_labels = train_labels.to(device)
     multi_hot = train_labels.ndim == 2
     if multi_hot and train_labels.shape[1] != num_classes:
         raise ValueError(f"multi-hot labels have {train_labels.shape[1]} classes, not {num_classes}")
     k = min(k, train.shape[0])
     scores = []
     for start in range(0, query_features.shape[0], chunk):
-        query = F.normalize(query_features[start : start + chunk].float(), dim=1)
+        query = F.normalize(query_features[start : start + chunk].to(device).float(), dim=1)
         sim, idx = (query @ train.t()).topk(k, dim=1)
         weights = (sim / temperature).exp()
         if multi_hot:
@@ -43,7 +47,7 @@ def knn_predict(
         else:
             votes = torch.zeros(query.shape[0], num_classes, device=query.device)
             votes.scatter_add_(1, train_labels[idx], weights)
-        scores.append(votes)
+        scores.append(votes.cpu())
     return torch.cat(scores)
 
 
@@ -54,12 +58,13 @@ def knn_scores(
     val_labels: torch.Tensor,
     k: int = 20,
     temperature: float = 0.07,
+    device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy (%) of the weighted k-NN classifier on single-label data."""
     num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     from geodino.eval.metrics import topk_accuracy
 
-    votes = knn_predict(train_features, train_labels, val_features, num_classes, k, temperature)
+    votes = knn_predict(train_features, train_labels, val_features, num_classes, k, temperature, device=device)
     return {
         **topk_accuracy(votes, val_labels, (1, 5)),
         **_run_info(k, train_features, val_features),
@@ -77,6 +82,7 @@ def knn_multilabel_scores(
     val_labels: torch.Tensor,
     k: int = 20,
     temperature: float = 0.07,
+    device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """Micro/macro mAP and F1 (%) of the weighted k-NN on multi-hot labels.
 
@@ -88,7 +94,7 @@ def knn_multilabel_scores(
     num_classes = train_labels.shape[1]
     # One extra class that every neighbour carries collects each query's total vote weight.
     with_total = torch.cat([train_labels.float(), torch.ones(len(train_labels), 1)], dim=1)
-    votes = knn_predict(train_features, with_total, val_features, num_classes + 1, k, temperature)
+    votes = knn_predict(train_features, with_total, val_features, num_classes + 1, k, temperature, device=device)
     share = votes[:, :num_classes] / votes[:, num_classes:].clamp_min(1e-12)
     return {
         **multilabel_scores(share, val_labels, threshold=0.5),
@@ -103,8 +109,9 @@ def knn_evaluate(
     val_labels: torch.Tensor,
     k: int = 20,
     temperature: float = 0.07,
+    device: str | torch.device | None = None,
 ) -> dict[str, float]:
-    """Top-1/top-5 for class indices, mAP and F1 for multi-hot labels."""
+    """Top-1/top-5 for class indices, mAP and F1 for multi-hot labels; similarities on ``device``."""
     if train_labels.ndim == 2:
-        return knn_multilabel_scores(train_features, train_labels, val_features, val_labels, k, temperature)
-    return knn_scores(train_features, train_labels, val_features, val_labels, k, temperature)
+        return knn_multilabel_scores(train_features, train_labels, val_features, val_labels, k, temperature, device)
+    return knn_scores(train_features, train_labels, val_features, val_labels, k, temperature, device)

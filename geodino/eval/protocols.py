@@ -138,7 +138,8 @@ def knn_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | None
     size = options.size or cfg["augment"]["global_size"]
     train_f, train_y = _extract(backbone, train, card, size, options, cls_embedding)
     val_f, val_y = _extract(backbone, val, card, size, options, cls_embedding)
-    results = {c: knn_evaluate(train_f[c], train_y, val_f[c], val_y, k, temperature) for c in train_f}
+    results = {c: knn_evaluate(train_f[c], train_y, val_f[c], val_y, k, temperature, options.device)
+               for c in train_f}
     settings = {"k": k, "temperature": temperature, "size": size, "fill": options.fill}
     return _report("knn", checkpoint, backbone_name(cfg, options), card, train, val, results, options,
                    Path(out_dir) if out_dir is not None else None, settings)

@@ -50,3 +50,15 @@ def test_k_larger_than_the_memory_bank_and_absent_classes() -> None:
     train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     result = knn_evaluate(train_x, torch.tensor([0, 4]), torch.tensor([[0.9, 0.1]]), torch.tensor([0]), k=20)
     assert result["top1"] == 100.0 and result["num_train"] == 2
+
+
+def test_similarities_on_another_device_in_chunks_give_the_same_votes() -> None:
+    # Chunks of 3 queries on an explicit device: the same votes as one pass, returned on the CPU
+    # (on a GPU machine the bank is copied there once and the queries a chunk at a time).
+    g = torch.Generator().manual_seed(0)
+    bank, labels = torch.randn(40, 8, generator=g), torch.randint(0, 4, (40,), generator=g)
+    queries = torch.randn(10, 8, generator=g)
+    whole = knn_predict(bank, labels, queries, 4, k=5)
+    chunked = knn_predict(bank, labels, queries, 4, k=5, chunk=3, device="cuda" if torch.cuda.is_available() else "cpu")
+    assert chunked.device.type == "cpu"
+    torch.testing.assert_close(chunked, whole)
