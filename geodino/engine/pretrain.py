@@ -29,6 +29,7 @@ from geodino.engine.optim import (
     drop_last_layer_gradients,
     set_hyperparameters,
 )
+from geodino.engine.prefetch import batches_on_device
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
 from geodino.rng import RowRandom
 from geodino.runs import checkpoint as ckpt
@@ -284,10 +285,10 @@ class Pretrainer:
             tick, rate = time.perf_counter(), None
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, spe)
-                for batch in self.data.batches(epoch, in_epoch):
+                for images in batches_on_device(self.data.batches(epoch, in_epoch), self.data.images, acc.device):
                     step = self.step
                     log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
-                    result = self.train_step(self.data.images(batch, acc.device), step, log_now)
+                    result = self.train_step(images, step, log_now)
                     self.step = step + 1
                     if self._pending_step is not None:
                         self._promote_pending()  # this step's loss came from the pending checkpoint's weights
