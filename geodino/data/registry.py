@@ -194,7 +194,7 @@ class ImageFolderSource(DataSource):
         from geodino.data.sources.imagefolder import ImageFolderDataset
 
         d = cfg.data
-        dataset = ImageFolderDataset(d.root, image_size=d.image_size)
+        dataset = ImageFolderDataset(d.root, image_size=d.image_size, uint8=True)  # /255 on the device
         return map_style_pretrain_data(dataset, self.card(d), cfg, rank, world,
                                        f"{len(dataset)} images under {d.root}")
 

@@ -11,7 +11,7 @@ import torch
 
 from geodino.cli import main
 from geodino.data.card import DatasetCard
-from geodino.data.shards.format import expand_shards, read_index
+from geodino.data.shards.format import RGB8_KEY, assemble_batch, expand_shards, read_index
 from geodino.data.shards.read import iter_samples
 from geodino.data.shards.stream import make_shard_loader
 from geodino.data.sources import bigearthnet_labels as L
@@ -83,6 +83,12 @@ def test_imagefolder(image_folder, tmp_path) -> None:
     loader = make_shard_loader(out, batch_size=6, num_workers=0, image_size=32, shuffle_buffer=1)
     batch = next(iter(loader))
     assert batch["image"].shape == (6, 3, 32, 32) and batch["label"].dtype == torch.int64
+    # Training batches carry the JPEGs' 8-bit RGB, a quarter of the bytes, and assemble on the
+    # device to exactly the float32 decode.
+    training = next(iter(make_shard_loader(out, batch_size=6, num_workers=0, image_size=32, shuffle_buffer=1,
+                                           device_assembly=True)))
+    assert training[RGB8_KEY].dtype == torch.uint8 and "image" not in training
+    assert training["key"] == batch["key"] and torch.equal(assemble_batch(training), batch["image"])
     i = batch["key"].index(key)
     assert (batch["image"][i] == load_rgb(samples[key]["image"], 32)).all()
 

@@ -340,12 +340,20 @@ def uint16_bits_to_float(bits):
     return (bits.to(torch.int32) & 0xFFFF).float()
 
 
+# Training batches of 8-bit RGB carry it under this key, uint8 [B, 3, H, W]: a quarter of the bytes
+# of float32 through the loader's shared memory, pinned memory and the host-to-device copy.
+RGB8_KEY = "image_u8"
+
+
 def assemble_batch(batch: dict[str, Any], device: Any = None):
-    """A batch's float32 image tensor [B, C, H, W] on ``device``: ``batch["image"]`` as is, or the
-    ``batch["bands"]`` groups of a stream that left assembly to the device (stored dtype → float32,
-    each coarser group resampled with the same bilinear method as :func:`resample_bands`)."""
+    """A batch's float32 image tensor [B, C, H, W] on ``device``: ``batch["image"]`` as is, 8-bit RGB
+    (``batch[RGB8_KEY]``) divided by 255 there, or the ``batch["bands"]`` groups of a stream that left
+    assembly to the device (stored dtype → float32, each coarser group resampled with the same
+    bilinear method as :func:`resample_bands`)."""
     import torch
 
+    if RGB8_KEY in batch:
+        return batch[RGB8_KEY].to(device, non_blocking=True).float().div_(255.0)
     if "bands" not in batch:
         return batch["image"].to(device, non_blocking=True).float()
     bands = batch["bands"]
@@ -450,8 +458,10 @@ def rgb_image(img):
     return img.convert("RGB")
 
 
-def load_rgb(source: bytes | str | Path, size: int):
-    """Decode an image to a float32 tensor [3, size, size] in [0, 1] (resize shorter side, centre crop).
+def load_rgb(source: bytes | str | Path, size: int, as_uint8: bool = False):
+    """Decode an image to a float32 tensor [3, size, size] in [0, 1] (resize shorter side, centre crop),
+    or with ``as_uint8`` to its 8-bit values [0, 255] (a quarter of the bytes; :func:`assemble_batch`
+    divides by 255 on the training device, to the same float32 values).
 
     The one RGB decode of geodino: image folders and JPEG shards both go through it.
     """
@@ -466,7 +476,7 @@ def load_rgb(source: bytes | str | Path, size: int):
         img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
         left, top = (new_w - size) // 2, (new_h - size) // 2
         img = img.crop((left, top, left + size, top + size))
-        array = np.asarray(img, dtype=np.float32) / 255.0
+        array = np.array(img, dtype=np.uint8) if as_uint8 else np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -43,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from geodino.data.shards.format import (
+    RGB8_KEY,
     BadSample,
     SampleSpec,
     assemble_batch,
@@ -58,7 +59,7 @@ from geodino.data.shards.remote import RemoteError, ShardReadError
 from geodino.utils import ignore_stop_signals
 
 log = logging.getLogger(__name__)
-NOT_BATCHED = ("key", "meta", "image", "groups")  # every other part of a sample is stacked into the batch
+NOT_BATCHED = ("key", "meta", "image", "groups", RGB8_KEY)  # every other part of a sample is stacked into the batch
 BAD = "__bad_samples__"  # records of bad samples travelling with a batch from a worker
 FATAL = "__fatal__"  # a worker stopped at a bad sample (policy ``error``)
 
@@ -87,22 +88,25 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[:, top:top + size, left:left + size]
 
 
-def to_tensors(sample: dict[str, Any], image_size: int | None) -> dict[str, Any]:
-    """A decoded shard sample as tensors; JPEGs go through the same decode as ImageFolderDataset.
-    Band groups left unassembled (``decode_sample(assemble=False)``) stay numpy views under
-    ``"groups"`` for :func:`collate` to stack."""
+def to_tensors(sample: dict[str, Any], image_size: int | None, rgb8: bool = False) -> dict[str, Any]:
+    """A decoded shard sample as tensors; JPEGs go through the same decode as ImageFolderDataset
+    (with ``rgb8``: kept 8-bit under ``RGB8_KEY``, for the training device to scale). Band groups
+    left unassembled (``decode_sample(assemble=False)``) stay numpy views under ``"groups"`` for
+    :func:`collate` to stack."""
     out: dict[str, Any] = {"key": sample["key"]}
     if "groups" in sample:
         out["groups"], out["meta"] = sample["groups"], sample["meta"]
     else:
         image = sample["image"]
-        if isinstance(image, (bytes, bytearray)):
-            tensor = load_rgb(image, image_size or 256)
+        if isinstance(image, (bytes, bytearray)) and rgb8:
+            out[RGB8_KEY] = load_rgb(image, image_size or 256, as_uint8=True)
+        elif isinstance(image, (bytes, bytearray)):
+            out["image"] = load_rgb(image, image_size or 256)
         else:
             tensor = torch.from_numpy(image)
             if image_size is not None:
                 tensor = _resize(tensor, image_size)
-        out["image"] = tensor
+            out["image"] = tensor
     for name, value in sample.items():
         if name not in NOT_BATCHED:
             out[name] = torch.tensor(value, dtype=torch.int64) if name == "label" else torch.from_numpy(value)
@@ -137,6 +141,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {"key": [s["key"] for s in samples]}
     if all("groups" in s for s in samples) and len({_layout(s) for s in samples}) == 1:
         batch["bands"] = _stack_groups(samples)
+    elif all(RGB8_KEY in s for s in samples):
+        batch[RGB8_KEY] = _stack([s[RGB8_KEY] for s in samples])
     else:
         images = [s["image"] if "image" in s else torch.from_numpy(
             assemble_groups(s["groups"], s["meta"]["bands"], tuple(s["meta"]["grid"]))) for s in samples]
@@ -250,7 +256,7 @@ class _WorkerStream(IterableDataset):
                     # Groups stay in their stored dtype until the batch is whole, unless every
                     # image must be resized (then each is assembled and resized on its own).
                     decoded = decode_sample(raw, self.spec, assemble=self.image_size is not None)
-                    batch.append(to_tensors(decoded, self.image_size))
+                    batch.append(to_tensors(decoded, self.image_size, rgb8=self.device_assembly))
                 except BadSample as err:
                     problems.append(err.record())
                     if not self.skip_bad:
@@ -260,7 +266,7 @@ class _WorkerStream(IterableDataset):
                     out = {"replayed": True}
                 else:
                     out = collate(batch)
-                    if "bands" in out and not self.device_assembly:
+                    if "bands" in out and not self.device_assembly:  # (8-bit RGB only comes with it)
                         out["image"] = assemble_batch(out)
                         del out["bands"]
                 out[BAD] = list(problems)
@@ -344,8 +350,8 @@ def make_shard_loader(
     ``spec`` is what every sample must look like (bands, grid); ``policy`` what a bad one does
     (default: stop with one line naming it). With ``device_assembly`` batches of format-2 shards
     carry their bands in the stored dtype and size (``"bands"``) for
-    :func:`geodino.data.shards.format.assemble_batch` to finish on the training device; otherwise
-    every batch has a float32 ``"image"``.
+    :func:`geodino.data.shards.format.assemble_batch` to finish on the training device, and JPEG
+    shards their 8-bit RGB (``RGB8_KEY``); otherwise every batch has a float32 ``"image"``.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geodino.data.shards.format import PatchError, SampleParts, load_rgb, rgb_image
+from geodino.data.shards.format import RGB8_KEY, PatchError, SampleParts, load_rgb, rgb_image
 
 __all__ = ["ImageFolderDataset", "ImageItem", "find_classes", "list_images", "load_rgb", "read_item"]
 
@@ -80,17 +80,20 @@ def read_item(item: ImageItem) -> SampleParts:
 
 
 class ImageFolderDataset:
-    """Map-style dataset over class folders: ``{"image": float32 [3,S,S] in [0,1], "label": int}``."""
+    """Map-style dataset over class folders: ``{"image": float32 [3,S,S] in [0,1], "label": int}``, or
+    with ``uint8`` (training batches) ``{RGB8_KEY: uint8 [3,S,S], "label": int}``."""
 
-    def __init__(self, root: str | Path, image_size: int = 256) -> None:
+    def __init__(self, root: str | Path, image_size: int = 256, uint8: bool = False) -> None:
         self.items, self.classes = list_images(root)
         if not self.items:
             raise FileNotFoundError(f"no images under {root}")
-        self.image_size = image_size
+        self.image_size, self.uint8 = image_size, uint8
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
+        if self.uint8:
+            return {RGB8_KEY: load_rgb(item.path, self.image_size, as_uint8=True), "label": item.label}
         return {"image": load_rgb(item.path, self.image_size), "label": item.label}

@@ -46,6 +46,20 @@ def test_dataset_resizes_shorter_side_and_centre_crops(image_folder) -> None:
     assert (from_bytes == sample["image"]).all()
 
 
+def test_training_batches_travel_as_8_bit_and_become_the_float_decode(image_folder) -> None:
+    import torch
+
+    from geodino.data.batches import batch_images
+    from geodino.data.shards.format import RGB8_KEY
+
+    floats = imagefolder.ImageFolderDataset(image_folder, image_size=24)
+    eights = imagefolder.ImageFolderDataset(image_folder, image_size=24, uint8=True)
+    batch = torch.utils.data.default_collate([eights[i] for i in range(len(eights))])
+    assert batch[RGB8_KEY].dtype == torch.uint8 and batch[RGB8_KEY].shape == (6, 3, 24, 24)
+    expected = torch.stack([floats[i]["image"] for i in range(len(floats))])
+    assert torch.equal(batch_images(batch, "cpu"), expected)  # bit for bit: the same float32 division
+
+
 def test_16_bit_png_keeps_its_gradient(tmp_path) -> None:
     from PIL import Image
 
