@@ -11,13 +11,14 @@ The function is SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom
 generators", OOPSLA 2014; the seeder of Java's SplittableRandom and of xoshiro): the state of
 element ``i`` of a draw is ``base + (i + 1) * γ`` and its output is the 64-bit finaliser of that
 state, where ``base`` mixes the key with the draw's number. Each element is computed on its own,
-vectorised over the whole tensor with 64-bit integer arithmetic that wraps (two's complement).
+vectorised over the whole array with 64-bit unsigned arithmetic that wraps.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 MASK = (1 << 64) - 1
@@ -26,29 +27,19 @@ DRAW_GAMMA = 0xD1B54A32D192ED03  # separates the draws of one key (an odd consta
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def _signed(value: int) -> int:
-    """A 64-bit pattern as the signed integer torch's int64 holds."""
-    value &= MASK
-    return value - (1 << 64) if value >> 63 else value
-
-
 def mix64(z: int) -> int:
-    """The SplitMix64 finaliser of one Python integer (the reference the tensor version follows)."""
+    """The SplitMix64 finaliser of one Python integer (the reference the array version follows)."""
     z &= MASK
     z = ((z ^ (z >> 30)) * _MIX1) & MASK
     z = ((z ^ (z >> 27)) * _MIX2) & MASK
     return z ^ (z >> 31)
 
 
-def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 bit patterns (torch's ``>>`` keeps the sign bit)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _mix64_tensor(z: torch.Tensor) -> torch.Tensor:
-    z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
-    z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
-    return z ^ _shift_right(z, 31)
+def _mix64_array(z: np.ndarray) -> np.ndarray:
+    # numpy's uint64 arithmetic wraps and its right shift is logical: SplitMix64 as written.
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+    return z ^ (z >> np.uint64(31))
 
 
 class RowRandom:
@@ -58,6 +49,10 @@ class RowRandom:
     ``[n, *shape]`` whose row ``r`` depends only on ``(key, offset + r, draw, shape)``: callers keep
     the order and shapes of their calls independent of the values drawn, and any split of the
     global batch across processes sees the same numbers.
+
+    The arithmetic runs in numpy on the host, where these parameters are used: a few dozen
+    numpy operations per step, no torch op (each of which would be a dispatch, and counted as
+    one by ``geodino bench host``). Callers draw all the numbers one view needs in one call.
     """
 
     def __init__(self, key: int, offset: int, n: int) -> None:
@@ -65,24 +60,28 @@ class RowRandom:
             raise ValueError(f"rows need offset >= 0 and n >= 0, got offset={offset}, n={n}")
         self.key, self.offset, self.n = int(key) & MASK, int(offset), int(n)
         self.draws = 0
+        self._rows = np.arange(self.offset, self.offset + self.n, dtype=np.uint64)[:, None]
 
     def split(self, start: int, stop: int) -> RowRandom:
         """The same key for the global rows ``[offset + start, offset + stop)``, at draw 0."""
         return RowRandom(self.key, self.offset + start, stop - start)
 
-    def bits(self, *shape: int) -> torch.Tensor:
-        """Uniform 64-bit patterns as int64 ``[n, *shape]`` (any sign)."""
+    def _bits(self, shape: tuple[int, ...]) -> np.ndarray:
         columns = math.prod(shape)
         base = mix64(self.key * GAMMA + (self.draws + 1) * DRAW_GAMMA)
         self.draws += 1
-        index = (torch.arange(self.offset, self.offset + self.n, dtype=torch.int64)[:, None] * columns
-                 + torch.arange(columns, dtype=torch.int64) + 1)
-        state = index * _signed(GAMMA) + _signed(base)
-        return _mix64_tensor(state).reshape(self.n, *shape)
+        with np.errstate(over="ignore"):
+            index = self._rows * np.uint64(columns) + np.arange(1, columns + 1, dtype=np.uint64)
+            state = index * np.uint64(GAMMA) + np.uint64(base)
+            return _mix64_array(state).reshape(self.n, *shape)
+
+    def bits(self, *shape: int) -> torch.Tensor:
+        """Uniform 64-bit patterns as int64 ``[n, *shape]`` (any sign)."""
+        return torch.from_numpy(self._bits(shape).view(np.int64))
 
     def rand(self, *shape: int) -> torch.Tensor:
         """Uniform float64 in ``[0, 1)``, ``[n, *shape]``: the top 53 bits of :meth:`bits`."""
-        return _shift_right(self.bits(*shape), 11).to(torch.float64) * 2.0**-53
+        return torch.from_numpy((self._bits(shape) >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
     def uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
         return low + (high - low) * self.rand(*shape)

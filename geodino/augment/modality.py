@@ -60,8 +60,9 @@ def sample_modality_drop(rng: RowRandom, views: int, num_modalities: int, p: flo
         raise ValueError(f"modality drop probability must be in [0, 1], got {p}")
     if num_modalities < 1:
         raise ValueError("modality masking needs at least one modality")
-    drop = rng.rand(views).t() < p
-    which = rng.randint(num_modalities, views).t()
+    u = rng.rand(2, views)  # one draw: the coins, then the choices
+    drop = u[:, 0].t() < p
+    which = (u[:, 1].t() * num_modalities).floor().to(torch.int64).clamp_max(num_modalities - 1)
     return torch.where(drop, which, torch.full_like(which, -1))
 
 

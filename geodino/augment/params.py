@@ -55,9 +55,10 @@ def sample_crop_boxes(
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}")
     area = float(height * width)
-    fraction = rng.uniform(scale[0], scale[1], attempts)
-    log_ratio = rng.uniform(math.log(ratio[0]), math.log(ratio[1]), attempts)
-    position = rng.rand(2)
+    u = rng.rand(2 * attempts + 2)  # one draw: every proposal's area and aspect, then the position
+    fraction = scale[0] + (scale[1] - scale[0]) * u[:, :attempts]
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, attempts : 2 * attempts]
+    position = u[:, 2 * attempts :]
 
     aspect = torch.exp(log_ratio)
     # torch.round rounds half to even, like the Python round() torchvision uses.
@@ -124,6 +125,10 @@ class ViewRecipe:
             raise ValueError(f"crop size must be >= 1, got {self.size}")
 
 
+#: Uniforms per sample a view draws besides its crop: flip, jitter, 4 factors, 4 for the order,
+#: grayscale, blur, sigma, solarize.
+VIEW_COLUMNS = 14
+
 #: Order of the colour-jitter factors in ``ViewParams.factors`` (and of the ops in ``order``).
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 
@@ -175,8 +180,9 @@ def sample_view_params(recipe: ViewRecipe, rng: RowRandom, height: int, width: i
     """
     f64 = torch.float64
     boxes = sample_crop_boxes(rng, height, width, recipe.scale, recipe.ratio)
-    flip = rng.rand() < recipe.flip_p
-    jitter = rng.rand() < recipe.jitter_p
+    u = rng.rand(VIEW_COLUMNS)  # one draw for the rest, column by column as below
+    flip = u[:, 0] < recipe.flip_p
+    jitter = u[:, 1] < recipe.jitter_p
     # torchvision ColorJitter ranges: [max(0, 1 - s), 1 + s] for the blend factors, [-h, h] for hue.
     low = torch.tensor(
         [max(0.0, 1 - recipe.brightness), max(0.0, 1 - recipe.contrast), max(0.0, 1 - recipe.saturation), -recipe.hue],
@@ -185,14 +191,14 @@ def sample_view_params(recipe: ViewRecipe, rng: RowRandom, height: int, width: i
     high = torch.tensor(
         [1 + recipe.brightness, 1 + recipe.contrast, 1 + recipe.saturation, recipe.hue], dtype=f64
     )
-    factors = low + (high - low) * rng.rand(4)
+    factors = low + (high - low) * u[:, 2:6]
     # A uniformly random permutation per sample: the ranks of i.i.d. uniforms.
-    order = torch.argsort(rng.rand(4), dim=1)
-    grayscale = rng.rand() < recipe.grayscale_p
-    blur = rng.rand() < recipe.blur_p
+    order = torch.argsort(u[:, 6:10], dim=1)
+    grayscale = u[:, 10] < recipe.grayscale_p
+    blur = u[:, 11] < recipe.blur_p
     lo, hi = recipe.blur_sigma
-    sigma = rng.uniform(lo, hi)
-    solarize = rng.rand() < recipe.solarize_p
+    sigma = lo + (hi - lo) * u[:, 12]
+    solarize = u[:, 13] < recipe.solarize_p
     return ViewParams(
         boxes=boxes[None],
         flip=flip[None],

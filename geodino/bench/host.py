@@ -55,8 +55,14 @@ def _step_fn(objective: str, images: int):
     augment = MultiCropAugment.from_card(card, **augment_kwargs(cfg))
     raw = torch.rand(images, card.num_bands, 32, 32, generator=torch.Generator().manual_seed(0)) * 2000
 
-    def step(k: int) -> None:
-        core(augment(raw, k), k, False)
+    import inspect
+
+    if "generator" in inspect.signature(augment.__call__).parameters:  # checkouts before counter-based draws
+        def step(k: int) -> None:
+            core(augment(raw, torch.Generator().manual_seed(k), offset=0, total=images), k, False)
+    else:
+        def step(k: int) -> None:
+            core(augment(raw, k), k, False)
 
     return step
 

@@ -22,7 +22,7 @@ import random
 import numpy as np
 import torch
 
-from geodino.rng import RowRandom
+from geodino.rng import MASK, RowRandom
 
 
 def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 4,
@@ -32,7 +32,11 @@ def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 
         raise ValueError(f"cannot mask {count} of {h * w} patches")
     # numpy, not torch, for the many tiny slices: a torch op on a few elements costs ~10x more
     # (the masks of one step took 15 ms at 64 images, 143 ms at 1024; BENCHMARKS.md).
-    mask = np.zeros((h, w), dtype=bool)
+    return torch.from_numpy(_fill_blocks(np.zeros((h, w), dtype=bool), count, rng, min_block, min_aspect))
+
+
+def _fill_blocks(mask: np.ndarray, count: int, rng: random.Random, min_block: int, min_aspect: float) -> np.ndarray:
+    """Set exactly ``count`` patches of the all-False ``mask`` (in place), as :func:`block_mask` says."""
     log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
     done = 0
     while done < count:
@@ -45,7 +49,7 @@ def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 
         free = np.flatnonzero(~flat).tolist()
         for i in rng.sample(free, count - done):
             flat[i] = True
-    return torch.from_numpy(mask)
+    return mask
 
 
 def _add_block(mask: np.ndarray, missing: int, rng: random.Random, min_block: int,
@@ -84,11 +88,13 @@ def sample_block_masks(
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"ratio must be [low, high] within [0, 1], got {ratio}")
     h, w = grid
-    chosen = rng.rand(n_views) < probability
-    ratios = rng.uniform(lo, hi, n_views)
+    u = rng.rand(2, n_views)  # one draw: which crops are masked, then their ratios
+    chosen = u[:, 0] < probability
+    ratios = lo + (hi - lo) * u[:, 1]
     seeds = rng.bits(n_views)
-    masks = torch.zeros(n_views, rng.n, h, w, dtype=torch.bool)
+    masks = np.zeros((n_views, rng.n, h, w), dtype=bool)
+    ratios, seeds = ratios.tolist(), seeds.tolist()  # Python numbers: no tensor op per crop
     for i, v in chosen.nonzero().tolist():
-        count = int(round(float(ratios[i, v]) * h * w))
-        masks[v, i] = block_mask(h, w, count, random.Random(int(seeds[i, v])), min_block)
-    return masks
+        count = int(round(ratios[i][v] * h * w))
+        _fill_blocks(masks[v, i], count, random.Random(seeds[i][v] & MASK), min_block, 0.3)
+    return torch.from_numpy(masks)
