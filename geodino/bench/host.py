@@ -8,7 +8,9 @@ Python, op dispatch. It also counts the aten ops one step dispatches (PyTorch's 
 each is a kernel launch or a copy), which does not depend on the machine.
 
 Flat in the batch and few ops is the goal (issue 14): host work that grows with the batch, or
-with the number of parameters, is time a GPU waits.
+with the number of parameters, is time a GPU waits. On a CPU the step's time is mostly the
+pixel work itself, so the host-only part is also timed on its own: drawing one step's random
+parameters (and block masks) for one process's rows of a global batch (``draws``).
 
 The module also runs as a script against another checkout of geodino
 (``PYTHONPATH=/old/checkout python geodino/bench/host.py``), which is how the figures before a
@@ -89,6 +91,53 @@ def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> di
             "ops_per_step": count_ops(step, warmup + steps)}
 
 
+def draw_ms(images: int, total: int, masks: bool, repeats: int = 5) -> float:
+    """Milliseconds the host spends drawing one step's random parameters (crops and intensity ops
+    of 2 global + 4 local views, modality drops, and with ``masks`` block masks on a 14 x 14 grid,
+    ViT-S/16 at 224 px) for one process holding ``images`` rows of a ``total`` global batch. Before
+    counter-based draws every process drew the whole global batch; this runs either code."""
+    import inspect
+
+    from geodino.augment import MultiCropAugment
+    from geodino.augment.modality import sample_modality_drop
+    from geodino.augment.params import sample_group_params
+    from geodino.data.synthetic import synthetic_card
+    from geodino.objectives.masking import sample_block_masks
+
+    aug = MultiCropAugment.from_card(synthetic_card(), n_local=4, modality_drop_p=0.5)
+    legacy = "generator" in inspect.signature(sample_group_params).parameters
+    height = width = 120
+
+    def once(k: int) -> None:
+        if legacy:
+            g = torch.Generator().manual_seed(k)
+            sample_group_params(aug.global_recipes, total, height, width, generator=g)
+            sample_group_params([aug.local_recipe] * 4, total, height, width, generator=g)
+            sample_modality_drop((6, total), 2, 0.5, generator=g)
+            if masks:
+                sample_block_masks(2, (14, 14), torch.Generator().manual_seed(k), total, 0, images)
+            return
+        from geodino.rng import RowRandom
+
+        rng = RowRandom(k, 0, images)
+        sample_group_params(aug.global_recipes, rng, height, width)
+        sample_group_params([aug.local_recipe] * 4, rng, height, width)
+        sample_modality_drop(rng, 6, 2, 0.5)
+        if masks:
+            sample_block_masks(2, (14, 14), RowRandom(k + 1, 0, images))
+
+    once(0)
+    times = []
+    for k in range(1, repeats + 1):
+        started = time.perf_counter()
+        once(k)
+        times.append(time.perf_counter() - started)
+    return round(1000 * statistics.median(times), 2)
+
+
+DRAW_SHAPES = ((64, 64), (1024, 1024), (64, 1024))  # (rows of this process, global batch)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objectives", default="dino,selfpatch,masked", help="comma-separated (default: all three)")
     parser.add_argument("--images", default="64,1024", help="images per step, comma-separated (default 64,1024)")
@@ -102,10 +151,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     try:
         rows = [measure(o, int(n), args.steps) for o in args.objectives.split(",") for n in args.images.split(",")]
+        draws = [{"images": n, "global_batch": total, "draw_ms": draw_ms(n, total, masks=False),
+                  "draw_and_mask_ms": draw_ms(n, total, masks=True)} for n, total in DRAW_SHAPES]
     finally:  # a library call must not leave the process on another thread count
         torch.set_num_threads(previous)
     line = {"bench": "host", "cpu": _cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "rows": rows}
+            "rows": rows, "draws": draws}
     print(json.dumps(line), flush=True)
     return line
 

@@ -12,3 +12,17 @@ def test_host_bench_reports_time_and_ops_per_objective_and_batch(capsys):
     assert [(r["objective"], r["images"]) for r in line["rows"]] == [("dino", 4), ("masked", 4)]
     assert all(r["ms_per_step"] > 0 and r["ops_per_step"] > 100 for r in line["rows"])
     assert line["cpu"] and '"bench": "host"' in capsys.readouterr().out
+
+
+def test_ops_per_step_do_not_grow_with_the_batch_and_draws_are_timed(capsys):
+    # Every op a step dispatches is a kernel launch on a GPU: the count must not depend on how many
+    # images the step holds (it did for the masked objective: a few ops per masked crop). An op whose
+    # random subset of rows comes up empty is skipped, hence a few ops either way.
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    line = run(parser.parse_args(["--objectives", "dino,masked", "--images", "4,32", "--steps", "1", "--threads", "1"]))
+    ops = {(r["objective"], r["images"]): r["ops_per_step"] for r in line["rows"]}
+    for objective in ("dino", "masked"):
+        assert abs(ops[(objective, 32)] - ops[(objective, 4)]) <= 0.02 * ops[(objective, 4)], ops
+    assert [(d["images"], d["global_batch"]) for d in line["draws"]] == [(64, 64), (1024, 1024), (64, 1024)]
+    assert all(d["draw_ms"] > 0 and d["draw_and_mask_ms"] >= 0 for d in line["draws"])
