@@ -76,8 +76,8 @@ def register(subparsers: Any) -> None:
     linear.add_argument("--epochs", type=int, default=100)
     linear.add_argument("--lr", type=_rates, metavar="LR[,LR...]",
                         help="probe learning rate, or several: each is trained on 80%% of the training set, the "
-                             "one scoring best on the other 20%% is retrained on all of it (default: seven rates "
-                             "from 1e-4 to 0.1)")
+                             "one scoring best on the other 20%% is retrained on all of it (default: nine rates "
+                             "from 1e-4 to 1)")
     linear.add_argument("--weight-decay", type=float, default=1e-4)
     linear.add_argument("--seed", type=int, default=0)
     linear.add_argument("--cache", metavar="DIR", help="keep extracted features here (keyed by checkpoint, data, "

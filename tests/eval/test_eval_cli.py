@@ -60,10 +60,11 @@ def test_linear_caches_features(synthetic_checkpoint, synthetic_shards, tmp_path
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps  # read back, not recomputed
     assert (tmp_path / "out" / "linear_modalities.csv").is_file()
     # 48 training samples: the rate is chosen on 10 of them, and the report says which and why
-    assert first["settings"]["lrs"] == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1]
+    assert first["settings"]["lrs"] == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
     chosen = first["results"]["s2"]
-    assert set(chosen["lr_selection"]["scores"]) == {"0.0001", "0.0003", "0.001", "0.003", "0.01", "0.03", "0.1"}
-    assert chosen["lr"] in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+    assert set(chosen["lr_selection"]["scores"]) == {"0.0001", "0.0003", "0.001", "0.003", "0.01", "0.03", "0.1",
+                                                     "0.3", "1"}
+    assert chosen["lr"] in first["settings"]["lrs"]
     assert main([*argv, "--lr", "0.01"]) == 0
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["settings"]["lrs"] == [0.01] and fixed["results"]["s2"]["lr"] == 0.01
