@@ -12,7 +12,7 @@ from pathlib import Path
 import geodino
 
 LAYERS = [
-    {"utils", "rng"},
+    {"utils", "rng", "resources"},
     {"runs", "speedups"},  # the run folder (checkpoints, metrics log, lock, signals, schedules); machine speed-ups
     {"config"},
     {"data", "models"},

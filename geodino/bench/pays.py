@@ -18,7 +18,7 @@ and resume from their checkpoint when the bench is run again; evaluation scores 
 them, keyed by the weights (the checkpoint file; for random init, the recipe), the card and the
 evaluation settings, so an interrupted bench continues where it stopped.
 
-Default recipe: ``recipes/bigearthnet_dinomm_vits8.yaml`` with ViT-Tiny/8 at 48 px (2 global + 4
+Default recipe: ``bigearthnet_dinomm_vits8`` with ViT-Tiny/8 at 48 px (2 global + 4
 local crops of 24 px), batch 32 and the short-run settings of issue 13 (:data:`SHORT_RUN`), then
 ``--set key=value`` overrides. Writes ``pays.json``, ``pays.md`` and ``pays.png`` into ``--out``
 and prints one JSON line.

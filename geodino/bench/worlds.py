@@ -54,7 +54,7 @@ import numpy as np
 
 from geodino.data.card import DatasetCard
 
-# The BigEarthNet-MM band order (datasets/bigearthnet-v1.yaml) and the S2 centre wavelengths (nm).
+# The BigEarthNet-MM band order (the bigearthnet-v1 card) and the S2 centre wavelengths (nm).
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 S1_BANDS = ["VH", "VV"]
 WAVELENGTH_NM = np.array([443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1610, 2190], dtype=np.float64)

@@ -14,7 +14,7 @@ import sys
 
 # Order is the order shown by ``geodino --help``.
 COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench", "eval", "finetune", "export", "attention", "plot",
-            "compare", "doctor"]
+            "compare", "doctor", "recipes"]
 
 
 class CommandError(Exception):

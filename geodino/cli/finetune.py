@@ -12,12 +12,12 @@ def register(subparsers: Any) -> None:
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     seg = tasks.add_parser(
         "seg", help="semantic segmentation (linear, progressive or UPerNet head)",
-        description="Semantic segmentation from a recipe (recipes/seg_*.yaml): a geodino checkpoint's teacher "
+        description="Semantic segmentation from a recipe (seg_* in `geodino recipes`): a geodino checkpoint's teacher "
                     "(or a random init, model.pretrained=none) with a linear, progressive-upsampling or UPerNet "
                     "head, frozen or fine-tuned with layer-wise lr decay; reports mIoU, per-class IoU and "
                     "overall accuracy and draws predictions beside the ground truth.")
     seg.add_argument("items", nargs="+", metavar="RECIPE|KEY=VALUE",
-                     help="a recipe YAML (or a name from recipes/) and dotted overrides, e.g. train.epochs=2")
+                     help="a recipe YAML or the name of a packaged recipe, and dotted overrides, e.g. train.epochs=2")
     seg.add_argument("--out", help="output folder (same as run.out_dir=...)")
     seg.add_argument("--print-config", action="store_true", help="print the effective recipe and exit")
     seg.set_defaults(func=run)

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "A run continues automatically from the checkpoint in its output folder.",
     )
     p.add_argument("items", nargs="*", metavar="RECIPE|KEY=VALUE",
-                   help="a recipe YAML (or a name from recipes/) and dotted overrides")
+                   help="a recipe YAML or the name of a packaged recipe (`geodino recipes`), and dotted overrides")
     p.add_argument("--out", help="output folder (same as run.out_dir=...)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                    help="resume from CHECKPOINT, or from the output folder's checkpoint (the default)")

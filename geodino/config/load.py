@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from geodino.config.schema import Config
+from geodino.resources import RECIPES, packaged_file, packaged_folder, packaged_names
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = packaged_folder(RECIPES)
 DEFAULT_RECIPE = RECIPES_DIR / "quickstart.yaml"
 
 
@@ -109,8 +110,8 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        known = sorted(p.name for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
-        raise ConfigError(f"recipe {str(path)!r} not found (recipes in {RECIPES_DIR}: {known})")
+        raise ConfigError(f"recipe {str(path)!r} not found: give a YAML file or a packaged recipe "
+                          f"({', '.join(packaged_names(RECIPES))}; `geodino recipes` lists them)")
     with open(path) as f:
         try:
             data = yaml.safe_load(f) or {}
@@ -122,10 +123,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def recipe_path(recipe: str | Path) -> Path:
-    """A YAML path, or a recipe name from ``recipes/``."""
+    """A YAML file, or the name of a recipe packaged with geodino (``quickstart``,
+    ``imagenet_dino_vits16``; also with its ``.yaml``, or as the ``recipes/<name>.yaml`` the
+    repository used to hold) from any folder."""
     path = Path(recipe)
-    if not path.is_file() and not path.suffix and (RECIPES_DIR / f"{path}.yaml").is_file():
-        return RECIPES_DIR / f"{path}.yaml"
+    if path.is_file():
+        return path
+    if path.suffix in ("", ".yaml") and len(path.parts) <= 2 and (len(path.parts) == 1 or path.parts[0] == RECIPES):
+        packaged = packaged_file(RECIPES, path.stem if path.suffix else path.name)
+        if packaged is not None:
+            return packaged
     return path
 
 

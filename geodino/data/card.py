@@ -2,7 +2,7 @@
 
 Sensors and bands are data, not code branches: everything downstream (normalisation, modality
 masking, previews, evaluation) reads a card instead of hard-coding a sensor. Cards live as YAML in
-the repository's ``datasets/`` folder and are also written next to shards.
+``geodino/datasets/`` inside the package (found by name) and are also written next to shards.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 import yaml
 
+from geodino.resources import CARDS, packaged_file, packaged_names
 from geodino.utils import write_text_atomic
-
-DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 
 
 class CardError(ValueError):
@@ -145,13 +144,12 @@ class DatasetCard:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> DatasetCard:
-        """Load a card from a YAML path, or by name from the repository's ``datasets/`` folder."""
+        """Load a card from a YAML path, or by name from the cards packaged with geodino."""
         path = Path(name_or_path)
         if not path.suffix:
-            path = DATASETS_DIR / f"{name_or_path}.yaml"
+            path = packaged_file(CARDS, str(name_or_path)) or path
         if not path.is_file():
-            known = sorted(p.stem for p in DATASETS_DIR.glob("*.yaml")) if DATASETS_DIR.is_dir() else []
-            raise CardError(f"dataset card {str(name_or_path)!r} not found (known cards: {known})")
+            raise CardError(f"dataset card {str(name_or_path)!r} not found (known cards: {packaged_names(CARDS)})")
         with open(path) as f:
             data = yaml.safe_load(f)
         if not isinstance(data, dict):

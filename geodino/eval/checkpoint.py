@@ -84,7 +84,7 @@ def load_teacher_backbone(
     """``(backbone, card, recipe dict)`` of a pretraining checkpoint; the backbone is in eval mode.
 
     ``card`` overrides the card found beside the checkpoint or named by its recipe (a card object,
-    a name from ``datasets/`` or a YAML path); it must list as many bands as the backbone takes.
+    the name of a packaged card or a YAML path); it must list as many bands as the backbone takes.
     """
     cfg, weights = _read_checkpoint(ckpt_path)
     card = _resolve_card(ckpt_path, cfg, card)

@@ -64,7 +64,7 @@ def test_data_source_must_be_one_that_pretrains():
 
 
 def test_missing_recipe_lists_known_ones(tmp_path):
-    with pytest.raises(ConfigError, match="quickstart.yaml"):
+    with pytest.raises(ConfigError, match="packaged recipe .*quickstart"):
         load_config(tmp_path / "nope.yaml")
 
 
