@@ -1,7 +1,9 @@
 """Defaults of the command line: the GPU when there is one, TF32 there, one-line errors unless --debug (issue 14)."""
 
+import pytest
 import torch
 
+from geodino.cli import main
 from geodino.eval.protocols import EvalOptions
 from geodino.finetune.config import SegRunConfig
 from geodino.utils import allow_tf32, resolve_device
@@ -36,3 +38,13 @@ def test_debug_shows_the_traceback_that_errors_otherwise_hide(tmp_path, capsys):
 
     with pytest.raises(ConfigError):
         main(["--debug", "pretrain", "model.depth=[1,"])
+
+
+def test_overrides_may_follow_flags(capsys, tmp_path) -> None:
+    out = tmp_path / "x"
+    assert main(["pretrain", "quickstart", "--out", str(out), "model.depth=2", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "depth: 2" in printed and f"out_dir: {out}" in printed
+    with pytest.raises(SystemExit):
+        main(["pretrain", "quickstart", "--out", str(out), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

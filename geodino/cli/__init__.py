@@ -38,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from geodino.runs.stop import EXIT_STOPPED, RunStopped
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends a list of positionals at the first option: `pretrain quickstart --out x
+    # model.depth=2` leaves `model.depth=2` over. Commands that take recipe items (set_defaults
+    # trailing_items=<their dest>) get such leftovers back; anything else stays an error.
+    trailing = getattr(args, "trailing_items", None)
+    if extra and trailing and not any(e.startswith("-") for e in extra):
+        setattr(args, trailing, [*getattr(args, trailing), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         result = args.func(args)
     except RunStopped as stopped:  # preemption (pretrain, bench pays): not an error, not finished either

@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
                      help="a recipe YAML or the name of a packaged recipe, and dotted overrides, e.g. train.epochs=2")
     seg.add_argument("--out", help="output folder (same as run.out_dir=...)")
     seg.add_argument("--print-config", action="store_true", help="print the effective recipe and exit")
-    seg.set_defaults(func=run)
+    seg.set_defaults(func=run, trailing_items="items")
 
 
 def run(args: argparse.Namespace) -> int:

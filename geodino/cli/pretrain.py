@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="resume from CHECKPOINT, or from the output folder's checkpoint (the default)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the output folder has a checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing_items="items")
 
 
 def split_items(items: list[str]) -> tuple[str | None, list[str]]:
