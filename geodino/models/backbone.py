@@ -146,6 +146,16 @@ def build_backbone(
     try:
         model = timm.create_model(arch, **kwargs)
     except RuntimeError as err:
-        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
-        raise ValueError(f"cannot build backbone {arch!r}: {err} (similar timm names: {close})") from err
+        raise ValueError(f"cannot build backbone {arch!r}: {err} (closest timm names: {similar_archs(arch)})") from err
     return Backbone(model)
+
+
+def similar_archs(arch: str, n: int = 5) -> list[str]:
+    """timm model names closest to ``arch``: those of its family (the text before the first
+    underscore) ranked by similarity, so ``vit_tiny_patch16`` suggests ``vit_tiny_patch16_224``
+    rather than whatever sorts first."""
+    import difflib
+
+    family = timm.list_models(f"{arch.split('_')[0]}*") or timm.list_models()
+    return difflib.get_close_matches(arch, family, n=n, cutoff=0.0)
+

@@ -31,3 +31,12 @@ def test_multicrop_wrapper_groups_sizes_and_keeps_view_order():
 def test_last_blocks_cls_concatenates():
     backbone = build_backbone("vit_tiny_patch16_224", in_chans=3, img_size=32, patch_size=8, depth=4)
     assert backbone.last_blocks_cls(torch.randn(2, 3, 32, 32), 4).shape == (2, 4 * 192)
+
+
+def test_an_unknown_arch_suggests_names_of_its_own_family() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"cannot build backbone 'vit_tiny_patch16'.*closest timm names: \[.*"
+                                         r"'vit_tiny_patch16_224'") as err:
+        build_backbone("vit_tiny_patch16", in_chans=3)
+    assert "convit" not in str(err.value) and "crossvit" not in str(err.value)
