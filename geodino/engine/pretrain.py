@@ -464,7 +464,7 @@ class Pretrainer:
         path = self.out_dir / ckpt.CHECKPOINT_NAME if mode in ("auto", "") else Path(mode)
         if mode == "never" or (mode in ("auto", "") and not path.exists()):
             return None
-        state = ckpt.load_checkpoint(path)
+        state = ckpt.load_pretraining_checkpoint(path)
         _check_same_recipe(state["config"], config_to_dict(self.cfg), path)
         state["_path"] = str(path)
         return state

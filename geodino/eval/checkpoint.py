@@ -59,11 +59,9 @@ def build_recipe_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
 
 def _read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(recipe dict, teacher backbone weights)`` of a pretraining checkpoint, or a one-line ValueError."""
-    from geodino.runs.checkpoint import load_checkpoint
+    from geodino.runs.checkpoint import load_pretraining_checkpoint
 
-    state = load_checkpoint(ckpt_path)
-    if "teacher" not in state or "config" not in state:
-        raise ValueError(f"{ckpt_path} is not a geodino pretraining checkpoint (no 'teacher'/'config')")
+    state = load_pretraining_checkpoint(ckpt_path, need=("teacher", "config"))
     return state["config"], teacher_backbone_weights(state["teacher"])
 
 

@@ -71,3 +71,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report which file is broken, whatever the cause
         raise ValueError(f"checkpoint {path} cannot be read safely ({type(err).__name__}: {err})") from err
+
+
+# What a pretraining checkpoint holds; the one-line message says what a file is when it is not one.
+PRETRAINING_KEYS = ("step", "student", "teacher", "optimizer", "config")
+
+
+def load_pretraining_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                                need: tuple[str, ...] = PRETRAINING_KEYS) -> dict[str, Any]:
+    """A geodino pretraining checkpoint, or a one-line error that says what ``path`` is instead: an
+    export folder, a segmentation checkpoint, some other state dict."""
+    path = Path(path)
+    if path.is_dir():
+        what = ("a geodino export folder" if (path / "model.safetensors").is_file()
+                else "a folder")
+        hint = (f"; its {CHECKPOINT_NAME}" if (path / CHECKPOINT_NAME).is_file()
+                else "; a run folder holds checkpoint.pt")
+        raise ValueError(f"{path} is {what}, not a pretraining checkpoint file{hint}")
+    if path.suffix == ".safetensors":
+        raise ValueError(f"{path} holds weights only (safetensors), not a pretraining checkpoint "
+                         f"(step, optimizer, recipe) to resume or evaluate")
+    state = load_checkpoint(path, map_location)
+    missing = [k for k in need if k not in state]
+    if missing:
+        if "model" in state and "classes" in state:
+            what = "a segmentation checkpoint (geodino finetune seg)"
+        else:
+            what = f"not a geodino pretraining checkpoint (its keys: {sorted(state)[:8]})"
+        raise ValueError(f"{path} is {what}: it has no {', '.join(repr(k) for k in missing)}")
+    return state
+

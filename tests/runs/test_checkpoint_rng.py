@@ -60,3 +60,35 @@ def test_checkpoints_with_every_devices_state_still_resume(monkeypatch, caplog) 
     with caplog.at_level("WARNING", logger="geodino"):
         ckpt.set_rng_state(old)
     assert "starts fresh" in caplog.text
+
+
+def test_what_is_not_a_pretraining_checkpoint_is_named(tmp_path) -> None:
+    import pytest
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"")
+    seg = tmp_path / "seg.pt"
+    torch.save({"model": {}, "config": {}, "classes": ["a"]}, seg)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    cases = [(export, "is a geodino export folder, not a pretraining checkpoint file"),
+             (export / "model.safetensors", "holds weights only (safetensors)"),
+             (seg, "is a segmentation checkpoint (geodino finetune seg): it has no 'step'"),
+             (other, "is not a geodino pretraining checkpoint (its keys: ['state_dict'])")]
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+                           .replace("[", r"\[").replace("]", r"\]")):
+            ckpt.load_pretraining_checkpoint(path)
+
+
+def test_resume_from_an_export_is_one_line(tmp_path, capsys) -> None:
+    from geodino.cli import main
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"")
+    argv = ["pretrain", "model.depth=1", "eval.knn=false", "--out", str(tmp_path / "run"), "--resume", str(export)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a geodino export folder, not a pretraining checkpoint file" in err[0]
