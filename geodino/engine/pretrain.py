@@ -265,6 +265,7 @@ class Pretrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._maybe_resume()
         if acc.is_main_process:
+            log.info("%s", self.header())
             self._discard_pending()
             save_config(cfg, self.out_dir / "config.yaml")
             self.data.card.save(self.out_dir / "card.yaml")  # bands and statistics travel with the run
@@ -317,6 +318,32 @@ class Pretrainer:
         return self._finish()
 
     # ---------------------------------------------------------------- helpers
+    def header(self) -> str:
+        """What this run is, in a few lines, logged before its first step."""
+        cfg, s, acc = self.cfg, self.schedules, self.accelerator
+        m, a, o = cfg.model, cfg.augment, cfg.objective
+        backbone = acc.unwrap_model(self.core.student).backbone
+        params = sum(p.numel() for p in backbone.parameters()) / 1e6
+        patch = f"patch {backbone.patch_size}, " if backbone.patch_size else ""
+        objectives = "DINO" + (f" + {o.patch} (weight {o.patch_weight:g})" if o.patch != "none" else "")
+        card = self.data.card
+        peak_lr = float(s.lr.max()) if len(s.lr) else 0.0
+        start = f"from step {self.step} (resumed)" if self.step else "from step 0"
+        return "\n".join([
+            f"pretraining into {self.out_dir}",
+            f"  model      {m.arch} ({patch}{params:.1f} M backbone parameters), DINO head K={m.out_dim}; "
+            f"{card.num_bands} bands ({card.name}: {', '.join(card.modalities)})",
+            f"  objective  {objectives}; teacher temperature {cfg.dino.teacher_temp:g}, student {cfg.dino.student_temp:g}",
+            f"  data       {self.data.description or card.name}",
+            f"  crops      2 global x {a.global_size} px + {a.n_local} local x {a.local_size} px",
+            f"  batch      {cfg.data.batch_size} per process x {self.world} = {self.global_batch}; "
+            f"{self.total_steps} steps ({s.steps_per_epoch} per epoch), {start}",
+            f"  optimiser  peak lr {peak_lr:.3g} (warm-up {cfg.optim.warmup_epochs} epochs), weight decay "
+            f"{cfg.optim.weight_decay:g} -> {cfg.optim.weight_decay_end:g}, teacher momentum "
+            f"{cfg.optim.momentum_teacher:g} -> 1",
+            f"  device     {acc.device}, precision {cfg.train.precision}, seed {cfg.run.seed}",
+        ])
+
     def _log(self, step: int, epoch: int, result: StepResult, rate: float) -> None:
         s = self.schedules
         record: dict[str, Any] = {

@@ -116,3 +116,12 @@ def test_knn_during_training_is_logged(tmp_path, monkeypatch):
     assert set(knn) == {"metric", "random_teacher", "trained_teacher", "gain", "top1_gain"}
     assert knn["metric"] == "top1" and knn["gain"] == knn["top1_gain"]
     assert knn["trained_teacher"]["num_val"] == 8 and summary["knn"]["top1_gain"] == knn["top1_gain"]
+
+
+def test_a_run_says_what_it_is_before_its_first_step(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="geodino"):
+        pretrain(_cfg(tmp_path, "run.max_steps=1", "objective.patch=selfpatch"))
+    header = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pretraining into"))
+    for part in ("model      vit_tiny_patch16_224", "DINO head K=", "objective  DINO + selfpatch (weight",
+                 "crops      2 global x", "per process x 1 =", "device     cpu"):
+        assert part in header, part
