@@ -47,14 +47,16 @@ def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str = "",
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
     (ax_loss, ax_lr), (ax_knn, ax_collapse) = axes
     steps = [r["step"] for r in records]
-    ax_loss.plot(steps, [r["loss"] for r in records], label="loss")
+    # A line through one or a few points draws nothing visible: mark the points of short runs.
+    dots = {"marker": "o", "markersize": 3} if len(steps) <= 20 else {}
+    ax_loss.plot(steps, [r["loss"] for r in records], label="loss", **dots)
     for key in sorted({k for r in records for k in r if k.startswith("loss_")}):
-        ax_loss.plot(steps, [r.get(key, math.nan) for r in records], label=key)
+        ax_loss.plot(steps, [r.get(key, math.nan) for r in records], label=key, **dots)
     if records and "log_k" in records[-1]:
         ax_loss.axhline(records[-1]["log_k"], color="grey", ls="--", lw=0.8, label="ln K (uniform)")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
     ax_loss.legend(fontsize=8)
-    ax_lr.plot(steps, [r.get("lr", math.nan) for r in records], color="tab:orange")
+    ax_lr.plot(steps, [r.get("lr", math.nan) for r in records], color="tab:orange", **dots)
     ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")
     for metric, points in knn_points.items():
         ax_knn.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=metric)
@@ -64,8 +66,9 @@ def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str = "",
         ax_knn.text(0.5, 0.5, "no k-NN evaluations in this run", ha="center", va="center",
                     transform=ax_knn.transAxes, color="grey")
     ax_knn.set(xlabel="step", ylabel="%", title="k-NN (teacher)")
-    ax_collapse.plot(steps, [r.get("teacher_entropy", math.nan) for r in records], label="teacher entropy")
-    ax_collapse.plot(steps, [r.get("teacher_kl_uniform", math.nan) for r in records], label="KL(mean ‖ uniform)")
+    ax_collapse.plot(steps, [r.get("teacher_entropy", math.nan) for r in records], label="teacher entropy", **dots)
+    ax_collapse.plot(steps, [r.get("teacher_kl_uniform", math.nan) for r in records], label="KL(mean ‖ uniform)",
+                     **dots)
     if records and "log_k" in records[-1]:
         ax_collapse.axhline(records[-1]["log_k"], color="grey", ls="--", lw=0.8, label="ln K")
     ax_collapse.set(xlabel="step", ylabel="nats", title="collapse signals")
