@@ -11,7 +11,8 @@ The folder written by :func:`export_backbone` holds:
 - ``bands.json``: band names in input order, modality, unit, resolution, mean and std, and how to
   normalise (``(x − mean) / std`` on raw values in the listed units; a missing modality is filled
   with 0 after normalisation);
-- ``README.md``: the exact lines that load it with timm (checked by the tests).
+- ``README.md``: a model card (Hugging Face front matter) with the exact lines that load it with
+  timm, given the folder (checked by the tests); no path of the machine that wrote it.
 
 ``timm.create_model("local-dir:<folder>", pretrained=True)`` or ``timm.create_model(<arch>,
 pretrained=True, pretrained_cfg_overlay=dict(file=..., ...), **model_args)`` then gives a model
@@ -69,29 +70,51 @@ def band_description(card: DatasetCard, fill: float = 0.0) -> dict[str, Any]:
     }
 
 
-def readme(out: Path, config: dict[str, Any], card: DatasetCard, checkpoint: str) -> str:
+# The README's code names the folder with this placeholder: the export may be moved or shared, so
+# it holds no path of the machine that wrote it.
+FOLDER_PLACEHOLDER = "path/to/this/folder"
+
+
+def source_name(checkpoint: str | Path) -> str:
+    """The checkpoint as ``<run folder>/<file>``: enough to recognise it, no local path."""
+    path = Path(checkpoint)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def readme(config: dict[str, Any], card: DatasetCard, checkpoint: str) -> str:
     args = config["model_args"]
     size = args.get("img_size")
     size = size[0] if isinstance(size, (list, tuple)) else size
     shown = ", ".join(f"{k}={v!r}" for k, v in args.items() if k != "img_size")
-    folder = out.resolve()
     input_size = tuple(config["pretrained_cfg"]["input_size"])
-    return f"""# {config['architecture']} pretrained with geodino
+    tags = "".join(f"- {t}\n" for t in ("geodino", "dino", "self-supervised", "earth-observation",
+                                          *card.modalities))
+    return f"""---
+library_name: timm
+pipeline_tag: image-feature-extraction
+tags:
+{tags}---
 
-Teacher backbone of `{checkpoint}` ({card.num_bands} bands of `{card.name}`: {', '.join(card.band_names)}).
-Normalise each band as `(x - mean) / std` with the values in `bands.json` (raw values, in the
-units listed there, in this band order); fill a missing modality with 0 after normalisation.
+# {config['architecture']} pretrained with geodino
+
+Teacher backbone of the geodino pretraining checkpoint `{source_name(checkpoint)}` ({card.num_bands} bands of
+`{card.name}`: {', '.join(card.band_names)}). Normalise each band as `(x - mean) / std` with the values in
+`bands.json` (raw values, in the units listed there, in this band order); fill a missing modality with 0
+after normalisation.
 
 ```python
+from pathlib import Path
+
 import timm
 import torch
 
-model = timm.create_model("local-dir:{folder}", pretrained=True).eval()
+folder = Path("{FOLDER_PLACEHOLDER}")  # where config.json and model.safetensors are
+model = timm.create_model(f"local-dir:{{folder}}", pretrained=True).eval()
 
 # the same, spelled out
 model = timm.create_model(
     "{config['architecture']}", pretrained=True,
-    pretrained_cfg_overlay=dict(file="{folder / WEIGHTS_FILE}", num_classes=0, input_size={input_size!r}),
+    pretrained_cfg_overlay=dict(file=str(folder / "{WEIGHTS_FILE}"), num_classes=0, input_size={input_size!r}),
     img_size={size!r}, {shown},
 ).eval()
 
@@ -118,9 +141,9 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path,
     size = int(cfg["augment"]["global_size"])
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "source": "geodino", "checkpoint": str(checkpoint)})
+        save_file(state, str(tmp), metadata={"format": "pt", "source": "geodino", "checkpoint": source_name(checkpoint)})
     config = timm_config(model, card, size)
     write_json_atomic(out / CONFIG_FILE, config)
     write_json_atomic(out / BANDS_FILE, band_description(card, cfg.get("augment", {}).get("modality_fill", 0.0)))
-    write_text_atomic(out / README_FILE, readme(out, config, card, str(checkpoint)))
+    write_text_atomic(out / README_FILE, readme(config, card, str(checkpoint)))
     return {name: str(out / name) for name in (WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE, README_FILE)}

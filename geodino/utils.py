@@ -23,13 +23,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates the file as 0600; give it the mode a plain open() would (0666 minus umask)
-    # so that checkpoints and shards stay readable by the rest of a team on a shared cluster.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        # mkstemp creates the file as 0600, and some writers (safetensors) replace the file they
+        # are given with one of their own: give the result the mode a plain open() would (0666
+        # minus umask), after writing, so that checkpoints, exports and shards stay readable by the
+        # rest of a team on a shared cluster.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         _fsync(tmp_path)  # the data on disk before the name points at it: a crash never leaves an empty file
         os.replace(tmp_path, path)
         _fsync(path.parent)  # and the rename itself

@@ -31,7 +31,10 @@ def test_timm_loads_the_export(synthetic_checkpoint, tmp_path, caplog, monkeypat
     created = []
     real_create = timm.create_model
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: created.append(real_create(*a, **k)) or created[-1])
-    code = re.search(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S).group(1)
+    text = (out / "README.md").read_text()
+    assert text.startswith("---\nlibrary_name: timm\n") and str(tmp_path) not in text  # no local path
+    assert (out / "model.safetensors").stat().st_mode & 0o077 != 0  # readable by others (umask allowing)
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1).replace("path/to/this/folder", str(out))
     with caplog.at_level(logging.INFO, logger="timm"):
         exec(compile(code, "README.md", "exec"), {})
     assert len(created) == 2
