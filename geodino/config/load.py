@@ -214,6 +214,29 @@ def validate(cfg: Config) -> None:
     if len(a.blur_sigma) != 2 or not 0 < a.blur_sigma[0] <= a.blur_sigma[1]:
         raise ConfigError(f"augment.blur_sigma: expected [low, high] with 0 < low <= high, got {a.blur_sigma}")
     _validate_objective(cfg)
+    resolve_trackers(cfg.train.trackers)
+
+
+# Accelerate's tracker names and the module each needs.
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                   "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}
+
+
+def resolve_trackers(names: list[str]) -> list[str]:
+    """The trackers a run logs to: ``auto`` is TensorBoard when it is installed (else none),
+    ``none`` is none; a named tracker that is unknown or not installed is an error."""
+    import importlib.util
+
+    if names in ([], ["none"]):
+        return []
+    if names == ["auto"]:
+        return ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    for name in names:
+        if name not in TRACKER_MODULES:
+            raise ConfigError(f"train.trackers: unknown tracker {name!r} (auto, none, {', '.join(TRACKER_MODULES)})")
+        if importlib.util.find_spec(TRACKER_MODULES[name]) is None:
+            raise ConfigError(f"train.trackers: {name} is not installed (pip install {TRACKER_MODULES[name]})")
+    return list(names)
 
 
 def _validate_model(cfg: Config) -> None:

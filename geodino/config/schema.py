@@ -135,6 +135,9 @@ class TrainConfig:
     compile: bool = False
     progress: bool = True
     tf32: bool = True  # TF32 tensor cores for fp32 matmuls on NVIDIA GPUs (no effect elsewhere)
+    # Experiment trackers Accelerate logs to: auto (TensorBoard when installed), none, or names:
+    # tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive.
+    trackers: list[str] = field(default_factory=lambda: ["auto"])
 
 
 @dataclass

@@ -18,6 +18,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from geodino.augment import MultiCropAugment, Views
 from geodino.config import Config, ConfigError, config_to_dict, save_config
+from geodino.config.load import resolve_trackers
 from geodino.data.build import build_knn_data, build_pretrain_data
 from geodino.engine.build import compile_backbone
 from geodino.engine.ema import ema_update
@@ -54,7 +55,8 @@ def step_key(seed: int, step: int) -> int:
 # A mid-run checkpoint until its next step's loss is known finite (Pretrainer.save).
 PENDING_CHECKPOINT_NAME = "checkpoint.pending.pt"
 # Keys that may change between a run and its resumption without changing the result.
-RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "eval.", "data.num_workers")
+RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpoint_every", "train.trackers", "eval.",
+                     "data.num_workers")
 
 
 def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
@@ -222,7 +224,7 @@ class Pretrainer:
         self.cfg = cfg
         self.out_dir = Path(cfg.run.out_dir)
         self.accelerator = acc = accelerator or make_accelerator(
-            cfg.train.precision, log_with=_available_trackers() or None, project_dir=str(self.out_dir)
+            cfg.train.precision, log_with=resolve_trackers(cfg.train.trackers) or None, project_dir=str(self.out_dir)
         )
         self.rank, self.world = acc.process_index, acc.num_processes
         self.data = build_pretrain_data(cfg, self.rank, self.world)
@@ -583,14 +585,6 @@ def _check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Pat
                               f"{new.get(key)!r} (use another run.out_dir, or run.resume=never to start over)")
 
 
-def _available_trackers() -> list[str]:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return []
-    return ["tensorboard"]
-
-
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -605,7 +599,8 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     every process before anything else is done.
     """
     out_dir = Path(cfg.run.out_dir)
-    acc = make_accelerator(cfg.train.precision, log_with=_available_trackers() or None, project_dir=str(out_dir))
+    acc = make_accelerator(cfg.train.precision, log_with=resolve_trackers(cfg.train.trackers) or None,
+                           project_dir=str(out_dir))
     lock = RunLock(out_dir) if acc.is_main_process else None
     failure: Exception | None = None
     if lock is not None:

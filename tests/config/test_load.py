@@ -111,3 +111,22 @@ def test_bad_yaml_and_malformed_overrides_are_one_line_errors(tmp_path, capsys):
     assert main(["pretrain", str(bad), "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not valid YAML" in err
+
+
+def test_trackers_are_chosen_by_name_and_checked(monkeypatch):
+    import importlib.util
+
+    from geodino.config.load import resolve_trackers
+
+    installed = {"tensorboard", "mlflow"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    assert resolve_trackers(["auto"]) == ["tensorboard"] and resolve_trackers(["none"]) == []
+    assert resolve_trackers(["mlflow", "tensorboard"]) == ["mlflow", "tensorboard"]
+    with pytest.raises(ConfigError, match=r"train.trackers: wandb is not installed \(pip install wandb\)"):
+        resolve_trackers(["wandb"])
+    with pytest.raises(ConfigError, match="unknown tracker 'tensorbord'"):
+        resolve_trackers(["tensorbord"])
+    installed.clear()
+    assert resolve_trackers(["auto"]) == []
+    with pytest.raises(ConfigError, match="wandb is not installed"):
+        load_config(None, ["train.trackers=[wandb]"])
