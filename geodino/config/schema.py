@@ -53,6 +53,10 @@ class ModelConfig:
     nlayers: int = 3
     use_bn_in_head: bool = False
     norm_last_layer: bool = True
+    # Start from existing weights (geodino.models.init): an export or run folder, a checkpoint or
+    # state dict file (timm, DINO, DINOv2, torchgeo layouts), or a timm model name; "" = random.
+    init: str = ""
+    init_bands: list[str] = field(default_factory=list)  # the weights' input bands, when not known
 
 
 @dataclass

@@ -134,12 +134,14 @@ class DINOStep:
     (random views), so that the benchmark times exactly the code that trains.
     """
 
-    def __init__(self, cfg: Config, in_chans: int, steps_per_epoch: int, accelerator: Accelerator) -> None:
+    def __init__(self, cfg: Config, in_chans: int, steps_per_epoch: int, accelerator: Accelerator,
+                 band_names: list[str] | None = None) -> None:
         self.cfg, self.accelerator = cfg, accelerator
         acc = accelerator
         allow_tf32(cfg.train.tf32)
         set_seed(cfg.run.seed)  # identical initial weights on every process
-        student, self.teacher = build_student_teacher(cfg, in_chans)
+        self.init_report: dict[str, Any] = {}  # model.init's band mapping, when set
+        student, self.teacher = build_student_teacher(cfg, in_chans, band_names, self.init_report)
         if cfg.train.compile:
             compile_backbone(student)
             compile_backbone(self.teacher)
@@ -232,7 +234,7 @@ class Pretrainer:
         if card.mean is None or card.std is None:
             raise ConfigError(f"dataset card {card.name!r} has no band statistics; run `geodino stats` on the shards")
         self.augment = MultiCropAugment.from_card(card, **augment_kwargs(cfg))
-        self.core = DINOStep(cfg, card.num_bands, self.data.steps_per_epoch, acc)
+        self.core = DINOStep(cfg, card.num_bands, self.data.steps_per_epoch, acc, band_names=card.band_names)
         self.schedules = self.core.schedules
         self.global_batch = self.core.global_batch
         self.total_steps = self.schedules.total_steps
@@ -268,6 +270,8 @@ class Pretrainer:
         self._maybe_resume()
         if acc.is_main_process:
             log.info("%s", self.header())
+            if self.core.init_report:
+                write_json_atomic(self.out_dir / "init.json", self.core.init_report)  # the band mapping
             self._discard_pending()
             save_config(cfg, self.out_dir / "config.yaml")
             self.data.card.save(self.out_dir / "card.yaml")  # bands and statistics travel with the run
@@ -344,6 +348,9 @@ class Pretrainer:
             f"{cfg.optim.weight_decay:g} -> {cfg.optim.weight_decay_end:g}, teacher momentum "
             f"{cfg.optim.momentum_teacher:g} -> 1",
             f"  device     {acc.device}, precision {cfg.train.precision}, seed {cfg.run.seed}",
+            f"  weights    " + (f"from {self.core.init_report['source']} ({len(self.core.init_report['new_bands'])} new "
+                                f"bands; head {self.core.init_report['head']}; init.json)" if self.core.init_report
+                                else "random (model.init not set)"),
         ])
 
     def _log(self, step: int, epoch: int, result: StepResult, rate: float) -> None:

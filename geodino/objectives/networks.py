@@ -39,17 +39,37 @@ def build_network(cfg: Config, in_chans: int, drop_path_rate: float, role: str =
     return net
 
 
-def build_student_teacher(cfg: Config, in_chans: int) -> tuple[MultiCropWrapper, MultiCropWrapper]:
-    """The student (with stochastic depth) and a teacher that starts as an exact copy of it.
+def build_student_teacher(cfg: Config, in_chans: int, band_names: list[str] | None = None,
+                          init_report: dict | None = None) -> tuple[MultiCropWrapper, MultiCropWrapper]:
+    """The student (with stochastic depth; from ``model.init`` when set, its band mapping put in
+    ``init_report``) and a teacher that starts as an exact copy of it.
 
     The teacher has no stochastic depth and never receives gradients.
     """
     student = build_network(cfg, in_chans, cfg.model.drop_path_rate, role="student")
+    report = initialise_from_weights(cfg, student, band_names)
+    if report is not None and init_report is not None:
+        init_report.update(report)
     teacher = build_network(cfg, in_chans, 0.0, role="teacher")
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad_(False)
     return student, teacher
+
+
+def initialise_from_weights(cfg: Config, student: MultiCropWrapper, band_names: list[str] | None) -> dict | None:
+    """Load ``model.init`` into the student (backbone, and the DINO head when it fits) before the
+    teacher copies it; returns the band-mapping report, or None without ``model.init``."""
+    if not cfg.model.init:
+        return None
+    from geodino.models.init import InitError, apply_init, load_head, read_init_weights
+
+    if band_names is None:
+        raise InitError("model.init needs the run's band names (a dataset card)")
+    weights = read_init_weights(cfg.model.init, cfg.model.init_bands)
+    report = apply_init(student.backbone.model, weights, list(band_names))
+    report["head"] = "continued" if load_head(student.head, weights.head) else "fresh"
+    return report
 
 
 def build_objectives(cfg: Config) -> nn.ModuleDict:
