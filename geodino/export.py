@@ -11,6 +11,9 @@ The folder written by :func:`export_backbone` holds:
 - ``bands.json``: band names in input order, modality, unit, resolution, mean and std, and how to
   normalise (``(x − mean) / std`` on raw values in the listed units; a missing modality is filled
   with 0 after normalisation);
+- ``torchgeo.ckpt``: the same weights as torchgeo's trainers take them (``weights=<path>``), for
+  an export whose model has its architecture's default shape (torchgeo builds the model from the
+  name alone);
 - ``README.md``: a model card (Hugging Face front matter) with the exact lines that load it with
   timm, given the folder (checked by the tests); no path of the machine that wrote it.
 
@@ -32,6 +35,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BANDS_FILE = "bands.json"
 README_FILE = "README.md"
+# The same weights as a Lightning-style checkpoint, the form torchgeo's trainers take as ``weights=``
+# (``hyper_parameters["model"]`` names the timm architecture, ``state_dict`` holds ``model.*``).
+TORCHGEO_FILE = "torchgeo.ckpt"
 
 # pretrained_cfg fields inherited from the ImageNet weights of the architecture that would describe
 # those weights, not these.
@@ -127,6 +133,7 @@ features = model(x)  # [1, {config['num_features']}]: the CLS embedding geodino 
 def export_backbone(checkpoint: str | Path, out_dir: str | Path,
                     card: DatasetCard | str | Path | None = None) -> dict[str, str]:
     """Write the export folder for ``checkpoint``; returns the paths written."""
+    import torch
     from safetensors.torch import save_file
 
     from geodino.eval.checkpoint import load_teacher_backbone
@@ -142,8 +149,11 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path,
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "source": "geodino", "checkpoint": source_name(checkpoint)})
+    with atomic_path(out / TORCHGEO_FILE) as tmp:
+        torch.save({"hyper_parameters": {"model": cfg["model"]["arch"], "in_channels": card.num_bands},
+                    "state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp)
     config = timm_config(model, card, size)
     write_json_atomic(out / CONFIG_FILE, config)
     write_json_atomic(out / BANDS_FILE, band_description(card, cfg.get("augment", {}).get("modality_fill", 0.0)))
     write_text_atomic(out / README_FILE, readme(config, card, str(checkpoint)))
-    return {name: str(out / name) for name in (WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE, README_FILE)}
+    return {name: str(out / name) for name in (WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE, README_FILE, TORCHGEO_FILE)}

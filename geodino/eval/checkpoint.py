@@ -95,6 +95,37 @@ def load_teacher_backbone(
     return backbone.to(device).eval(), card, cfg
 
 
+def load_export_backbone(folder: str | Path, device: str = "cpu") -> tuple[Backbone, DatasetCard, dict[str, Any]]:
+    """``(backbone, card, timm config)`` of a ``geodino export`` folder: the timm model its config
+    describes with its weights (strictly), and the card its ``bands.json`` describes."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    files = {name: folder / name for name in ("config.json", "bands.json", "model.safetensors")}
+    missing = [name for name, path in files.items() if not path.is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a geodino export folder (no {', '.join(missing)})")
+    config = json.loads(files["config.json"].read_text())
+    bands = json.loads(files["bands.json"].read_text())
+    card = DatasetCard.from_dict({"name": bands.get("dataset", folder.name), "bands": bands["bands"],
+                                  "statistics": {"mean": bands["mean"], "std": bands["std"]},
+                                  "classes": bands.get("classes", [])}, source=str(files["bands.json"]))
+    args = dict(config["model_args"])
+    size = args.get("img_size")
+    backbone = build_backbone(config["architecture"], in_chans=args["in_chans"],
+                              img_size=size[0] if isinstance(size, (list, tuple)) else size,
+                              patch_size=args.get("patch_size"), depth=args.get("depth"))
+    try:
+        backbone.model.load_state_dict(load_file(str(files["model.safetensors"])), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{folder}: the weights do not fit the model its config.json describes "
+                         f"({str(err).splitlines()[0]})") from None
+    prepare_model(backbone)
+    return backbone.to(device).eval(), card, config
+
+
 def random_init_name(cfg: dict[str, Any]) -> str:
     """How reports name the untrained backbone of the recipe ``cfg``."""
     return f"random-init (seed {cfg.get('run', {}).get('seed', 0)})"

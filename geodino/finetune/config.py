@@ -30,7 +30,7 @@ class SegRunConfig:
 
 @dataclass
 class SegModelConfig:
-    pretrained: str = ""  # a geodino pretraining checkpoint, or "none" (random init of the arch below)
+    pretrained: str = ""  # a geodino pretraining checkpoint or export folder, or "none" (random init of the arch below)
     # Architecture of a randomly initialised backbone (a checkpoint brings its own):
     arch: str = "vit_small_patch16_224"
     patch_size: int = 0  # 0 = the arch's own
@@ -101,8 +101,9 @@ def validate_seg(cfg: SegConfig) -> None:
     m, d, t = cfg.model, cfg.data, cfg.train
     if not m.pretrained:
         raise ConfigError(f"model.pretrained: a pretraining checkpoint, or {RANDOM_INIT!r} for a random init")
-    if m.pretrained != RANDOM_INIT and not Path(m.pretrained).is_file():
-        raise ConfigError(f"model.pretrained: checkpoint {m.pretrained!r} not found (or use {RANDOM_INIT!r})")
+    if m.pretrained != RANDOM_INIT and not Path(m.pretrained).is_file() and not Path(m.pretrained).is_dir():
+        raise ConfigError(f"model.pretrained: checkpoint or export folder {m.pretrained!r} not found "
+                          f"(or use {RANDOM_INIT!r})")
     if m.head not in HEADS:
         raise ConfigError(f"model.head: {m.head!r} is not one of {list(HEADS)}")
     check_data_source(d.source, d.root, "segmentation")

@@ -37,6 +37,13 @@ log = logging.getLogger("geodino")
 def build_backbone_for(cfg: SegConfig):
     """``(backbone, card or None, description)``: the checkpoint's teacher, or a random init."""
     m = cfg.model
+    if m.pretrained != RANDOM_INIT and Path(m.pretrained).is_dir():  # a geodino export folder
+        from geodino.eval.checkpoint import load_export_backbone
+
+        backbone, card, config = load_export_backbone(m.pretrained)
+        if m.drop_path_rate:
+            log.info("model.drop_path_rate is ignored for a pretrained backbone")
+        return backbone, card, f"{config['architecture']} from export {m.pretrained}"
     if m.pretrained != RANDOM_INIT:
         from geodino.eval.checkpoint import load_teacher_backbone
 

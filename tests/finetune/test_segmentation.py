@@ -50,6 +50,21 @@ def test_frozen_pretrained_backbone_keeps_its_weights(synthetic_checkpoint, tmp_
         torch.testing.assert_close(saved[f"backbone.{name}"], value, rtol=0, atol=0)
 
 
+def test_fine_tuning_starts_from_an_export_folder(synthetic_checkpoint, tmp_path) -> None:
+    from geodino.eval.checkpoint import load_teacher_backbone
+
+    export = tmp_path / "export"
+    assert main(["export", str(synthetic_checkpoint), "--out", str(export)]) == 0
+    cfg = load_seg_config("seg_synthetic_quickstart", [f"model.pretrained={export}", *TINY_SEG, "model.head=linear",
+                                                       "model.freeze_backbone=true", f"run.out_dir={tmp_path / 'seg'}"])
+    summary = finetune_segmentation(cfg)
+    assert summary["backbone"] == f"vit_tiny_patch16_224 from export {export}"
+    saved = torch.load(tmp_path / "seg" / "segmentation.pt", weights_only=True)["model"]
+    backbone, _, _ = load_teacher_backbone(synthetic_checkpoint)
+    for name, value in backbone.state_dict().items():  # the export's weights are the teacher's
+        torch.testing.assert_close(saved[f"backbone.{name}"], value, rtol=0, atol=0)
+
+
 def _masked_read(item, image_size, num_classes, seed):
     from geodino.data.sources.synthetic_shards import read_item
 
