@@ -280,7 +280,7 @@ class Pretrainer:
             self.knn_random = self.evaluate_knn()
             if self.knn_random is not None and acc.is_main_process:
                 self.metrics.write({"step": 0, **knn_record(self.knn_random)})
-        if acc.trackers:
+        if acc.log_with:  # the trackers asked for (acc.trackers stays empty until they are initialised)
             # Trackers take scalars: lists (crop scales, levels) go as text.
             flat = flatten_dict(config_to_dict(cfg))
             acc.init_trackers("geodino", config={k: str(v) if isinstance(v, list) else v for k, v in flat.items()})

@@ -125,3 +125,14 @@ def test_a_run_says_what_it_is_before_its_first_step(tmp_path, caplog):
     for part in ("model      vit_tiny_patch16_224", "DINO head K=", "objective  DINO + selfpatch (weight",
                  "crops      2 global x", "per process x 1 =", "device     cpu"):
         assert part in header, part
+
+
+def test_the_tensorboard_tracker_receives_the_losses(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    pretrain(_cfg(tmp_path, "run.max_steps=2", "train.log_every=1", "train.trackers=[tensorboard]"))
+    events = sorted((tmp_path / "geodino").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    scalars = EventAccumulator(str(events[0])).Reload()
+    assert [e.step for e in scalars.Scalars("loss")] == [1, 2]
