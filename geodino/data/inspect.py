@@ -1,9 +1,10 @@
 """Look at shards: counts, bands, shapes, label frequencies, per-band ranges and a preview picture.
 
 The preview shows each sample as an optical true-colour composite (B04/B03/B02, each channel
-stretched between its 2nd and 98th percentile) and, when SAR is present, a false-colour composite
-(R = VV, G = VH, B = VV − VH in dB, stretched the same way); RGB datasets show the images as they
-decode for training.
+stretched between the 2nd and 98th percentile of its typical pixels, so that clouds saturate
+rather than darken the scene) and, when SAR is present, a false-colour composite (R = VV, G = VH,
+B = VV − VH in dB, stretched the same way); RGB datasets show the images as they decode for
+training. Segmentation pictures and attention maps use the same composites.
 """
 
 from __future__ import annotations
@@ -113,12 +114,27 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def stretch(channels: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
-    """[C,H,W] → [H,W,C] in [0,1], each channel linearly stretched between two percentiles."""
+def stretch(channels: np.ndarray, low: float = 2, high: float = 98, spread: float = 3.0) -> np.ndarray:
+    """[C,H,W] → [H,W,C] in [0,1], each channel of this image linearly stretched between two
+    percentiles of its typical pixels: those within ``spread`` robust standard deviations (1.4826
+    median absolute deviations) of its median.
+
+    That is what keeps a cloud from turning the scene black: when bright clouds cover more than
+    ``100 - high`` % of the image, the ``high`` percentile of all pixels is a cloud value and the
+    land is squeezed into the bottom of the range; of the typical pixels, it is the land's own, and
+    the clouds saturate to white. A scene without outliers keeps all its pixels, so nothing changes.
+    """
     out = np.empty(channels.shape[1:] + channels.shape[:1], dtype=np.float32)
     for i, c in enumerate(channels):
-        lo, hi = np.percentile(c, [low, high])
-        out[..., i] = np.clip((c - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+        finite = c[np.isfinite(c)]
+        if finite.size == 0:
+            out[..., i] = 0.0
+            continue
+        median = np.median(finite)
+        sigma = 1.4826 * np.median(np.abs(finite - median))
+        typical = finite[np.abs(finite - median) <= spread * sigma] if sigma > 0 else finite
+        lo, hi = np.percentile(typical if typical.size else finite, [low, high])
+        out[..., i] = np.nan_to_num(np.clip((c - lo) / (hi - lo if hi > lo else 1.0), 0, 1))
     return out
 
 

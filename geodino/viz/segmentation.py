@@ -1,5 +1,5 @@
-"""Pictures of segmentation results: the input composite, the ground truth and the prediction side by
-side, in one colour per class (ignored pixels black)."""
+"""Pictures of segmentation results: the input composites (optical, SAR), the ground truth and the
+prediction side by side, in one colour per class (ignored pixels black)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,15 @@ from geodino.utils import save_figure  # noqa: E402
 def composite(image: np.ndarray, bands: list[str]) -> tuple[str, np.ndarray]:
     """The picture a person would look at first: true colour if the bands allow, else SAR false
     colour, else the first bands (see :func:`geodino.data.inspect.composites`)."""
+    name, picture = next(iter(all_composites(image, bands).items()))
+    return name, picture
+
+
+def all_composites(image: np.ndarray, bands: list[str]) -> dict[str, np.ndarray]:
+    """Every picture of ``image`` by name: ``optical`` and ``sar`` when it has both sensors."""
     from geodino.data.inspect import composites
 
-    pictures = composites({"image": np.asarray(image, dtype=np.float32), "meta": {"bands": list(bands)}})
-    name = next(iter(pictures))
-    return name, pictures[name]
+    return composites({"image": np.asarray(image, dtype=np.float32), "meta": {"bands": list(bands)}})
 
 
 def class_colours(num_classes: int) -> np.ndarray:
@@ -40,12 +44,14 @@ def colour_mask(mask: np.ndarray, colours: np.ndarray, ignore_index: int = 255) 
 
 def save_prediction(image: np.ndarray, bands: list[str], target: np.ndarray, prediction: np.ndarray,
                     class_names: list[str], path: str | Path, ignore_index: int = 255, title: str = "") -> Path:
-    """One PNG: composite | ground truth | prediction, with a legend of the classes present."""
+    """One PNG: the input's composites (optical, and SAR when there is SAR) | ground truth |
+    prediction, with a legend of the classes present."""
     colours = class_colours(len(class_names))
-    name, picture = composite(image, bands)
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6))
-    panels = [(picture, name), (colour_mask(target, colours, ignore_index), "ground truth"),
-              (colour_mask(prediction, colours, ignore_index), "prediction")]
+    inputs = list(all_composites(image, bands).items())
+    fig, axes = plt.subplots(1, len(inputs) + 2, figsize=(3.2 * (len(inputs) + 2), 3.6))
+    panels = [(picture, name) for name, picture in inputs]
+    panels += [(colour_mask(target, colours, ignore_index), "ground truth"),
+               (colour_mask(prediction, colours, ignore_index), "prediction")]
     for ax, (pic, label) in zip(axes, panels):
         ax.imshow(pic, interpolation="nearest")
         ax.set_title(label, fontsize=9)
