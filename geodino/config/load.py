@@ -32,6 +32,13 @@ def _suggest(key: str, options: list[str]) -> str:
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:  # the allowed values are the type: checked here, and only here
+        choices = typing.get_args(hint)
+        if isinstance(value, bool) and "no" in choices:  # YAML 1.1 reads a bare `no` as False
+            value = "yes" if value else "no"
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
     if origin is list:
         (item_hint,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
@@ -62,20 +69,49 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
 
 
-def _apply(node: Any, updates: dict[str, Any], prefix: str) -> None:
+# Keys that moved: a recipe that still uses the old name is told the new one.
+RENAMED = {
+    "objective.selfpatch_k": "objective.selfpatch.k",
+    "objective.selfpatch_blocks": "objective.selfpatch.blocks",
+    "objective.mask_probability": "objective.masked.probability",
+    "objective.mask_ratio": "objective.masked.ratio",
+}
+
+
+def apply_mapping(node: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    """Set the fields of the dataclass tree ``node`` from a nested mapping, checking every key and
+    type against the schema (the one loader of pretraining and fine-tuning recipes)."""
     hints = typing.get_type_hints(type(node))
     names = [f.name for f in dataclasses.fields(node)]
     for key, value in updates.items():
         path = f"{prefix}{key}"
         if key not in names:
+            if path in RENAMED:
+                raise ConfigError(f"{path} is now {RENAMED[path]} (write it as a nested section)")
             raise ConfigError(f"unknown key {path!r}{_suggest(key, names)}")
         current = getattr(node, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: expected a mapping of {sorted(f.name for f in dataclasses.fields(current))}")
-            _apply(current, value, f"{path}.")
+            apply_mapping(current, value, f"{path}.")
         else:
             setattr(node, key, _coerce(value, hints[key], path))
+
+
+def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A recipe as an older geodino saved it in a checkpoint, with moved keys under their new names,
+    so that its runs still resume and evaluate."""
+    import copy
+
+    saved = copy.deepcopy(saved)
+    for old, new in RENAMED.items():
+        (section, key), new_path = old.split("."), new.split(".")
+        if key in saved.get(section, {}):
+            node = saved
+            for part in new_path[:-1]:
+                node = node.setdefault(part, {})
+            node[new_path[-1]] = saved[section].pop(key)
+    return saved
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -139,8 +175,8 @@ def recipe_path(recipe: str | Path) -> Path:
 def apply_recipe(cfg: Any, path: Path, overrides: list[str] | None = None) -> None:
     """Fill the dataclass tree ``cfg`` from the YAML at ``path``, then the dotted overrides."""
     try:
-        _apply(cfg, _read_yaml(path), "")
-        _apply(cfg, parse_overrides(overrides or []), "")
+        apply_mapping(cfg, _read_yaml(path), "")
+        apply_mapping(cfg, parse_overrides(overrides or []), "")
     except ConfigError as err:
         raise ConfigError(f"{path.name}: {err}") from None
 
@@ -151,14 +187,6 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
     apply_recipe(cfg, recipe_path(recipe) if recipe else DEFAULT_RECIPE, overrides)
     validate(cfg)
     return cfg
-
-
-_CHOICES = {
-    "augment.mode": ("auto", "rgb", "multispectral"),
-    "augment.modality_drop_on": ("all", "student"),
-    "optim.clip_mode": ("per_param", "global"),
-    "train.precision": ("no", "bf16", "fp16"),
-}
 
 
 def check_data_source(source: str, root: str, job: str) -> None:
@@ -181,11 +209,6 @@ def check_data_source(source: str, root: str, job: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Checks that span keys or restrict values; types were checked while loading."""
-    for dotted, choices in _CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in choices:
-            raise ConfigError(f"{dotted}: {value!r} is not one of {list(choices)}")
     check_data_source(cfg.data.source, cfg.data.root, "pretraining")
     _validate_model(cfg)
     for key in ("batch_size", "image_size"):
@@ -203,8 +226,6 @@ def validate(cfg: Config) -> None:
     for key in ("modality_drop_p", "flip_p", "jitter_p", "grayscale_p"):
         if not 0 <= getattr(a, key) <= 1:
             raise ConfigError(f"augment.{key}: must be in [0, 1]")
-    if a.band_ops not in ("joint", "physical"):
-        raise ConfigError(f"augment.band_ops: expected joint or physical, got {a.band_ops!r}")
     if a.band_ops != "joint" and a.mode == "rgb":
         raise ConfigError(f"augment.band_ops: {a.band_ops!r} is for multispectral mode (augment.mode is rgb)")
     for key in ("blur_p", "solarize_p"):
@@ -269,9 +290,11 @@ def _validate_objective(cfg: Config) -> None:
             raise ConfigError(str(err)) from None
     if o.patch_weight < 0:
         raise ConfigError("objective.patch_weight: must be >= 0")
-    for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers", "selfpatch_blocks"):
+    for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers"):
         if getattr(o, key) <= 0:
             raise ConfigError(f"objective.{key}: must be positive")
+    if o.selfpatch.blocks <= 0:
+        raise ConfigError("objective.selfpatch.blocks: must be positive")
     if o.patch_out_dim < 2:
         raise ConfigError(f"objective.patch_out_dim: the patch head needs at least 2 prototypes, got {o.patch_out_dim}")
     if o.patch_student_temp <= 0 or o.patch_teacher_temp < 0:
@@ -279,12 +302,13 @@ def _validate_objective(cfg: Config) -> None:
                           "the image-level schedule)")
     if not 0 <= o.patch_center_momentum < 1:
         raise ConfigError("objective.patch_center_momentum: must be in [0, 1)")
-    if not 1 <= o.selfpatch_k <= 8:
-        raise ConfigError(f"objective.selfpatch_k: a 3x3 window has 8 neighbours, got {o.selfpatch_k}")
-    if not 0 <= o.mask_probability <= 1:
-        raise ConfigError("objective.mask_probability: must be in [0, 1]")
-    if len(o.mask_ratio) != 2 or not 0 <= o.mask_ratio[0] <= o.mask_ratio[1] <= 1:
-        raise ConfigError(f"objective.mask_ratio: expected [low, high] with 0 <= low <= high <= 1, got {o.mask_ratio}")
+    if not 1 <= o.selfpatch.k <= 8:
+        raise ConfigError(f"objective.selfpatch.k: a 3x3 window has 8 neighbours, got {o.selfpatch.k}")
+    if not 0 <= o.masked.probability <= 1:
+        raise ConfigError("objective.masked.probability: must be in [0, 1]")
+    r = o.masked.ratio
+    if len(r) != 2 or not 0 <= r[0] <= r[1] <= 1:
+        raise ConfigError(f"objective.masked.ratio: expected [low, high] with 0 <= low <= high <= 1, got {r}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -7,6 +7,7 @@ quickstart recipe overrides what it needs to run on a laptop CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -29,7 +30,7 @@ class DataConfig:
     num_workers: int = 0
     shuffle_buffer: int = 1000  # shards only
     samples_per_epoch: int = 0  # shards: defines the epoch length (0 = the shard index's count)
-    bad_samples: str = "error"  # shards: error (stop, naming shard and key) | skip (record in bad_samples.jsonl)
+    bad_samples: Literal["error", "skip"] = "error"  # shards: stop, naming shard and key | record in bad_samples.jsonl
     max_bad_fraction: float = 0.001  # skip: stop once more than this fraction of the data was bad
     allow_incomplete: bool = False  # read shards of a conversion that did not finish (with a warning)
     # Embedded synthetic scenes (see geodino.data.synthetic)
@@ -61,7 +62,7 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    mode: str = "auto"  # auto | rgb | multispectral
+    mode: Literal["auto", "rgb", "multispectral"] = "auto"
     global_size: int = 224
     global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     local_size: int = 96
@@ -69,10 +70,10 @@ class AugmentConfig:
     n_local: int = 8
     modality_drop_p: float = 0.0
     modality_fill: float = 0.0
-    modality_drop_on: str = "all"  # all | student
+    modality_drop_on: Literal["all", "student"] = "all"
     # multispectral ops: joint (DINO-MM: brightness/contrast/grayscale over all bands together) |
     # physical (a gain on each band's physical quantity, contrast per band, grayscale per modality)
-    band_ops: str = "joint"
+    band_ops: Literal["joint", "physical"] = "joint"
     # Per-view probabilities and strengths; defaults are the reference DINO recipe.
     flip_p: float = 0.5
     jitter_p: float = 0.8
@@ -95,7 +96,7 @@ class OptimConfig:
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     clip_grad: float = 3.0  # 0 disables
-    clip_mode: str = "per_param"  # per_param (reference) | global
+    clip_mode: Literal["per_param", "global"] = "per_param"  # per_param: the reference's
     freeze_last_layer: int = 1  # epochs during which the prototype layer gets no update
     momentum_teacher: float = 0.996
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -108,6 +109,22 @@ class DinoConfig:
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
+
+
+@dataclass
+class SelfPatchConfig:
+    """``objective.selfpatch``: SelfPatch's own settings (Yun et al. 2022)."""
+
+    k: int = 4  # neighbours kept out of the 3x3 window
+    blocks: int = 2  # class-attention blocks of the aggregation module
+
+
+@dataclass
+class MaskedConfig:
+    """``objective.masked``: the masked-patch objective's own settings (iBOT-style)."""
+
+    probability: float = 0.5  # chance that a student global crop is masked
+    ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # fraction of its patches masked
 
 
 @dataclass
@@ -125,15 +142,13 @@ class ObjectiveConfig:
     patch_student_temp: float = 0.1
     patch_teacher_temp: float = 0.0  # 0 = the image loss's teacher temperature (dino.* schedule)
     patch_center_momentum: float = 0.9
-    selfpatch_k: int = 4  # neighbours kept out of the 3x3 window
-    selfpatch_blocks: int = 2  # class-attention blocks of the aggregation module
-    mask_probability: float = 0.5  # masked: chance that a student global crop is masked
-    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # masked: fraction of its patches
+    selfpatch: SelfPatchConfig = field(default_factory=lambda: SelfPatchConfig())
+    masked: MaskedConfig = field(default_factory=lambda: MaskedConfig())
 
 
 @dataclass
 class TrainConfig:
-    precision: str = "no"  # no | bf16 | fp16
+    precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
     checkpoint_every: int = 500  # steps; a checkpoint is always written at the end
     compile: bool = False

@@ -18,7 +18,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from geodino.augment import MultiCropAugment, Views
 from geodino.config import Config, ConfigError, config_to_dict, save_config
-from geodino.config.load import resolve_trackers
+from geodino.config.load import resolve_trackers, upgrade_saved_config
 from geodino.data.build import build_knn_data, build_pretrain_data
 from geodino.engine.build import compile_backbone
 from geodino.engine.ema import ema_update
@@ -348,7 +348,7 @@ class Pretrainer:
             f"{cfg.optim.weight_decay:g} -> {cfg.optim.weight_decay_end:g}, teacher momentum "
             f"{cfg.optim.momentum_teacher:g} -> 1",
             f"  device     {acc.device}, precision {cfg.train.precision}, seed {cfg.run.seed}",
-            f"  weights    " + (f"from {self.core.init_report['source']} ({len(self.core.init_report['new_bands'])} new "
+            "  weights    " + (f"from {self.core.init_report['source']} ({len(self.core.init_report['new_bands'])} new "
                                 f"bands; head {self.core.init_report['head']}; init.json)" if self.core.init_report
                                 else "random (model.init not set)"),
         ])
@@ -580,7 +580,7 @@ def _check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Pat
     """Refuse to resume when a key that changes the result differs. A key the checkpoint does not
     have came with a later geodino; at its default it changes nothing, so a run started before an
     upgrade still resumes after it."""
-    old, new = flatten_dict(saved), flatten_dict(current)
+    old, new = flatten_dict(upgrade_saved_config(saved)), flatten_dict(current)
     defaults = flatten_dict(config_to_dict(Config()))
     for key in sorted(set(old) | set(new)):
         if key.startswith(RESUMABLE_CHANGES):

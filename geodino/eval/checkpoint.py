@@ -158,13 +158,13 @@ def initial_teacher_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
     """
     from accelerate.utils import set_seed
 
-    from geodino.config.load import ConfigError, _apply
+    from geodino.config.load import ConfigError, apply_mapping, upgrade_saved_config
     from geodino.config.schema import Config
     from geodino.objectives.networks import build_student_teacher
 
     recipe = Config()
     try:
-        _apply(recipe, cfg, "")
+        apply_mapping(recipe, upgrade_saved_config(cfg))
     except ConfigError as err:
         raise ConfigError(f"the checkpoint's recipe does not fit this geodino: {err}") from None
     with _global_rng_kept():

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
-from geodino.config.load import ConfigError, _apply, apply_recipe, check_data_source, recipe_path
+from geodino.config.load import ConfigError, apply_mapping, apply_recipe, check_data_source, recipe_path
 
-HEADS = ("linear", "progressive", "upernet")
+Head = Literal["linear", "progressive", "upernet"]
+HEADS = get_args(Head)
 RANDOM_INIT = "none"
 
 
@@ -36,7 +37,7 @@ class SegModelConfig:
     patch_size: int = 0  # 0 = the arch's own
     depth: int = 0  # 0 = the arch's own
     img_size: int = 0  # size the position embedding is laid out for; 0 = data.image_size
-    head: str = "upernet"  # linear | progressive | upernet
+    head: Head = "upernet"
     freeze_backbone: bool = False
     layer_decay: float = 0.75  # lr of block i = lr × decay^(depth + 1 − (i + 1)); 1 = no decay
     decoder_channels: int = 256  # width of the progressive / UPerNet decoders
@@ -57,7 +58,7 @@ class SegDataConfig:
     num_samples: int = 512  # training samples (synthetic: scenes; others: 0 = all)
     val_samples: int = 128  # validation samples (synthetic: scenes; others: 0 = all)
     num_classes: int = 8  # synthetic scenes
-    label_map: str = "dfc"  # sen12ms: dfc (10 simplified IGBP classes, DFC2020) | igbp (17 classes)
+    label_map: Literal["dfc", "igbp"] = "dfc"  # sen12ms: 10 simplified IGBP classes (DFC2020) | 17 IGBP classes
 
 
 @dataclass
@@ -92,7 +93,7 @@ def load_seg_config(recipe: str | Path, overrides: list[str] | None = None) -> S
 
 def seg_config_from_dict(data: dict[str, Any]) -> SegConfig:
     cfg = SegConfig()
-    _apply(cfg, data, "")
+    apply_mapping(cfg, data)
     validate_seg(cfg)
     return cfg
 
@@ -104,11 +105,7 @@ def validate_seg(cfg: SegConfig) -> None:
     if m.pretrained != RANDOM_INIT and not Path(m.pretrained).is_file() and not Path(m.pretrained).is_dir():
         raise ConfigError(f"model.pretrained: checkpoint or export folder {m.pretrained!r} not found "
                           f"(or use {RANDOM_INIT!r})")
-    if m.head not in HEADS:
-        raise ConfigError(f"model.head: {m.head!r} is not one of {list(HEADS)}")
     check_data_source(d.source, d.root, "segmentation")
-    if d.label_map not in ("dfc", "igbp"):
-        raise ConfigError(f"data.label_map: {d.label_map!r} is not one of ['dfc', 'igbp']")
     if d.batch_size < 2:
         raise ConfigError("data.batch_size: at least 2 (the decoders use batch norm)")
     if d.image_size <= 0 or t.epochs <= 0:

@@ -153,5 +153,5 @@ def _heads(cfg: Config, embed_dim: int, is_vit: bool) -> MaskedPatchHeads:
 
 
 register_patch_objective("masked", PatchObjective(
-    heads=_heads, loss=lambda cfg, key: MaskedPatchLoss(**loss_settings(cfg), probability=cfg.objective.mask_probability,
-                                                        ratio=tuple(cfg.objective.mask_ratio), key=key)))
+    heads=_heads, loss=lambda cfg, key: MaskedPatchLoss(**loss_settings(cfg), probability=cfg.objective.masked.probability,
+                                                        ratio=tuple(cfg.objective.masked.ratio), key=key)))

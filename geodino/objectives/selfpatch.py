@@ -163,7 +163,7 @@ class SelfPatchLoss(Objective):
 
 
 def _heads(cfg: Config, embed_dim: int, is_vit: bool) -> SelfPatchHeads:
-    return SelfPatchHeads(embed_dim, k=cfg.objective.selfpatch_k, blocks=cfg.objective.selfpatch_blocks,
+    return SelfPatchHeads(embed_dim, k=cfg.objective.selfpatch.k, blocks=cfg.objective.selfpatch.blocks,
                           **head_settings(cfg))
 
 

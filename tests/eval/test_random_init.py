@@ -11,7 +11,7 @@ import torch
 
 from geodino.cli import main
 from geodino.config import Config
-from geodino.config.load import _apply
+from geodino.config.load import apply_mapping
 from geodino.eval.checkpoint import load_random_backbone, load_teacher_backbone
 from geodino.runs.checkpoint import load_checkpoint
 
@@ -23,7 +23,7 @@ def _step0_teacher_backbone(checkpoint, out_dir) -> dict[str, torch.Tensor]:
     from geodino.engine.pretrain import Pretrainer
 
     cfg = Config()
-    _apply(cfg, load_checkpoint(checkpoint)["config"], "")
+    apply_mapping(cfg, load_checkpoint(checkpoint)["config"])
     cfg.run.out_dir = str(out_dir)
     return Pretrainer(cfg).core.teacher.backbone.state_dict()
 
