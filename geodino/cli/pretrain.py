@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if "knn" in summary:
         knn = summary["knn"]
         metric, name = knn["metric"], {"top1": "top-1", "map_micro": "micro-mAP"}.get(knn["metric"], knn["metric"])
-        print(f"k-NN {name} on held-out data: random teacher {knn['random_teacher'][metric]:.1f}%, "
+        start = "random teacher" if knn.get("initial", "random init") == "random init" else "initial teacher"
+        print(f"k-NN {name} on held-out data: {start} {knn['random_teacher'][metric]:.1f}%, "
               f"trained teacher {knn['trained_teacher'][metric]:.1f}% ({knn['gain']:+.1f})")
     print(json.dumps(summary))
     return 0

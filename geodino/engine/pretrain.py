@@ -383,6 +383,11 @@ class Pretrainer:
             self.metrics.write({"step": self.step, **knn_record(scores)})
             self._warn_if_not_paying(scores)
 
+    def initial_weights(self) -> str:
+        """What the teacher of step 0 was: "random init", or "model.init <source>"."""
+        report = self.core.init_report
+        return f"model.init {report['source']}" if report else "random init"
+
     def _warn_if_not_paying(self, trained: dict[str, Any]) -> None:
         """After warm-up (and always at the end), say so when the trained teacher's k-NN is below the
         random teacher's."""
@@ -392,9 +397,10 @@ class Pretrainer:
             return
         metric = headline_metric(trained)
         if trained[metric] < random[metric]:
-            log.warning("step %d: the trained teacher's k-NN %s (%.1f) is below the random teacher's (%.1f): "
+            log.warning("step %d: the trained teacher's k-NN %s (%.1f) is below the step-0 teacher's (%.1f, %s): "
                         "pretraining does not pay yet on these data (budget, learning rate, teacher temperature "
-                        "or augmentations)", self.step, metric, trained[metric], random[metric])
+                        "or augmentations)", self.step, metric, trained[metric], random[metric],
+                        self.initial_weights())
 
     def state(self) -> dict[str, Any]:
         acc = self.accelerator
@@ -536,8 +542,9 @@ class Pretrainer:
             trained = self.evaluate_knn() if fresh else last
             if trained is not None and self.knn_random is not None:
                 metric = headline_metric(trained)
+                # "random_teacher" is the teacher at step 0: with model.init, the initial weights'
                 knn = {"metric": metric, "random_teacher": self.knn_random, "trained_teacher": trained,
-                       "gain": trained[metric] - self.knn_random[metric]}
+                       "gain": trained[metric] - self.knn_random[metric], "initial": self.initial_weights()}
                 if metric == "top1":
                     knn["top1_gain"] = knn["gain"]
                 summary["knn"] = knn

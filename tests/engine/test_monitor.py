@@ -77,7 +77,7 @@ def test_a_trained_teacher_below_the_random_one_is_reported(tmp_path, caplog) ->
     trainer.step = trainer.total_steps
     with caplog.at_level(logging.WARNING):
         trainer._warn_if_not_paying({"top1": 55.0})
-    assert "below the random teacher's" in caplog.text and "top1 (55.0)" in caplog.text
+    assert "below the step-0 teacher's" in caplog.text and "top1 (55.0)" in caplog.text and "random init" in caplog.text
     caplog.clear()
     trainer._warn_if_not_paying({"top1": 65.0})
     trainer.step = 1  # still warming up: no verdict yet

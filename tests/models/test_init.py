@@ -144,3 +144,18 @@ def test_pretraining_from_an_export_writes_the_mapping(synthetic_checkpoint, tmp
     mapping = json.loads((tmp_path / "run" / "init.json").read_text())
     assert [b["from"] for b in mapping["bands"]] == CARD_BANDS and mapping["head"] == "fresh"
     assert f"weights    from export {export} (0 new bands; head fresh; init.json)" in caplog.text
+
+
+def test_the_step_0_k_nn_scores_the_initial_weights(tmp_path) -> None:
+    # A run from another run's teacher: its step-0 k-NN is that teacher's final one (same weights,
+    # same held-out scenes), labelled as the initial weights, not as a random init.
+    from geodino.engine.pretrain import pretrain
+    from tests.engine.runs import TINY
+
+    knn = ["eval.knn=true", "data.eval_train_samples=64", "data.eval_val_samples=32"]
+    first = pretrain(load_config(None, [*TINY, *knn, "run.max_steps=4", f"run.out_dir={tmp_path / 'a'}"]))
+    second = pretrain(load_config(None, [*TINY, *knn, "run.max_steps=1", f"run.out_dir={tmp_path / 'b'}",
+                                         f"model.init={tmp_path / 'a'}"]))
+    assert second["knn"]["random_teacher"] == first["knn"]["trained_teacher"]
+    assert first["knn"]["initial"] == "random init"
+    assert second["knn"]["initial"].startswith(f"model.init run {tmp_path / 'a'} (its teacher at step 4)")
