@@ -30,7 +30,7 @@ from geodino.engine.optim import (
     drop_last_layer_gradients,
     set_hyperparameters,
 )
-from geodino.engine.prefetch import batches_on_device
+from geodino.engine.prefetch import Ahead, batches_on_device
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
 from geodino.rng import RowRandom
 from geodino.runs import checkpoint as ckpt
@@ -149,6 +149,7 @@ class DINOStep:
             prepare_model(student)
             prepare_model(self.teacher)
         self.objectives = build_objectives(cfg).to(acc.device)
+        self._masks_ahead = Ahead()
         self.weights = objective_weights(cfg)
         self.global_batch = cfg.data.batch_size * acc.num_processes
         self.schedules = Schedules(cfg.optim, cfg.dino, steps_per_epoch, self.global_batch)
@@ -202,8 +203,9 @@ class DINOStep:
     def student_masks(self, views: Views, step: int) -> list[torch.Tensor | None] | None:
         """Patch masks for the student's crops from the objectives that ask for them (None if none do).
 
-        Seeded by the step (a stream apart from the augmentation's) and drawn for the global batch,
-        of which this process keeps its rows: exact on resume and across world sizes.
+        Keyed by the step (apart from the augmentation's key) and each sample's index in the global
+        batch: exact on resume and across world sizes. The masks of the next step are built on a
+        helper thread while this one runs (they depend on nothing this step computes).
         """
         makers = [obj for obj in self.objectives.values() if obj.wants_student_masks()]
         if not makers:
@@ -213,8 +215,13 @@ class DINOStep:
         patch = self.accelerator.unwrap_model(self.student).backbone.patch_size or 1
         grids = [(v.shape[-2] // patch, v.shape[-1] // patch) for v in views.student]
         batch = views.student[0].shape[0]
-        rng = RowRandom(step_key(self.cfg.run.seed, step) + MASK_STREAM, self.accelerator.process_index * batch, batch)
-        masks = makers[0].student_masks(grids, len(views.teacher), rng)
+        n_global, offset = len(views.teacher), self.accelerator.process_index * batch
+
+        def build(at_step: int) -> list[torch.Tensor | None]:
+            rng = RowRandom(step_key(self.cfg.run.seed, at_step) + MASK_STREAM, offset, batch)
+            return makers[0].student_masks(grids, n_global, rng)
+
+        masks = self._masks_ahead.take(step, (tuple(grids), n_global, offset, batch), build)
         device = views.student[0].device
         if device.type == "cuda":  # pinned, so that the copy does not wait for the device
             return [m.pin_memory().to(device, non_blocking=True) if m is not None else None for m in masks]

@@ -36,3 +36,45 @@ def test_cuda_side_stream_gives_the_same_batches_in_order() -> None:
     out = [x.clone() for x in batches_on_device(_batches(5), move, "cuda")]
     torch.cuda.synchronize()
     assert [int(x[0, 0, 0, 0]) for x in out] == [0, 2, 4, 6, 8] and all(x.is_cuda for x in out)
+
+
+def test_work_ahead_gives_what_building_now_gives_and_is_used() -> None:
+    from geodino.engine.prefetch import Ahead
+
+    calls = []
+
+    def build(step):
+        calls.append(step)
+        return [step * 10]
+
+    ahead = Ahead()
+    assert ahead.take(3, "k", build) == [30]  # built now; step 4 starts on the helper thread
+    assert ahead.take(4, "k", build) == [40] and ahead.hits == 1
+    assert ahead.take(9, "k", build) == [90] and ahead.hits == 1  # a jump (resume): built now
+    assert ahead.take(10, "other", build) == [100] and ahead.hits == 1  # another key: not reused
+    ahead.take(11, "other", build)
+    assert ahead.hits == 2 and {3, 4, 5, 9, 10, 11} <= set(calls)  # 5 and 10 built ahead, unused
+
+
+def test_masked_pretraining_uses_masks_built_ahead_and_stays_exact(tmp_path) -> None:
+    # The same run with and without the helper thread: bit for bit the same teacher.
+    from geodino.config import load_config
+    from geodino.engine import pretrain as engine
+    from tests.engine.runs import TINY
+
+    overrides = [*TINY, "objective.patch=masked", "run.max_steps=3", "model.drop_path_rate=0"]
+    engine.pretrain(load_config(None, [*overrides, f"run.out_dir={tmp_path / 'a'}"]))
+
+    class Now(engine.Ahead):
+        def take(self, step, key, build):
+            return build(step)
+
+    original = engine.Ahead
+    engine.Ahead = Now
+    try:
+        engine.pretrain(load_config(None, [*overrides, f"run.out_dir={tmp_path / 'b'}"]))
+    finally:
+        engine.Ahead = original
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["teacher"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["teacher"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
