@@ -113,7 +113,8 @@ def test_knn_during_training_is_logged(tmp_path, monkeypatch):
     knn = json.loads((tmp_path / "knn.json").read_text())
     last = next(r for r in records if r["step"] == 2 and "knn_top1" in r)
     assert knn["trained_teacher"]["top1"] == last["knn_top1"]
-    assert set(knn) == {"metric", "random_teacher", "trained_teacher", "gain", "top1_gain"}
+    assert set(knn) == {"metric", "random_teacher", "trained_teacher", "gain", "top1_gain", "initial"}
+    assert knn["initial"] == "random init"
     assert knn["metric"] == "top1" and knn["gain"] == knn["top1_gain"]
     assert knn["trained_teacher"]["num_val"] == 8 and summary["knn"]["top1_gain"] == knn["top1_gain"]
 
