@@ -81,7 +81,15 @@ class RowRandom:
 
     def rand(self, *shape: int) -> torch.Tensor:
         """Uniform float64 in ``[0, 1)``, ``[n, *shape]``: the top 53 bits of :meth:`bits`."""
-        return torch.from_numpy((self._bits(shape) >> np.uint64(11)).astype(np.float64) * 2.0**-53)
+        return torch.from_numpy(self.rand_array(*shape))
+
+    def rand_array(self, *shape: int) -> np.ndarray:
+        """:meth:`rand` as a numpy array, for callers that compute on the host in numpy."""
+        return (self._bits(shape) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+    def bits_array(self, *shape: int) -> np.ndarray:
+        """:meth:`bits` as a numpy uint64 array."""
+        return self._bits(shape)
 
     def uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
         return low + (high - low) * self.rand(*shape)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from geodino.rng import RowRandom
@@ -60,10 +61,9 @@ def sample_modality_drop(rng: RowRandom, views: int, num_modalities: int, p: flo
         raise ValueError(f"modality drop probability must be in [0, 1], got {p}")
     if num_modalities < 1:
         raise ValueError("modality masking needs at least one modality")
-    u = rng.rand(2, views)  # one draw: the coins, then the choices
-    drop = u[:, 0].t() < p
-    which = (u[:, 1].t() * num_modalities).floor().to(torch.int64).clamp_max(num_modalities - 1)
-    return torch.where(drop, which, torch.full_like(which, -1))
+    u = rng.rand_array(2, views)  # one draw: the coins, then the choices (numpy: no op on the host's path)
+    which = np.minimum(np.floor(u[:, 1].T * num_modalities), num_modalities - 1).astype(np.int64)
+    return torch.from_numpy(np.where(u[:, 0].T < p, which, -1))
 
 
 def apply_modality_drop(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from geodino.rng import RowRandom
@@ -48,6 +49,13 @@ def sample_crop_boxes(
     Returns:
         ``int64`` tensor ``[n, 4]`` of ``(top, left, box_height, box_width)`` in pixels.
     """
+    return torch.from_numpy(_crop_boxes(rng, height, width, scale, ratio, attempts))
+
+
+def _crop_boxes(rng: RowRandom, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                attempts: int) -> np.ndarray:
+    # numpy, not torch: these are a few hundred numbers, and every torch op on them would be a
+    # dispatch on the host's critical path (about 600 ops a step for all the views, issue 14).
     if height < 1 or width < 1:
         raise ValueError(f"need a non-empty image, got {height}x{width}")
     if not 0 < scale[0] <= scale[1]:
@@ -55,21 +63,20 @@ def sample_crop_boxes(
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}")
     area = float(height * width)
-    u = rng.rand(2 * attempts + 2)  # one draw: every proposal's area and aspect, then the position
+    u = rng.rand_array(2 * attempts + 2)  # one draw: every proposal's area and aspect, then the position
     fraction = scale[0] + (scale[1] - scale[0]) * u[:, :attempts]
     log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, attempts : 2 * attempts]
     position = u[:, 2 * attempts :]
 
-    aspect = torch.exp(log_ratio)
-    # torch.round rounds half to even, like the Python round() torchvision uses.
-    w = torch.round(torch.sqrt(area * fraction * aspect))
-    h = torch.round(torch.sqrt(area * fraction / aspect))
+    aspect = np.exp(log_ratio)
+    # np.round rounds half to even, like the Python round() torchvision uses.
+    w = np.round(np.sqrt(area * fraction * aspect))
+    h = np.round(np.sqrt(area * fraction / aspect))
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    # argmax returns the first maximum: the first proposal that fits.
-    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)
-    found = fits.any(dim=1)
-    h = h.gather(1, first).squeeze(1)
-    w = w.gather(1, first).squeeze(1)
+    first = fits.argmax(axis=1)  # the first proposal that fits
+    found = fits.any(axis=1)
+    rows = np.arange(len(first))
+    h, w = h[rows, first], w[rows, first]
 
     # Fallback: the whole image, trimmed to the nearest allowed aspect ratio.
     image_ratio = width / height
@@ -79,16 +86,16 @@ def sample_crop_boxes(
         fb_w, fb_h = int(round(height * ratio[1])), height
     else:
         fb_w, fb_h = width, height
-    h = torch.where(found, h, torch.full_like(h, fb_h))
-    w = torch.where(found, w, torch.full_like(w, fb_w))
+    h = np.where(found, h, fb_h)
+    w = np.where(found, w, fb_w)
 
     # Uniform integer offsets in [0, H - h] and [0, W - w] (torch.randint's distribution);
     # the fallback box is centred instead.
-    top = torch.floor(position[:, 0] * (height - h + 1)).clamp_max(height - h)
-    left = torch.floor(position[:, 1] * (width - w + 1)).clamp_max(width - w)
-    top = torch.where(found, top, torch.div(height - h, 2, rounding_mode="floor"))
-    left = torch.where(found, left, torch.div(width - w, 2, rounding_mode="floor"))
-    return torch.stack([top, left, h, w], dim=1).to(torch.int64)
+    top = np.minimum(np.floor(position[:, 0] * (height - h + 1)), height - h)
+    left = np.minimum(np.floor(position[:, 1] * (width - w + 1)), width - w)
+    top = np.where(found, top, np.floor((height - h) / 2))
+    left = np.where(found, left, np.floor((width - w) / 2))
+    return np.stack([top, left, h, w], axis=1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -172,48 +179,42 @@ class ViewParams:
         )
 
 
+def _view_arrays(recipe: ViewRecipe, rng: RowRandom, height: int, width: int) -> dict[str, np.ndarray]:
+    """The fields of :class:`ViewParams` for one view, as numpy arrays without the view axis."""
+    boxes = _crop_boxes(rng, height, width, recipe.scale, recipe.ratio, CROP_ATTEMPTS)
+    u = rng.rand_array(VIEW_COLUMNS)  # one draw for the rest, column by column as below
+    # torchvision ColorJitter ranges: [max(0, 1 - s), 1 + s] for the blend factors, [-h, h] for hue.
+    low = np.array([max(0.0, 1 - recipe.brightness), max(0.0, 1 - recipe.contrast),
+                    max(0.0, 1 - recipe.saturation), -recipe.hue])
+    high = np.array([1 + recipe.brightness, 1 + recipe.contrast, 1 + recipe.saturation, recipe.hue])
+    lo, hi = recipe.blur_sigma
+    return {
+        "boxes": boxes,
+        "flip": u[:, 0] < recipe.flip_p,
+        "jitter": u[:, 1] < recipe.jitter_p,
+        "factors": low + (high - low) * u[:, 2:6],
+        # A uniformly random permutation per sample: the ranks of i.i.d. uniforms.
+        "order": np.argsort(u[:, 6:10], axis=1).astype(np.int64),
+        "grayscale": u[:, 10] < recipe.grayscale_p,
+        "blur": u[:, 11] < recipe.blur_p,
+        "sigma": lo + (hi - lo) * u[:, 12],
+        "solarize": u[:, 13] < recipe.solarize_p,
+    }
+
+
 def sample_view_params(recipe: ViewRecipe, rng: RowRandom, height: int, width: int) -> ViewParams:
     """Draw the parameters of one view for ``rng``'s rows (returned with a view axis of length 1).
 
     Every field is drawn for every sample, even when its probability is 0 or 1, so that the
     draws that follow do not depend on the recipe's probabilities.
     """
-    f64 = torch.float64
-    boxes = sample_crop_boxes(rng, height, width, recipe.scale, recipe.ratio)
-    u = rng.rand(VIEW_COLUMNS)  # one draw for the rest, column by column as below
-    flip = u[:, 0] < recipe.flip_p
-    jitter = u[:, 1] < recipe.jitter_p
-    # torchvision ColorJitter ranges: [max(0, 1 - s), 1 + s] for the blend factors, [-h, h] for hue.
-    low = torch.tensor(
-        [max(0.0, 1 - recipe.brightness), max(0.0, 1 - recipe.contrast), max(0.0, 1 - recipe.saturation), -recipe.hue],
-        dtype=f64,
-    )
-    high = torch.tensor(
-        [1 + recipe.brightness, 1 + recipe.contrast, 1 + recipe.saturation, recipe.hue], dtype=f64
-    )
-    factors = low + (high - low) * u[:, 2:6]
-    # A uniformly random permutation per sample: the ranks of i.i.d. uniforms.
-    order = torch.argsort(u[:, 6:10], dim=1)
-    grayscale = u[:, 10] < recipe.grayscale_p
-    blur = u[:, 11] < recipe.blur_p
-    lo, hi = recipe.blur_sigma
-    sigma = lo + (hi - lo) * u[:, 12]
-    solarize = u[:, 13] < recipe.solarize_p
-    return ViewParams(
-        boxes=boxes[None],
-        flip=flip[None],
-        jitter=jitter[None],
-        factors=factors[None],
-        order=order[None],
-        grayscale=grayscale[None],
-        blur=blur[None],
-        sigma=sigma[None],
-        solarize=solarize[None],
-    )
+    return sample_group_params([recipe], rng, height, width)
 
 
 def sample_group_params(recipes: list[ViewRecipe], rng: RowRandom, height: int, width: int) -> ViewParams:
     """Draw the parameters of several views of the same output size, view after view."""
     if len({r.size for r in recipes}) > 1:
         raise ValueError("views grouped together must share one output size")
-    return ViewParams.stack([sample_view_params(r, rng, height, width) for r in recipes])
+    views = [_view_arrays(r, rng, height, width) for r in recipes]
+    return ViewParams(**{f.name: torch.from_numpy(np.stack([v[f.name] for v in views]))
+                         for f in fields(ViewParams)})

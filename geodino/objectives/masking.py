@@ -22,7 +22,7 @@ import random
 import numpy as np
 import torch
 
-from geodino.rng import MASK, RowRandom
+from geodino.rng import RowRandom
 
 
 def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 4,
@@ -88,13 +88,12 @@ def sample_block_masks(
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"ratio must be [low, high] within [0, 1], got {ratio}")
     h, w = grid
-    u = rng.rand(2, n_views)  # one draw: which crops are masked, then their ratios
+    u = rng.rand_array(2, n_views)  # one draw: which crops are masked, then their ratios
     chosen = u[:, 0] < probability
-    ratios = lo + (hi - lo) * u[:, 1]
-    seeds = rng.bits(n_views)
+    ratios = (lo + (hi - lo) * u[:, 1]).tolist()  # Python numbers: no op per crop
+    seeds = rng.bits_array(n_views).tolist()
     masks = np.zeros((n_views, rng.n, h, w), dtype=bool)
-    ratios, seeds = ratios.tolist(), seeds.tolist()  # Python numbers: no tensor op per crop
-    for i, v in chosen.nonzero().tolist():
+    for i, v in zip(*np.nonzero(chosen)):
         count = int(round(ratios[i][v] * h * w))
-        _fill_blocks(masks[v, i], count, random.Random(seeds[i][v] & MASK), min_block, 0.3)
+        _fill_blocks(masks[v, i], count, random.Random(seeds[i][v]), min_block, 0.3)
     return torch.from_numpy(masks)
