@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from geodino.data.card import DatasetCard
+from geodino.runs.checkpoint import EXPORT_BANDS, EXPORT_CONFIG, EXPORT_WEIGHTS
 from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-BANDS_FILE = "bands.json"
+WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BANDS
 README_FILE = "README.md"
 # The same weights as a Lightning-style checkpoint, the form torchgeo's trainers take as ``weights=``
 # (``hyper_parameters["model"]`` names the timm architecture, ``state_dict`` holds ``model.*``).

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 MASK = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15  # the golden-ratio increment of SplitMix64
@@ -42,10 +41,16 @@ def _mix64_array(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def step_key(seed: int, step: int) -> int:
+    """The random key of a training step: with a sample's index in the global batch it decides that
+    sample's crops and masks (:class:`RowRandom`), whatever the number of processes."""
+    return seed * 1_000_003 + step
+
+
 class RowRandom:
     """Random numbers for rows ``[offset, offset + n)`` of a global batch, keyed by ``key``.
 
-    Each call is one draw with its own number (0, 1, 2, ... in call order) and returns a tensor
+    Each call is one draw with its own number (0, 1, 2, ... in call order) and returns an array
     ``[n, *shape]`` whose row ``r`` depends only on ``(key, offset + r, draw, shape)``: callers keep
     the order and shapes of their calls independent of the values drawn, and any split of the
     global batch across processes sees the same numbers.
@@ -62,11 +67,8 @@ class RowRandom:
         self.draws = 0
         self._rows = np.arange(self.offset, self.offset + self.n, dtype=np.uint64)[:, None]
 
-    def split(self, start: int, stop: int) -> RowRandom:
-        """The same key for the global rows ``[offset + start, offset + stop)``, at draw 0."""
-        return RowRandom(self.key, self.offset + start, stop - start)
-
-    def _bits(self, shape: tuple[int, ...]) -> np.ndarray:
+    def bits(self, *shape: int) -> np.ndarray:
+        """Uniform 64-bit patterns, uint64 ``[n, *shape]``."""
         columns = math.prod(shape)
         base = mix64(self.key * GAMMA + (self.draws + 1) * DRAW_GAMMA)
         self.draws += 1
@@ -75,25 +77,6 @@ class RowRandom:
             state = index * np.uint64(GAMMA) + np.uint64(base)
             return _mix64_array(state).reshape(self.n, *shape)
 
-    def bits(self, *shape: int) -> torch.Tensor:
-        """Uniform 64-bit patterns as int64 ``[n, *shape]`` (any sign)."""
-        return torch.from_numpy(self._bits(shape).view(np.int64))
-
-    def rand(self, *shape: int) -> torch.Tensor:
+    def rand(self, *shape: int) -> np.ndarray:
         """Uniform float64 in ``[0, 1)``, ``[n, *shape]``: the top 53 bits of :meth:`bits`."""
-        return torch.from_numpy(self.rand_array(*shape))
-
-    def rand_array(self, *shape: int) -> np.ndarray:
-        """:meth:`rand` as a numpy array, for callers that compute on the host in numpy."""
-        return (self._bits(shape) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-    def bits_array(self, *shape: int) -> np.ndarray:
-        """:meth:`bits` as a numpy uint64 array."""
-        return self._bits(shape)
-
-    def uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
-        return low + (high - low) * self.rand(*shape)
-
-    def randint(self, high: int, *shape: int) -> torch.Tensor:
-        """Integers uniform in ``[0, high)`` (int64), from :meth:`rand` (bias below 2**-53 · high)."""
-        return (self.rand(*shape) * high).floor().to(torch.int64).clamp_max(high - 1)
+        return (self.bits(*shape) >> np.uint64(11)).astype(np.float64) * 2.0**-53

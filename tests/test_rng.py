@@ -1,12 +1,12 @@
-"""Counter-based random numbers: the tensor arithmetic matches SplitMix64 computed with Python's
+"""Counter-based random numbers: the array arithmetic matches SplitMix64 computed with Python's
 exact integers, any split of the rows sees the same numbers, and the numbers look uniform."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
-import torch
 
 from geodino.rng import DRAW_GAMMA, GAMMA, MASK, RowRandom, mix64
 
@@ -17,7 +17,7 @@ def test_mix64_is_splitmix64() -> None:
     assert [mix64(i * GAMMA) for i in (1, 2, 3)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
 
 
-def test_tensor_bits_equal_the_exact_integer_reference() -> None:
+def test_array_bits_equal_the_exact_integer_reference() -> None:
     key, offset, n, columns = 123456789012345, 1000, 5, 3
     rng = RowRandom(key, offset, n)
     rng.bits(2)  # draw 0; the reference below is draw 1
@@ -34,18 +34,20 @@ def test_any_split_of_the_rows_sees_the_same_numbers() -> None:
     parts = [RowRandom(7, start, stop - start) for start, stop in ((0, 5), (5, 6), (6, 12))]
     for shape in ((), (4,), (2, 3)):
         expected = whole.rand(*shape)
-        assert torch.equal(torch.cat([p.rand(*shape) for p in parts]), expected)
-    assert torch.equal(whole.split(5, 6).rand(), RowRandom(7, 5, 1).rand())
+        assert np.array_equal(np.concatenate([p.rand(*shape) for p in parts]), expected)
+    assert np.array_equal(RowRandom(7, 5, 1).rand(), RowRandom(7, 0, 12).rand()[5:6])
 
 
 def test_keys_and_draws_differ_and_values_look_uniform() -> None:
     a, b = RowRandom(1, 0, 50_000), RowRandom(2, 0, 50_000)
     x, y = a.rand(), b.rand()
-    assert not torch.equal(x, y) and not torch.equal(x, a.rand())
+    assert not np.array_equal(x, y) and not np.array_equal(x, a.rand())
     assert x.min() >= 0 and x.max() < 1
     tol = 5 / math.sqrt(12 * 50_000)
-    assert abs(x.mean().item() - 0.5) < tol and abs(torch.corrcoef(torch.stack([x, y]))[0, 1].item()) < 0.02
-    counts = torch.bincount(RowRandom(3, 0, 60_000).randint(6), minlength=6).double()
-    assert ((counts - 10_000).abs() < 5 * math.sqrt(10_000)).all()
+    assert abs(x.mean() - 0.5) < tol and abs(np.corrcoef(x, y)[0, 1]) < 0.02
+    # a choice among 6 as modality drops make it: floor(6 u)
+    choices = np.minimum(np.floor(RowRandom(3, 0, 60_000).rand() * 6), 5).astype(np.int64)
+    counts = np.bincount(choices, minlength=6)
+    assert (np.abs(counts - 10_000) < 5 * math.sqrt(10_000)).all()
     with pytest.raises(ValueError, match="offset"):
         RowRandom(0, -1, 3)

@@ -61,7 +61,7 @@ def sample_modality_drop(rng: RowRandom, views: int, num_modalities: int, p: flo
         raise ValueError(f"modality drop probability must be in [0, 1], got {p}")
     if num_modalities < 1:
         raise ValueError("modality masking needs at least one modality")
-    u = rng.rand_array(2, views)  # one draw: the coins, then the choices (numpy: no op on the host's path)
+    u = rng.rand(2, views)  # one draw: the coins, then the choices (numpy: no op on the host's path)
     which = np.minimum(np.floor(u[:, 1].T * num_modalities), num_modalities - 1).astype(np.int64)
     return torch.from_numpy(np.where(u[:, 0].T < p, which, -1))
 

@@ -63,7 +63,7 @@ def _crop_boxes(rng: RowRandom, height: int, width: int, scale: tuple[float, flo
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}")
     area = float(height * width)
-    u = rng.rand_array(2 * attempts + 2)  # one draw: every proposal's area and aspect, then the position
+    u = rng.rand(2 * attempts + 2)  # one draw: every proposal's area and aspect, then the position
     fraction = scale[0] + (scale[1] - scale[0]) * u[:, :attempts]
     log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, attempts : 2 * attempts]
     position = u[:, 2 * attempts :]
@@ -182,7 +182,7 @@ class ViewParams:
 def _view_arrays(recipe: ViewRecipe, rng: RowRandom, height: int, width: int) -> dict[str, np.ndarray]:
     """The fields of :class:`ViewParams` for one view, as numpy arrays without the view axis."""
     boxes = _crop_boxes(rng, height, width, recipe.scale, recipe.ratio, CROP_ATTEMPTS)
-    u = rng.rand_array(VIEW_COLUMNS)  # one draw for the rest, column by column as below
+    u = rng.rand(VIEW_COLUMNS)  # one draw for the rest, column by column as below
     # torchvision ColorJitter ranges: [max(0, 1 - s), 1 + s] for the blend factors, [-h, h] for hue.
     low = np.array([max(0.0, 1 - recipe.brightness), max(0.0, 1 - recipe.contrast),
                     max(0.0, 1 - recipe.saturation), -recipe.hue])

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from geodino.augment import MultiCropAugment
+from geodino.rng import step_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,11 +88,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images = _raw_like(args.batch_size, c, args.image_size, args.mode, generator).to(device)
 
     for k in range(args.warmup):
-        aug(images, args.seed * 1_000_003 + k)
+        aug(images, step_key(args.seed, k))
     _sync(device)
     start = time.perf_counter()
     for k in range(args.steps):
-        aug(images, args.seed * 1_000_003 + args.warmup + k)
+        aug(images, step_key(args.seed, args.warmup + k))
     _sync(device)
     seconds = time.perf_counter() - start
 

@@ -34,8 +34,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is typing.Literal:  # the allowed values are the type: checked here, and only here
         choices = typing.get_args(hint)
-        if isinstance(value, bool) and "no" in choices:  # YAML 1.1 reads a bare `no` as False
-            value = "yes" if value else "no"
+        value = _coerce(value, str, key)  # the schema's choices are strings (YAML's bare `no` included)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
         return value

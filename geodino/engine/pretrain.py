@@ -32,7 +32,7 @@ from geodino.engine.optim import (
 )
 from geodino.engine.prefetch import Ahead, batches_on_device
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
-from geodino.rng import RowRandom
+from geodino.rng import RowRandom, step_key
 from geodino.runs import checkpoint as ckpt
 from geodino.runs.lock import RunFolderBusy, RunLock
 from geodino.runs.metrics import MetricsLog
@@ -45,13 +45,6 @@ log = logging.getLogger("geodino")
 
 # Offset of the patch-mask random key from the augmentation's (both keyed by the step).
 MASK_STREAM = 1 << 40
-
-
-def step_key(seed: int, step: int) -> int:
-    """The random key of a training step: with a sample's index in the global batch it decides that
-    sample's crops and masks (:class:`~geodino.rng.RowRandom`), whatever the number of processes."""
-    return seed * 1_000_003 + step
-
 # A mid-run checkpoint until its next step's loss is known finite (Pretrainer.save).
 PENDING_CHECKPOINT_NAME = "checkpoint.pending.pt"
 # Keys that may change between a run and its resumption without changing the result.

@@ -20,6 +20,7 @@ from typing import Any
 from geodino.data.card import DatasetCard
 from geodino.data.registry import get_source
 from geodino.models.backbone import Backbone, build_backbone
+from geodino.runs.checkpoint import EXPORT_BANDS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_pretraining_checkpoint
 from geodino.speedups import prepare_model
 
 BACKBONE_PREFIX = "backbone."
@@ -59,8 +60,6 @@ def build_recipe_backbone(cfg: dict[str, Any], in_chans: int) -> Backbone:
 
 def _read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(recipe dict, teacher backbone weights)`` of a pretraining checkpoint, or a one-line ValueError."""
-    from geodino.runs.checkpoint import load_pretraining_checkpoint
-
     state = load_pretraining_checkpoint(ckpt_path, need=("teacher", "config"))
     return state["config"], teacher_backbone_weights(state["teacher"])
 
@@ -103,22 +102,22 @@ def load_export_backbone(folder: str | Path, device: str = "cpu") -> tuple[Backb
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    files = {name: folder / name for name in ("config.json", "bands.json", "model.safetensors")}
+    files = {name: folder / name for name in (EXPORT_CONFIG, EXPORT_BANDS, EXPORT_WEIGHTS)}
     missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         raise ValueError(f"{folder} is not a geodino export folder (no {', '.join(missing)})")
-    config = json.loads(files["config.json"].read_text())
-    bands = json.loads(files["bands.json"].read_text())
+    config = json.loads(files[EXPORT_CONFIG].read_text())
+    bands = json.loads(files[EXPORT_BANDS].read_text())
     card = DatasetCard.from_dict({"name": bands.get("dataset", folder.name), "bands": bands["bands"],
                                   "statistics": {"mean": bands["mean"], "std": bands["std"]},
-                                  "classes": bands.get("classes", [])}, source=str(files["bands.json"]))
+                                  "classes": bands.get("classes", [])}, source=str(files[EXPORT_BANDS]))
     args = dict(config["model_args"])
     size = args.get("img_size")
     backbone = build_backbone(config["architecture"], in_chans=args["in_chans"],
                               img_size=size[0] if isinstance(size, (list, tuple)) else size,
                               patch_size=args.get("patch_size"), depth=args.get("depth"))
     try:
-        backbone.model.load_state_dict(load_file(str(files["model.safetensors"])), strict=True)
+        backbone.model.load_state_dict(load_file(str(files[EXPORT_WEIGHTS])), strict=True)
     except RuntimeError as err:
         raise ValueError(f"{folder}: the weights do not fit the model its config.json describes "
                          f"({str(err).splitlines()[0]})") from None

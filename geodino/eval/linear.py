@@ -20,6 +20,7 @@ augmented, which is what makes the probe cheap enough to run for every modality 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -56,7 +57,12 @@ class ProbeSettings:
             raise ValueError(f"probe held_out must be between 0 and 1, got {self.held_out}")
 
     def with_lr(self, lr: float) -> ProbeSettings:
-        return ProbeSettings(self.epochs, (lr,), self.weight_decay, self.batch_size, self.seed, self.held_out)
+        return dataclasses.replace(self, lrs=(lr,))
+
+
+def class_count(labels: torch.Tensor) -> int:
+    """Classes of multi-hot ``[N, K]`` labels (K) or of class indices ``[N]`` (the largest + 1)."""
+    return labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1
 
 
 def selection_metric(multi_label: bool) -> str:
@@ -78,7 +84,7 @@ def choose_lr(features: torch.Tensor, labels: torch.Tensor, settings: ProbeSetti
                     FALLBACK_LR)
         return FALLBACK_LR, {}
     if num_classes is None:  # from all labels: the held-out part may hold a class the rest lacks
-        num_classes = labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1
+        num_classes = class_count(labels)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(s.seed + 1))
     fit, rank = order[held:], order[:held]
     multi_label = labels.ndim == 2
@@ -109,11 +115,11 @@ def train_linear_probe(
     """A trained ``Sequential(standardise, Linear)`` mapping features to class logits, at the
     rate :func:`choose_lr` picks from ``settings.lrs``."""
     s = settings or ProbeSettings()
-    if len(s.lrs) > 1:
-        s = s.with_lr(choose_lr(train_features, train_labels, s, num_classes)[0])
     multi_label = train_labels.ndim == 2
     if num_classes is None:
-        num_classes = train_labels.shape[1] if multi_label else int(train_labels.max()) + 1
+        num_classes = class_count(train_labels)
+    if len(s.lrs) > 1:
+        s = s.with_lr(choose_lr(train_features, train_labels, s, num_classes)[0])
     x = train_features.float()
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
     probe = nn.Sequential(_Standardise(mean, std), nn.Linear(x.shape[1], num_classes))
@@ -177,10 +183,7 @@ def linear_probe(
     settings: ProbeSettings | None = None,
 ) -> dict[str, Any]:
     """Train on one set, score on the other; the class count comes from the labels of both."""
-    if train_labels.ndim == 2:
-        num_classes = train_labels.shape[1]
-    else:
-        num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    num_classes = max(class_count(train_labels), class_count(val_labels))
     s = settings or ProbeSettings()
     lr, lr_scores = choose_lr(train_features, train_labels, s, num_classes)
     probe = train_linear_probe(train_features, train_labels, s.with_lr(lr), num_classes)

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from geodino.runs.checkpoint import CHECKPOINT_NAME, EXPORT_BANDS, EXPORT_WEIGHTS
+
 log = logging.getLogger("geodino")
 
 SSL4EO_L1C_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
@@ -111,16 +113,16 @@ def _load_file(path: Path) -> dict[str, Any]:
 
 
 def _read_folder(path: Path) -> InitWeights:
-    if (path / "model.safetensors").is_file():  # a geodino export
-        weights = _from_state(_load_file(path / "model.safetensors"), f"export {path}")
-        bands_file = path / "bands.json"
+    if (path / EXPORT_WEIGHTS).is_file():  # a geodino export
+        weights = _from_state(_load_file(path / EXPORT_WEIGHTS), f"export {path}")
+        bands_file = path / EXPORT_BANDS
         if bands_file.is_file():
             weights.bands = [b["name"] for b in json.loads(bands_file.read_text())["bands"]]
         return weights
-    if (path / "checkpoint.pt").is_file():  # a geodino run folder
-        return _from_state(_load_file(path / "checkpoint.pt"), f"run {path}", beside=path)
-    raise InitError(f"model.init: {path} is a folder with neither model.safetensors (an export) nor "
-                    "checkpoint.pt (a run)")
+    if (path / CHECKPOINT_NAME).is_file():  # a geodino run folder
+        return _from_state(_load_file(path / CHECKPOINT_NAME), f"run {path}", beside=path)
+    raise InitError(f"model.init: {path} is a folder with neither {EXPORT_WEIGHTS} (an export) nor "
+                    f"{CHECKPOINT_NAME} (a run)")
 
 
 def _from_timm(name: str) -> InitWeights:

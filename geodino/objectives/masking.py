@@ -88,10 +88,10 @@ def sample_block_masks(
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"ratio must be [low, high] within [0, 1], got {ratio}")
     h, w = grid
-    u = rng.rand_array(2, n_views)  # one draw: which crops are masked, then their ratios
+    u = rng.rand(2, n_views)  # one draw: which crops are masked, then their ratios
     chosen = u[:, 0] < probability
     ratios = (lo + (hi - lo) * u[:, 1]).tolist()  # Python numbers: no op per crop
-    seeds = rng.bits_array(n_views).tolist()
+    seeds = rng.bits(n_views).tolist()
     masks = np.zeros((n_views, rng.n, h, w), dtype=bool)
     for i, v in zip(*np.nonzero(chosen)):
         count = int(round(ratios[i][v] * h * w))

@@ -19,6 +19,9 @@ from geodino.utils import atomic_path
 log = logging.getLogger("geodino")
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# The files of a `geodino export` folder: written by geodino.export, read back by model.init,
+# fine-tuning and evaluation, and recognised when one is taken for a checkpoint.
+EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BANDS = "model.safetensors", "config.json", "bands.json"
 
 
 def rng_state() -> dict[str, Any]:
@@ -83,7 +86,7 @@ def load_pretraining_checkpoint(path: str | Path, map_location: str | torch.devi
     export folder, a segmentation checkpoint, some other state dict."""
     path = Path(path)
     if path.is_dir():
-        what = ("a geodino export folder" if (path / "model.safetensors").is_file()
+        what = ("a geodino export folder" if (path / EXPORT_WEIGHTS).is_file()
                 else "a folder")
         hint = (f"; its {CHECKPOINT_NAME}" if (path / CHECKPOINT_NAME).is_file()
                 else "; a run folder holds checkpoint.pt")
