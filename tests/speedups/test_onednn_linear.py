@@ -66,6 +66,34 @@ def test_strided_input_is_handled():
     torch.testing.assert_close(_run(fast, x)[1][1], _run(plain, x)[1][1], atol=1e-5, rtol=1e-5)
 
 
+def _dense_layout(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or t.t().is_contiguous()
+
+
+@needs_onednn
+def test_rows_of_a_larger_tensor_reach_onednn_as_one_dense_block(monkeypatch):
+    """The CLS tokens of a token batch (every N-th row) are multiplied by a slow generic oneDNN kernel
+    unless copied into one block first: each operand oneDNN sees is row- or column-major (issue 14)."""
+    from geodino.speedups import onednn_linear as od
+
+    seen = []
+    real = od._onednn
+    monkeypatch.setattr(od, "_onednn", lambda a, b, bias: seen.append((a, b)) or real(a, b, bias))
+    plain, fast = _pair()
+    tokens = torch.randn(6, 5, 24)
+    cls = tokens[:, 0]  # rows 5 apart: neither contiguous nor a transpose
+    assert not _dense_layout(cls)
+    (want, want_grads), (got, got_grads) = _run(plain, cls), _run(fast, cls)
+    assert len(seen) == 3 and all(_dense_layout(a) and _dense_layout(b) for a, b in seen)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    seen.clear()
+    matmul_t(cls, torch.randn(7, 24)[::1])
+    matmul_t(torch.randn(4, 48)[:, ::2], torch.randn(7, 24))  # every other column
+    assert len(seen) == 2 and all(_dense_layout(a) and _dense_layout(b) for a, b in seen)
+
+
 @needs_onednn
 def test_other_dtypes_and_autocast_take_torchs_path():
     plain, fast = _pair()
