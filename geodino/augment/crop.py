@@ -19,28 +19,28 @@ pixels, and exact, since every later op in the pipeline is symmetric under mirro
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
 def crop_grid_coordinates(
-    boxes: torch.Tensor, flip: torch.Tensor, size: int, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised sampling coordinates (``align_corners=False`` convention) of each crop.
+    boxes: np.ndarray | torch.Tensor, flip: np.ndarray | torch.Tensor, size: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised sampling coordinates (``align_corners=False`` convention) of each crop, on the host.
 
     Args:
-        boxes: ``int64 [..., 4]`` of ``(top, left, box_height, box_width)``.
-        flip: ``bool [...]``: mirror the crop left-right.
+        boxes: integer ``[..., 4]`` of ``(top, left, box_height, box_width)`` (numpy or a CPU tensor).
+        flip: bool ``[...]``: mirror the crop left-right.
         size: output side length in pixels.
 
     Returns:
         ``(gx, gy)``, each ``float64 [..., size]``: x of every output column, y of every output row.
     """
-    boxes = boxes.to(torch.float64)
-    top, left, h, w = boxes.unbind(-1)
-    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size
-    mirrored = 1.0 - centres
-    across = torch.where(flip[..., None], mirrored, centres)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    top, left, h, w = np.moveaxis(boxes, -1, 0)
+    centres = (np.arange(size, dtype=np.float64) + 0.5) / size
+    across = np.where(np.asarray(flip, dtype=bool)[..., None], 1.0 - centres, centres)
     x = left[..., None] + across * w[..., None]
     y = top[..., None] + centres * h[..., None]
     # Pixel-edge coordinate e in [0, W] maps to grid_sample's [-1, 1] as 2 e / W - 1.
@@ -48,27 +48,29 @@ def crop_grid_coordinates(
 
 
 def resized_crops(
-    images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int
+    images: torch.Tensor, boxes: np.ndarray | torch.Tensor, flip: np.ndarray | torch.Tensor, size: int
 ) -> torch.Tensor:
     """Cut V crops of every image and resize each to ``size`` x ``size`` (bicubic).
 
     Args:
         images: ``[N, C, H, W]`` floating tensor on any device.
-        boxes: CPU ``int64 [V, N, 4]`` of ``(top, left, box_height, box_width)``.
-        flip: CPU ``bool [V, N]``.
+        boxes: integer ``[V, N, 4]`` of ``(top, left, box_height, box_width)`` (numpy or CPU tensor).
+        flip: bool ``[V, N]``.
         size: output side length.
 
     Returns:
         ``[V * N, C, size, size]`` on ``images.device``, view-major (all images' crop 0 first).
     """
     n, c, height, width = images.shape
+    boxes, flip = np.asarray(boxes), np.asarray(flip)
     v = boxes.shape[0]
     if boxes.shape[:2] != (v, n) or flip.shape != (v, n):
         raise ValueError(f"expected boxes [V, {n}, 4] and flip [V, {n}], got {tuple(boxes.shape)}, {tuple(flip.shape)}")
     gx, gy = crop_grid_coordinates(boxes, flip, size, height, width)
-    # Only the per-row coordinate vectors travel to the device; the full grid is built there.
-    gx = gx.to(dtype=images.dtype).to(images.device, non_blocking=True)
-    gy = gy.to(dtype=images.dtype).to(images.device, non_blocking=True)
+    # Only the per-row coordinate vectors travel to the device, in one copy; the full grid (V N
+    # size^2 points) is built there by broadcasting.
+    host = torch.from_numpy(np.stack([gx, gy]))
+    gx, gy = host.to(images.device, images.dtype, non_blocking=True).unbind(0)
     grid = torch.stack(
         [gx[:, :, None, :].expand(v, n, size, size), gy[:, :, :, None].expand(v, n, size, size)], dim=-1
     )

@@ -44,51 +44,59 @@ selected rows are computed.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Union
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_hue
-from kornia.filters import gaussian_blur2d
 
 from geodino.augment.params import JITTER_OPS
 
-RowOp = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+RowOp = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
+HostArray = Union[np.ndarray, torch.Tensor]  # per-row parameters on the host: numpy, or a CPU tensor
 
 
-def on_rows(x: torch.Tensor, selected: torch.Tensor, op: RowOp) -> torch.Tensor:
-    """Apply ``op(x[rows], rows)`` to the rows where the CPU mask ``selected`` is true, in place.
+def on_rows(x: torch.Tensor, selected: HostArray, op: RowOp) -> torch.Tensor:
+    """Apply ``op(x[rows], rows)`` to the rows where the host mask ``selected`` is true, in place.
 
-    ``op`` receives the selected rows and their CPU indices (to pick its per-row parameters).
+    ``op`` receives the selected rows and their indices on the host (a numpy array, to pick its
+    per-row parameters).
     """
-    rows = selected.nonzero().squeeze(1)
-    if rows.numel() == 0:
+    rows = np.flatnonzero(np.asarray(selected))
+    if rows.size == 0:
         return x
-    if rows.numel() == x.shape[0]:
+    if rows.size == x.shape[0]:
         x.copy_(op(x, rows))
         return x
-    rows_device = rows.to(x.device, non_blocking=True)
+    rows_device = _to_device(rows, x.device)
     x.index_copy_(0, rows_device, op(x.index_select(0, rows_device), rows))
     return x
 
 
-def _per_row(values: torch.Tensor, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Parameters of ``rows`` as a ``[k]`` tensor on ``like``'s device and dtype."""
-    return values[rows].to(dtype=like.dtype).to(like.device, non_blocking=True)
+def _to_device(values: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One host array as a tensor on ``device``: a single copy (and cast), no op on the host side."""
+    return torch.from_numpy(np.ascontiguousarray(values)).to(device, dtype, non_blocking=True)
+
+
+def _per_row(values: HostArray, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Parameters of ``rows`` as a ``[k, 1, 1, 1]`` tensor on ``like``'s device and dtype, or
+    ``[k, m, 1, 1]`` for ``m`` columns of parameters (one copy for all of them)."""
+    picked = np.asarray(values)[rows]
+    return _to_device(picked, like.device, like.dtype).view(len(rows), -1, 1, 1)
 
 
 # ---------------------------------------------------------------- colour jitter
 
 
-def rgb_color_jitter(
-    x: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor, order: torch.Tensor
-) -> torch.Tensor:
+def rgb_color_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray, order: HostArray) -> torch.Tensor:
     """torchvision ``ColorJitter`` on ``[N, 3, H, W]`` images in [0, 1], a random op order per row.
 
     Args:
-        jitter: CPU ``bool [N]``, rows to jitter.
-        factors: CPU ``[N, 4]`` brightness, contrast, saturation factors and hue shift (turns).
-        order: CPU ``int64 [N, 4]``, per row a permutation of the four ops.
+        jitter: host ``bool [N]``, rows to jitter.
+        factors: host ``[N, 4]`` brightness, contrast, saturation factors and hue shift (turns).
+        order: host ``int64 [N, 4]``, per row a permutation of the four ops.
 
     Brightness, contrast and saturation are one blend, ``x f + ref (1 - f)`` clamped to [0, 1],
     toward a different reference: 0, the mean gray level, the gray image (kornia's formulas, so
@@ -96,41 +104,45 @@ def rgb_color_jitter(
     whose op there is one of those three goes through one pass with its own factor and reference,
     and the rows whose op is hue through a second: 8 passes instead of one per op and position (16).
     """
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=factors.dtype)
+    jitter, factors, order = np.asarray(jitter), np.asarray(factors), np.asarray(order)
     # A factor equal to identity is a no-op (torchvision skips an op whose strength is 0).
-    active = factors != identity
+    active = factors != np.array([1.0, 1.0, 1.0, 0.0])
     hue_op = JITTER_OPS.index("hue")
+    every = np.arange(len(order))
     for step in range(len(JITTER_OPS)):
         op_at = order[:, step]
-        takes = jitter & active.gather(1, op_at[:, None]).squeeze(1)
-        factor_at = factors.gather(1, op_at[:, None]).squeeze(1)
+        takes = jitter & active[every, op_at]
+        factor_at = factors[every, op_at]
+        # Per row: the blend's factor and which reference (0 black, 1 mean gray, 2 gray image) as one
+        # table, so that each pass copies one small array to the device.
+        blend_table = np.stack([factor_at, op_at == 1, op_at == 2], axis=1)
 
-        def blend(sub: torch.Tensor, rows: torch.Tensor, op_at=op_at, factor_at=factor_at) -> torch.Tensor:
-            kind = op_at[rows].to(sub.device, non_blocking=True)[:, None, None, None]
-            f = _per_row(factor_at, rows, sub)[:, None, None, None]
+        def blend(sub: torch.Tensor, rows: np.ndarray, table=blend_table) -> torch.Tensor:
+            f, to_mean, to_gray = _per_row(table, rows, sub).unbind(1)
+            f, to_mean, to_gray = f[:, None], to_mean[:, None] > 0, to_gray[:, None] > 0
             gray = rgb_to_grayscale(sub)
-            ref = torch.where(kind == 2, gray, torch.where(kind == 1, gray.mean((-2, -1), keepdim=True), 0.0))
+            ref = torch.where(to_gray, gray, torch.where(to_mean, gray.mean((-2, -1), keepdim=True), 0.0))
             return (sub * f + ref * (1 - f)).clamp_(0.0, 1.0)
 
-        def hue(sub: torch.Tensor, rows: torch.Tensor, factor_at=factor_at) -> torch.Tensor:
+        def hue(sub: torch.Tensor, rows: np.ndarray, factor_at=factor_at) -> torch.Tensor:
             # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
-            return adjust_hue(sub, _per_row(factor_at, rows, sub) * (2 * math.pi))
+            return adjust_hue(sub, _per_row(factor_at, rows, sub).view(-1) * (2 * math.pi))
 
         on_rows(x, takes & (op_at != hue_op), blend)
         on_rows(x, takes & (op_at == hue_op), hue)
     return x
 
 
-def multispectral_jitter(x: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+def multispectral_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray) -> torch.Tensor:
     """One brightness and one contrast factor for all bands, in unit space, no clipping.
 
     ``u -> b * (c * u + (1 - c) * mean(u))`` with the mean over all bands and pixels of the row;
     scaling commutes with blending toward the mean, so this equals either order of the two ops.
     """
+    factors = np.asarray(factors)
 
-    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        b = _per_row(factors[:, 0], rows, sub)[:, None, None, None]
-        c = _per_row(factors[:, 1], rows, sub)[:, None, None, None]
+    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        b, c = _per_row(factors[:, :2], rows, sub).unsqueeze(1).unbind(2)
         mean = sub.mean(dim=(1, 2, 3), keepdim=True)
         return b * (c * sub + (1 - c) * mean)
 
@@ -138,7 +150,7 @@ def multispectral_jitter(x: torch.Tensor, jitter: torch.Tensor, factors: torch.T
 
 
 def physical_jitter(
-    x: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor, gain_offset: torch.Tensor,
+    x: torch.Tensor, jitter: HostArray, factors: HostArray, gain_offset: torch.Tensor,
     db_step: torch.Tensor, is_db: torch.Tensor,
 ) -> torch.Tensor:
     """Brightness as a gain on each band's physical quantity and contrast toward each band's mean.
@@ -157,9 +169,10 @@ def physical_jitter(
     offset = gain_offset[None, :, None, None]
     step = db_step[None, :, None, None]
 
-    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        b = _per_row(factors[:, 0], rows, sub)[:, None, None, None]
-        c = _per_row(factors[:, 1], rows, sub)[:, None, None, None]
+    factors = np.asarray(factors)
+
+    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        b, c = _per_row(factors[:, :2], rows, sub).unsqueeze(1).unbind(2)
         mean = sub.mean(dim=(2, 3), keepdim=True)
         blended = c * sub + (1 - c) * mean
         scale = 1 + lin * (b - 1)
@@ -172,20 +185,20 @@ def physical_jitter(
 # ---------------------------------------------------------------- grayscale, blur, solarize
 
 
-def rgb_grayscale(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+def rgb_grayscale(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
     """ITU-R 601 luma of the selected rows, copied to all three channels."""
     return on_rows(x, selected, lambda sub, rows: rgb_to_grayscale(sub).expand_as(sub))
 
 
-def band_mean_grayscale(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+def band_mean_grayscale(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
     """Mean over all bands of the selected rows, copied to every band."""
     return on_rows(x, selected, lambda sub, rows: sub.mean(dim=1, keepdim=True).expand_as(sub))
 
 
-def modality_grayscale(x: torch.Tensor, selected: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+def modality_grayscale(x: torch.Tensor, selected: HostArray, groups: list[list[int]]) -> torch.Tensor:
     """Per group of bands (a modality), the mean over the group copied to its bands."""
 
-    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         out = sub.clone()
         for channels in groups:
             out[:, channels] = sub[:, channels].mean(dim=1, keepdim=True)
@@ -201,20 +214,43 @@ def blur_kernel_size(sigma_max: float, image_size: int) -> int:
     return max(1, min(size, largest))
 
 
-def gaussian_blur(
-    x: torch.Tensor, selected: torch.Tensor, sigma: torch.Tensor, kernel_size: int
-) -> torch.Tensor:
-    """Gaussian blur of the selected rows, each with its own sigma (CPU ``[N]``), reflect borders."""
+def gaussian_kernels(sigma: np.ndarray, kernel_size: int) -> np.ndarray:
+    """Normalised 1-D Gaussian taps of an odd ``kernel_size``, one row per sigma: ``float64
+    [len(sigma), kernel_size]`` (kornia's ``get_gaussian_kernel1d``, computed in float64)."""
+    if kernel_size % 2 != 1:
+        raise ValueError(f"the blur kernel size must be odd, got {kernel_size}")
+    offsets = np.arange(kernel_size, dtype=np.float64) - kernel_size // 2
+    taps = np.exp(-(offsets**2) / (2.0 * np.asarray(sigma, dtype=np.float64)[:, None] ** 2))
+    return taps / taps.sum(axis=1, keepdims=True)
+
+
+def gaussian_blur(x: torch.Tensor, selected: HostArray, sigma: HostArray, kernel_size: int) -> torch.Tensor:
+    """Gaussian blur of the selected rows, each with its own sigma (host ``[N]``), reflect borders.
+
+    The same separable filter as kornia's ``gaussian_blur2d`` (a horizontal then a vertical pass,
+    each on a reflect-padded input), with the taps computed on the host and copied once. Ours
+    because kornia builds the per-row taps on the device from a sigma tensor: about 35 small ops
+    (kernel launches on a GPU) per call, against 5 here (``geodino bench host``, issue 14).
+    """
     if kernel_size < 3:
         return x
+    sigma = np.asarray(sigma)
+    half = kernel_size // 2
 
-    def op(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        s = sigma[rows].to(dtype=sub.dtype)[:, None].expand(-1, 2)
-        return gaussian_blur2d(sub, (kernel_size, kernel_size), s, border_type="reflect")
+    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        k, c, height, width = sub.shape
+        # One filter per (row, band): depthwise convolutions over the [1, k c, H, W] stack.
+        taps = _to_device(np.repeat(gaussian_kernels(sigma[rows], kernel_size), c, axis=0), sub.device, sub.dtype)
+        planes = sub.reshape(1, k * c, height, width)
+        planes = F.conv2d(F.pad(planes, (half, half, 0, 0), mode="reflect"), taps.view(k * c, 1, 1, -1),
+                          groups=k * c)
+        planes = F.conv2d(F.pad(planes, (0, 0, half, half), mode="reflect"), taps.view(k * c, 1, -1, 1),
+                          groups=k * c)
+        return planes.view(k, c, height, width)
 
     return on_rows(x, selected, op)
 
 
-def solarize(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+def solarize(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
     """Reflect the upper half of unit space: ``u >= 0.5 -> 1 - u`` (PIL's threshold 128 of 255)."""
     return on_rows(x, selected, lambda sub, rows: torch.where(sub >= 0.5, 1.0 - sub, sub))

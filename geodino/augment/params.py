@@ -9,7 +9,10 @@ Every random number the augmentation uses is drawn here, before any pixel is tou
   with the whole global batch would;
 - the pixel work on the accelerator never waits for the host to decide something.
 
-Parameters are kept as CPU tensors with a leading ``[views, samples]`` shape.
+Parameters are kept as numpy arrays with a leading ``[views, samples]`` shape: the ops read them
+on the host to pick rows and build small per-row tables, and only those tables travel to the
+device, one copy each. Host arithmetic on them as torch tensors would be one dispatched op per
+operation on the step's critical path (issue 14).
 """
 
 from __future__ import annotations
@@ -142,17 +145,17 @@ JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 
 @dataclass
 class ViewParams:
-    """Random parameters of a group of views, each field shaped ``[views, samples, ...]`` (CPU)."""
+    """Random parameters of a group of views, each field a numpy array ``[views, samples, ...]``."""
 
-    boxes: torch.Tensor  # int64 [V, N, 4]: top, left, height, width of the crop in the source
-    flip: torch.Tensor  # bool [V, N]: mirror left-right
-    jitter: torch.Tensor  # bool [V, N]: apply colour jitter
-    factors: torch.Tensor  # float64 [V, N, 4]: brightness, contrast, saturation, hue
-    order: torch.Tensor  # int64 [V, N, 4]: a permutation of JITTER_OPS, applied left to right
-    grayscale: torch.Tensor  # bool [V, N]
-    blur: torch.Tensor  # bool [V, N]
-    sigma: torch.Tensor  # float64 [V, N]: Gaussian blur standard deviation in output pixels
-    solarize: torch.Tensor  # bool [V, N]
+    boxes: np.ndarray  # int64 [V, N, 4]: top, left, height, width of the crop in the source
+    flip: np.ndarray  # bool [V, N]: mirror left-right
+    jitter: np.ndarray  # bool [V, N]: apply colour jitter
+    factors: np.ndarray  # float64 [V, N, 4]: brightness, contrast, saturation, hue
+    order: np.ndarray  # int64 [V, N, 4]: a permutation of JITTER_OPS, applied left to right
+    grayscale: np.ndarray  # bool [V, N]
+    blur: np.ndarray  # bool [V, N]
+    sigma: np.ndarray  # float64 [V, N]: Gaussian blur standard deviation in output pixels
+    solarize: np.ndarray  # bool [V, N]
 
     @property
     def num_views(self) -> int:
@@ -162,7 +165,7 @@ class ViewParams:
     def num_samples(self) -> int:
         return self.flip.shape[1]
 
-    def flat(self, name: str) -> torch.Tensor:
+    def flat(self, name: str) -> np.ndarray:
         """Field ``name`` with views and samples merged into one row axis, view-major: ``[V * N, ...]``."""
         value = getattr(self, name)
         return value.reshape(-1, *value.shape[2:])
@@ -174,9 +177,7 @@ class ViewParams:
     @staticmethod
     def stack(views: list[ViewParams]) -> ViewParams:
         """Concatenate groups along the view axis."""
-        return ViewParams(
-            **{f.name: torch.cat([getattr(v, f.name) for v in views], dim=0) for f in fields(ViewParams)}
-        )
+        return ViewParams(**{f.name: np.concatenate([getattr(v, f.name) for v in views]) for f in fields(ViewParams)})
 
 
 def _view_arrays(recipe: ViewRecipe, rng: RowRandom, height: int, width: int) -> dict[str, np.ndarray]:
@@ -216,5 +217,4 @@ def sample_group_params(recipes: list[ViewRecipe], rng: RowRandom, height: int, 
     if len({r.size for r in recipes}) > 1:
         raise ValueError("views grouped together must share one output size")
     views = [_view_arrays(r, rng, height, width) for r in recipes]
-    return ViewParams(**{f.name: torch.from_numpy(np.stack([v[f.name] for v in views]))
-                         for f in fields(ViewParams)})
+    return ViewParams(**{f.name: np.stack([v[f.name] for v in views]) for f in fields(ViewParams)})

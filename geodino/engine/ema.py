@@ -14,7 +14,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     copy of the student).
     """
     t_params = list(teacher.parameters())
-    s_params = [p.detach() for p in student.parameters()]
+    s_params = list(student.parameters())  # read under no_grad: no detached copies (one op each)
     if len(t_params) != len(s_params):
         raise ValueError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")
     torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)  # one pass: t + (1 − m)(s − t)

@@ -147,7 +147,28 @@ def build_backbone(
         model = timm.create_model(arch, **kwargs)
     except RuntimeError as err:
         raise ValueError(f"cannot build backbone {arch!r}: {err} (closest timm names: {similar_archs(arch)})") from err
+    remove_zero_dropout(model)
     return Backbone(model)
+
+
+class NoDropout(nn.Identity):
+    """A dropout of rate 0: returns its input without dispatching an op. Keeps ``p`` because timm's
+    fused attention reads ``attn_drop.p``."""
+
+    p = 0.0
+
+
+def remove_zero_dropout(model: nn.Module) -> int:
+    """Replace the ``nn.Dropout(0)`` layers timm puts in every block (a dozen per ViT block pair,
+    each still one dispatched op a forward, a kernel launch on a GPU) with :class:`NoDropout`;
+    returns how many. Dropouts with a rate stay."""
+    swapped = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout and child.p == 0.0:
+                setattr(parent, name, NoDropout())
+                swapped += 1
+    return swapped
 
 
 def similar_archs(arch: str, n: int = 5) -> list[str]:

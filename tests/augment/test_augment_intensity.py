@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+
 import torch
 from kornia.enhance import (
     adjust_brightness_accumulative,
@@ -142,3 +145,21 @@ def test_modality_grayscale_never_mixes_sensors() -> None:
     torch.testing.assert_close(out[0, :3], x[0, :3].mean(0, keepdim=True).expand(3, 3, 3))
     torch.testing.assert_close(out[0, 3:], x[0, 3:].mean(0, keepdim=True).expand(2, 3, 3))
     assert torch.equal(out[1], x[1])
+
+
+def test_blur_is_kornias_gaussian_blur_with_taps_built_on_the_host() -> None:
+    """Ours only because kornia builds per-row taps on the device (dozens of small ops): the result
+    must stay kornia's separable reflect-padded Gaussian, for each sigma and kernel size used."""
+    from kornia.filters import gaussian_blur2d
+
+    torch.manual_seed(0)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 1.7, 2.0], dtype=torch.float64)
+    for kernel, size in [(13, 32), (13, 96), (7, 8), (3, 5)]:
+        x = torch.rand(5, 3, size, size)
+        out = intensity.gaussian_blur(x.clone(), torch.ones(5, dtype=torch.bool), sigma, kernel)
+        want = gaussian_blur2d(x, (kernel, kernel), sigma.float()[:, None].expand(-1, 2), border_type="reflect")
+        torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
+    taps = intensity.gaussian_kernels(np.array([1.0]), 5)
+    assert np.allclose(taps.sum(), 1.0) and np.allclose(taps, taps[:, ::-1])  # normalised and symmetric
+    with pytest.raises(ValueError, match="odd"):
+        intensity.gaussian_kernels(np.array([1.0]), 4)

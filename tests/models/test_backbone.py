@@ -40,3 +40,26 @@ def test_an_unknown_arch_suggests_names_of_its_own_family() -> None:
                                          r"'vit_tiny_patch16_224'") as err:
         build_backbone("vit_tiny_patch16", in_chans=3)
     assert "convit" not in str(err.value) and "crossvit" not in str(err.value)
+
+
+def test_zero_rate_dropouts_are_removed_and_the_outputs_stay_the_same():
+    """timm puts nn.Dropout(0) in every block: each is still one op per forward (a kernel launch on
+    a GPU) that computes nothing (issue 14). Rates above 0 stay."""
+    import timm
+
+    from geodino.models.backbone import NoDropout, remove_zero_dropout
+
+    backbone = build_backbone("vit_tiny_patch16_224", in_chans=4, img_size=32, patch_size=8, depth=2)
+    modules = list(backbone.modules())
+    assert not any(type(m) is torch.nn.Dropout for m in modules)
+    assert sum(isinstance(m, NoDropout) for m in modules) >= 8
+    torch.manual_seed(0)
+    plain = timm.create_model("vit_tiny_patch16_224", num_classes=0, in_chans=4, img_size=32, patch_size=8, depth=2,
+                              dynamic_img_size=True)
+    backbone.model.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 32, 32)
+    plain.train(), backbone.train()
+    torch.testing.assert_close(backbone(x).cls, plain.forward_features(x)[:, 0], atol=1e-6, rtol=0)
+    kept = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=1, proj_drop_rate=0.1)
+    assert remove_zero_dropout(kept) > 0
+    assert any(type(m) is torch.nn.Dropout and m.p == 0.1 for m in kept.modules())
