@@ -128,6 +128,53 @@ def test_a_run_says_what_it_is_before_its_first_step(tmp_path, caplog):
         assert part in header, part
 
 
+def _wandb_history(run_file) -> list[dict[str, float]]:
+    """The logged rows of an offline W&B run file: its records are protobuf messages in a LevelDB-style
+    log (a 7-byte ``:W&B`` header, then 32 KiB blocks of records with 7-byte headers)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    raw = run_file.read_bytes()
+    assert raw[:4] == b":W&B", f"not a W&B run file: {raw[:7]!r}"
+    pos, chunks, pending = 7, [], b""
+    while pos + 7 <= len(raw):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        if kind == 0:
+            break
+        pending += raw[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            chunks.append(pending)
+            pending = b""
+    rows = []
+    for chunk in chunks:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunk)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): float(item.value_json) for item in record.history.item})
+    return rows
+
+
+def test_the_wandb_tracker_receives_the_losses_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
+                       "WANDB_CONSOLE": "off"}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "run"
+    pretrain(_cfg(out, "run.max_steps=2", "train.log_every=1", "train.trackers=[wandb]"))
+    run_files = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1, "no offline W&B run"
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    history = _wandb_history(run_files[0])
+    assert [row["_step"] for row in history] == [1, 2]
+    for row, record in zip(history, logged):
+        assert row["loss"] == pytest.approx(record["loss"]) and row["lr"] == pytest.approx(record["lr"])
+
+
 def test_the_tensorboard_tracker_receives_the_losses(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
