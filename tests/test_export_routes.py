@@ -1,4 +1,4 @@
-"""The README's snippets that load a geodino export with timm and with torchgeo, run on a real export."""
+"""The README's snippets that load a geodino export with timm, torchgeo and TerraTorch, run on real exports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _snippets() -> list[str]:
-    section = README.read_text().split("## Exporting to timm and torchgeo", 1)[1].split("\n## ", 1)[0]
+    section = README.read_text().split("## Exporting to timm, torchgeo and TerraTorch", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
@@ -50,10 +50,32 @@ def test_the_torchgeo_snippet_builds_a_trainer_with_the_weights(default_shape_ex
     pytest.importorskip("torchgeo.trainers")
     from safetensors.torch import load_file
 
-    torchgeo_snippet = next(s for s in _snippets() if "torchgeo" in s)
+    torchgeo_snippet = next(s for s in _snippets() if "from torchgeo" in s)
     task = _run(torchgeo_snippet, default_shape_export)["task"]
     weights = load_file(default_shape_export / "model.safetensors")
     own = task.model.state_dict()
     for name, value in weights.items():  # every backbone tensor, the new classifier aside
         assert torch.equal(own[name], value), name
     assert own["head.weight"].shape == (10, weights["norm.weight"].shape[0])
+
+
+def test_the_terratorch_snippet_loads_a_non_default_shape_with_every_block(tmp_path) -> None:
+    """TerraTorch's timm route on an export of another shape than timm's default (8 bands, 8-px
+    patches, 2 blocks, 32 px): every tensor but the final norm, which its feature maps skip."""
+    pytest.importorskip("terratorch")
+    from safetensors.torch import load_file
+
+    from tests.conftest import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "export")]) == 0
+    snippet = next(s for s in _snippets() if "terratorch" in s)
+    backbone = _run(snippet, tmp_path / "export")["backbone"]
+    own = backbone.state_dict()
+    weights = load_file(tmp_path / "export" / "model.safetensors")
+    assert {name for name in weights if f"model.{name}" not in own} == {"norm.weight", "norm.bias"}
+    for name, value in weights.items():
+        if f"model.{name}" in own:
+            assert torch.equal(own[f"model.{name}"], value), name
+    (features,) = backbone(torch.randn(2, weights["patch_embed.proj.weight"].shape[1], 32, 32))
+    assert features.shape == (2, 192, 4, 4)
