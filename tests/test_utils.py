@@ -23,3 +23,17 @@ def test_written_file_has_umask_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_the_cpu_is_named_with_family_model_and_the_instruction_sets_that_pick_kernels():
+    """VMs name every EPYC generation "AMD EPYC"; per-machine choices (oneDNN) and figures need more."""
+    from geodino.utils import describe_cpu
+
+    epyc = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert describe_cpu(epyc) == "AMD EPYC (family 25 model 17; avx2 avx512f avx512_bf16)"
+    xeon = ("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    assert describe_cpu(xeon) == ("Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143; avx2 avx512f avx512_bf16 "
+                                  "amx_tile amx_bf16)")
+    assert describe_cpu("model name\t: Some CPU\n") == "Some CPU"
