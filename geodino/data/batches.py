@@ -60,7 +60,8 @@ class PretrainData:
     ``images(batch, device)`` turns one into float32 images on the training device.
 
     ``description`` says what is read (which split, how many samples) for the run's log;
-    ``bad_samples()`` how many bad samples were skipped so far (``data.bad_samples=skip``).
+    ``bad_samples()`` how many bad samples were skipped so far (``data.bad_samples=skip``);
+    ``close()`` stops the loader's worker processes (the run calls it when it ends, however it ends).
     """
 
     card: DatasetCard
@@ -69,6 +70,7 @@ class PretrainData:
     description: str = ""
     images: Callable[[dict[str, Any], Any], torch.Tensor] = batch_images
     bad_samples: Callable[[], int] = lambda: 0
+    close: Callable[[], None] = lambda: None
 
 
 def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank: int, world: int,
@@ -94,4 +96,19 @@ def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank:
         sampler.epoch, sampler.start_step = epoch, start_step  # read when the loader starts iterating
         yield from loader
 
-    return PretrainData(card=card, steps_per_epoch=steps, batches=batches, description=description)
+    return PretrainData(card=card, steps_per_epoch=steps, batches=batches, description=description,
+                        close=lambda: stop_workers(loader))
+
+
+def stop_workers(loader: DataLoader) -> None:
+    """Stop the persistent worker processes of ``loader`` now.
+
+    They otherwise live as long as the loader object, and the workers ignore SIGTERM (the scheduler's
+    signal is the main process's to handle, see :func:`~geodino.utils.ignore_stop_signals`): a loader
+    still referenced when the interpreter exits leaves multiprocessing's exit handler waiting on
+    them forever (a finished run hung at exit once an import kept the loader alive). DataLoader has
+    no public way to do this; its iterator's shutdown is what deleting the loader would run."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None

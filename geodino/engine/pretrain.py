@@ -263,6 +263,8 @@ class Pretrainer:
             kept = (f"the last good checkpoint {path} (step {self._good_step}) is intact" if path.exists()
                     else "no checkpoint was written yet")
             raise NonFiniteLossError(err.step, err.losses, kept, err.what) from None
+        finally:
+            self.data.close()  # worker processes end with the run, not whenever the loader is collected
 
     def _fit(self) -> dict[str, Any]:
         cfg, acc = self.cfg, self.accelerator

@@ -184,3 +184,28 @@ def test_the_tensorboard_tracker_receives_the_losses(tmp_path):
     assert events, "no TensorBoard event file"
     scalars = EventAccumulator(str(events[0])).Reload()
     assert [e.step for e in scalars.Scalars("loss")] == [1, 2]
+
+
+def test_a_run_with_data_workers_exits_even_when_its_loader_is_still_referenced(tmp_path):
+    """The workers ignore SIGTERM (the scheduler's signal is the trainer's), so workers still alive
+    at interpreter exit left multiprocessing's exit handler waiting forever: a finished run hung
+    once an installed package (wandb, imported by timm) kept the loader referenced. The run stops
+    its workers when it ends; here a global keeps the whole trainer alive until exit."""
+    import subprocess
+    import sys
+
+    from tests.engine.runs import env
+
+    script = (
+        "import sys\n"
+        "from geodino.config import load_config\n"
+        "from geodino.engine.pretrain import Pretrainer\n"
+        "KEPT = Pretrainer(load_config(None, sys.argv[1:]))\n"
+        "KEPT.fit()\n"
+        "print('fit done', flush=True)\n"
+    )
+    overrides = [f"run.out_dir={tmp_path}", *TINY, "run.max_steps=2", "data.num_workers=2", "train.progress=false"]
+    done = subprocess.run([sys.executable, "-c", script, *overrides], env=env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fit done" in done.stdout
