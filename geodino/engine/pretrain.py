@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,34 +295,41 @@ class Pretrainer:
             tick, rate = time.perf_counter(), None
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, spe)
-                for images in batches_on_device(self.data.batches(epoch, in_epoch), self.data.images, acc.device):
-                    step = self.step
-                    log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
-                    result = self.train_step(images, step, log_now)
-                    self.step = step + 1
-                    if self._pending_step is not None:
-                        self._promote_pending()  # this step's loss came from the pending checkpoint's weights
-                    now = time.perf_counter()
-                    inst = self.global_batch / max(now - tick, 1e-9)
-                    rate = inst if rate is None else 0.9 * rate + 0.1 * inst
-                    tick = now
-                    progress.update(1)
-                    if log_now:
-                        self.core.guard.check(self.core.loss_names)
-                        progress.set_postfix(loss=f"{result.losses['loss']:.4f}", lr=f"{self.schedules.lr[step]:.2e}",
-                                             img_s=f"{rate:.1f}", refresh=False)
-                        self._log(step, epoch, result, rate)
-                    if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
-                        self._log_knn()
-                    if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
-                        self.save(final=self.step == self.total_steps)
-                    if self.step >= self.total_steps:
-                        break
-                    signum = stops.agreed()
-                    if signum:
-                        self.save(final=True)
-                        progress.close()
-                        raise RunStopped(signum, self.step, str(self.out_dir / ckpt.CHECKPOINT_NAME))
+                # Closed when the loop leaves, however it leaves: an epoch's loader (and its workers)
+                # must not wait for a traceback that still holds this frame to be dropped.
+                epoch_batches = closing(batches_on_device(self.data.batches(epoch, in_epoch), self.data.images,
+                                                          acc.device))
+                with epoch_batches as batches:
+                    for images in batches:
+                        step = self.step
+                        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
+                        result = self.train_step(images, step, log_now)
+                        self.step = step + 1
+                        if self._pending_step is not None:
+                            # this step's loss came from the pending checkpoint's weights
+                            self._promote_pending()
+                        now = time.perf_counter()
+                        inst = self.global_batch / max(now - tick, 1e-9)
+                        rate = inst if rate is None else 0.9 * rate + 0.1 * inst
+                        tick = now
+                        progress.update(1)
+                        if log_now:
+                            self.core.guard.check(self.core.loss_names)
+                            progress.set_postfix(loss=f"{result.losses['loss']:.4f}",
+                                                 lr=f"{self.schedules.lr[step]:.2e}", img_s=f"{rate:.1f}",
+                                                 refresh=False)
+                            self._log(step, epoch, result, rate)
+                        if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
+                            self._log_knn()
+                        if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
+                            self.save(final=self.step == self.total_steps)
+                        if self.step >= self.total_steps:
+                            break
+                        signum = stops.agreed()
+                        if signum:
+                            self.save(final=True)
+                            progress.close()
+                            raise RunStopped(signum, self.step, str(self.out_dir / ckpt.CHECKPOINT_NAME))
         progress.close()
         return self._finish()
 
