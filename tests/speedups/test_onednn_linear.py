@@ -165,8 +165,15 @@ def test_the_path_is_chosen_by_measurement_on_this_machine_and_remembered(monkey
 
 
 @needs_onednn
-def test_the_probe_times_both_paths():
-    from geodino.speedups.onednn_linear import measure_onednn_gain
+def test_the_probe_times_both_paths(monkeypatch):
+    # No bounds on the ratio itself: it is a timing, and a loaded machine can skew one round by 30x.
+    import math
 
-    gain = measure_onednn_gain([(32, 64)], rows=64, rounds=1)
-    assert 0.05 < gain < 50
+    from geodino.speedups import onednn_linear as od
+
+    calls = []
+    real = od._onednn
+    monkeypatch.setattr(od, "_onednn", lambda a, b, bias: calls.append(1) or real(a, b, bias))
+    gain = od.measure_onednn_gain([(32, 64), (64, 16)], rows=64, rounds=1)
+    assert math.isfinite(gain) and gain > 0
+    assert len(calls) == 2 * 2 * 3  # warm-up and one round, 2 shapes, forward and 2 gradients each
