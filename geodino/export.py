@@ -32,7 +32,6 @@ from geodino.data.card import DatasetCard
 from geodino.runs.checkpoint import EXPORT_BANDS, EXPORT_CONFIG, EXPORT_WEIGHTS
 from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
 
-WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BANDS
 README_FILE = "README.md"
 # The same weights as a Lightning-style checkpoint, the form torchgeo's trainers take as ``weights=``
 # (``hyper_parameters["model"]`` names the timm architecture, ``state_dict`` holds ``model.*``).
@@ -52,7 +51,7 @@ def timm_config(model: Any, card: DatasetCard, size: int) -> dict[str, Any]:
     data_config = {"input_size": (card.num_bands, size, size), "mean": tuple(card.mean or ()),
                    "std": tuple(card.std or ()), "interpolation": "bilinear", "crop_pct": 1.0}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / CONFIG_FILE
+        path = Path(tmp) / EXPORT_CONFIG
         save_config_for_hf(model, str(path), data_config=data_config)
         config = json.loads(path.read_text())
     pretrained = config["pretrained_cfg"]
@@ -119,7 +118,7 @@ model = timm.create_model(f"local-dir:{{folder}}", pretrained=True).eval()
 # the same, spelled out
 model = timm.create_model(
     "{config['architecture']}", pretrained=True,
-    pretrained_cfg_overlay=dict(file=str(folder / "{WEIGHTS_FILE}"), num_classes=0, input_size={input_size!r}),
+    pretrained_cfg_overlay=dict(file=str(folder / "{EXPORT_WEIGHTS}"), num_classes=0, input_size={input_size!r}),
     img_size={size!r}, {shown},
 ).eval()
 
@@ -146,13 +145,15 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path,
     model = backbone.model
     size = int(cfg["augment"]["global_size"])
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "source": "geodino", "checkpoint": source_name(checkpoint)})
+    with atomic_path(out / EXPORT_WEIGHTS) as tmp:
+        save_file(state, str(tmp),
+                  metadata={"format": "pt", "source": "geodino", "checkpoint": source_name(checkpoint)})
     with atomic_path(out / TORCHGEO_FILE) as tmp:
         torch.save({"hyper_parameters": {"model": cfg["model"]["arch"], "in_channels": card.num_bands},
                     "state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp)
     config = timm_config(model, card, size)
-    write_json_atomic(out / CONFIG_FILE, config)
-    write_json_atomic(out / BANDS_FILE, band_description(card, cfg.get("augment", {}).get("modality_fill", 0.0)))
+    write_json_atomic(out / EXPORT_CONFIG, config)
+    write_json_atomic(out / EXPORT_BANDS, band_description(card, cfg.get("augment", {}).get("modality_fill", 0.0)))
     write_text_atomic(out / README_FILE, readme(config, card, str(checkpoint)))
-    return {name: str(out / name) for name in (WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE, README_FILE, TORCHGEO_FILE)}
+    written = (EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BANDS, README_FILE, TORCHGEO_FILE)
+    return {name: str(out / name) for name in written}

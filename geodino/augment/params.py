@@ -170,15 +170,6 @@ class ViewParams:
         value = getattr(self, name)
         return value.reshape(-1, *value.shape[2:])
 
-    def rows(self, start: int, stop: int) -> ViewParams:
-        """The parameters of samples ``[start, stop)`` of every view."""
-        return ViewParams(**{f.name: getattr(self, f.name)[:, start:stop] for f in fields(self)})
-
-    @staticmethod
-    def stack(views: list[ViewParams]) -> ViewParams:
-        """Concatenate groups along the view axis."""
-        return ViewParams(**{f.name: np.concatenate([getattr(v, f.name) for v in views]) for f in fields(ViewParams)})
-
 
 def _view_arrays(recipe: ViewRecipe, rng: RowRandom, height: int, width: int) -> dict[str, np.ndarray]:
     """The fields of :class:`ViewParams` for one view, as numpy arrays without the view axis."""

@@ -53,6 +53,12 @@ RESUMABLE_CHANGES = ("run.", "train.progress", "train.log_every", "train.checkpo
                      "data.num_workers")
 
 
+def run_accelerator(cfg: Config) -> Accelerator:
+    """The accelerator of a pretraining run: its precision, and its trackers logging into its folder."""
+    return make_accelerator(cfg.train.precision, log_with=resolve_trackers(cfg.train.trackers) or None,
+                            project_dir=str(cfg.run.out_dir))
+
+
 def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
     """An Accelerator for this machine. Without a GPU it is told so explicitly (``cpu=True``):
     only then does Accelerate turn a ``torchrun`` launch into a multi-process gloo group; and
@@ -226,9 +232,7 @@ class Pretrainer:
     def __init__(self, cfg: Config, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
         self.out_dir = Path(cfg.run.out_dir)
-        self.accelerator = acc = accelerator or make_accelerator(
-            cfg.train.precision, log_with=resolve_trackers(cfg.train.trackers) or None, project_dir=str(self.out_dir)
-        )
+        self.accelerator = acc = accelerator or run_accelerator(cfg)
         self.rank, self.world = acc.process_index, acc.num_processes
         self.data = build_pretrain_data(cfg, self.rank, self.world)
         card = self.data.card
@@ -297,9 +301,8 @@ class Pretrainer:
                 epoch, in_epoch = divmod(self.step, spe)
                 # Closed when the loop leaves, however it leaves: an epoch's loader (and its workers)
                 # must not wait for a traceback that still holds this frame to be dropped.
-                epoch_batches = closing(batches_on_device(self.data.batches(epoch, in_epoch), self.data.images,
-                                                          acc.device))
-                with epoch_batches as batches:
+                with closing(batches_on_device(self.data.batches(epoch, in_epoch), self.data.images,
+                                               acc.device)) as batches:
                     for images in batches:
                         step = self.step
                         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
@@ -623,8 +626,7 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     every process before anything else is done.
     """
     out_dir = Path(cfg.run.out_dir)
-    acc = make_accelerator(cfg.train.precision, log_with=resolve_trackers(cfg.train.trackers) or None,
-                           project_dir=str(out_dir))
+    acc = run_accelerator(cfg)
     lock = RunLock(out_dir) if acc.is_main_process else None
     failure: Exception | None = None
     if lock is not None:

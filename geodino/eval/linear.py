@@ -10,9 +10,9 @@ The learning rate is chosen, not assumed: with more than one candidate (the defa
 trained on 80 % of the probe's training set and scored on the other 20 % (never on the queries),
 and the best is retrained on all of it. One fixed rate undertrains some backbones and overfits
 others; on a synthetic world of ``geodino bench pays`` the old fixed 1e-3 scored a pretrained
-model 9.5-10.9 points below 1e-2, and its random init 6 points below (BENCHMARKS.md). DINOv2 also sweeps the probe's rate; it picks
-on the evaluation set, which flatters every model alike, so the pick here is made on held-out
-training samples instead.
+model 9.5-10.9 points below 1e-2, and its random init 6 points below (BENCHMARKS.md). DINOv2
+also sweeps the probe's rate; it picks on the evaluation set, which flatters every model alike,
+so the pick here is made on held-out training samples instead.
 
 DINO's own probe trains on augmented images (SGD, 100 epochs); cached features cannot be
 augmented, which is what makes the probe cheap enough to run for every modality choice.

@@ -179,4 +179,3 @@ def similar_archs(arch: str, n: int = 5) -> list[str]:
 
     family = timm.list_models(f"{arch.split('_')[0]}*") or timm.list_models()
     return difflib.get_close_matches(arch, family, n=n, cutoff=0.0)
-

@@ -24,9 +24,11 @@ import torch
 
 from geodino.rng import RowRandom
 
+MIN_ASPECT = 0.3  # rectangles' aspect ratio is log-uniform in [MIN_ASPECT, 1 / MIN_ASPECT] (BEiT's)
+
 
 def block_mask(h: int, w: int, count: int, rng: random.Random, min_block: int = 4,
-               min_aspect: float = 0.3) -> torch.Tensor:
+               min_aspect: float = MIN_ASPECT) -> torch.Tensor:
     """A boolean ``[h, w]`` mask with exactly ``count`` patches set, in rectangles where possible."""
     if not 0 <= count <= h * w:
         raise ValueError(f"cannot mask {count} of {h * w} patches")
@@ -95,5 +97,5 @@ def sample_block_masks(
     masks = np.zeros((n_views, rng.n, h, w), dtype=bool)
     for i, v in zip(*np.nonzero(chosen)):
         count = int(round(ratios[i][v] * h * w))
-        _fill_blocks(masks[v, i], count, random.Random(seeds[i][v]), min_block, 0.3)
+        _fill_blocks(masks[v, i], count, random.Random(seeds[i][v]), min_block, MIN_ASPECT)
     return torch.from_numpy(masks)

@@ -103,4 +103,3 @@ def load_pretraining_checkpoint(path: str | Path, map_location: str | torch.devi
             what = f"not a geodino pretraining checkpoint (its keys: {sorted(state)[:8]})"
         raise ValueError(f"{path} is {what}: it has no {', '.join(repr(k) for k in missing)}")
     return state
-

@@ -18,8 +18,7 @@ from geodino.utils import save_figure  # noqa: E402
 def composite(image: np.ndarray, bands: list[str]) -> tuple[str, np.ndarray]:
     """The picture a person would look at first: true colour if the bands allow, else SAR false
     colour, else the first bands (see :func:`geodino.data.inspect.composites`)."""
-    name, picture = next(iter(all_composites(image, bands).items()))
-    return name, picture
+    return next(iter(all_composites(image, bands).items()))
 
 
 def all_composites(image: np.ndarray, bands: list[str]) -> dict[str, np.ndarray]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from geodino.runs import checkpoint as ckpt
@@ -77,8 +79,7 @@ def test_what_is_not_a_pretraining_checkpoint_is_named(tmp_path) -> None:
              (seg, "is a segmentation checkpoint (geodino finetune seg): it has no 'step'"),
              (other, "is not a geodino pretraining checkpoint (its keys: ['state_dict'])")]
     for path, message in cases:
-        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
-                           .replace("[", r"\[").replace("]", r"\]")):
+        with pytest.raises(ValueError, match=re.escape(message)):
             ckpt.load_pretraining_checkpoint(path)
 
 
