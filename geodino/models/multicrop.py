@@ -16,8 +16,9 @@ ROLES = ("student", "teacher")
 
 class ExtraHeads(nn.Module):
     """Trainable parts an objective adds to both networks (``MultiCropWrapper.extra_heads[name]``),
-    called as ``heads(features, role=..., masks=...)`` after the backbone, with named hooks the
-    wrapper asks every extra head."""
+    called as ``heads(features, role=..., masks=..., n_views=...)`` after the backbone (the first
+    ``n_views`` crops are the network's image-level views, the rest its ``extra_views``), with named
+    hooks the wrapper asks every extra head."""
 
     #: The teacher also runs on the local crops (same-view patch targets), not only the globals.
     teacher_sees_all_crops: bool = False
@@ -45,8 +46,8 @@ class MultiCropWrapper(nn.Module):
     Extra heads (the trainable parts of patch-level objectives) are registered by name in
     ``extra_heads``, so that they are trained, checkpointed and averaged into the teacher with the
     rest; the forward pass runs them (inside ``forward``, so that DDP sees their parameters) as
-    ``head(features, role=..., masks=...)`` and returns their outputs in ``extra[name]``. What an
-    extra head may declare:
+    ``head(features, role=..., masks=..., n_views=len(views))`` and returns their outputs in
+    ``extra[name]``. What an extra head may declare:
 
     - ``teacher_sees_all_crops = True``: the teacher also runs its backbone on ``extra_views``
       (the student's crops beyond the teacher's own, i.e. the local crops), for those heads only;
@@ -87,7 +88,8 @@ class MultiCropWrapper(nn.Module):
             input_masks = [*masks, *input_masks][: len(crops)]
         features = self._features(crops, input_masks)
         logits = self.head(torch.cat([f.cls for f in features[: len(views)]]))
-        extra = {name: head(features, role=self.role, masks=masks) for name, head in self.extra_heads.items()}
+        extra = {name: head(features, role=self.role, masks=masks, n_views=len(views))
+                 for name, head in self.extra_heads.items()}
         return MultiCropOutput(logits=list(logits.split([v.shape[0] for v in views])), features=features, extra=extra)
 
     def _features(self, crops: list[torch.Tensor], masks: list[torch.Tensor | None]) -> list[BackboneOutput]:

@@ -55,29 +55,35 @@ class DINOLoss(Objective):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def teacher_probabilities(self, teacher_logits: Any, teacher_temp: float) -> list[torch.Tensor]:
-        return [F.softmax((t.float() - self.center) / teacher_temp, dim=-1) for t in _logits(teacher_logits)]
+        return list(self._probabilities(torch.stack(_logits(teacher_logits)), teacher_temp).unbind(0))
+
+    def _probabilities(self, teacher: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        return F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1)
 
     def forward(self, student_logits: Any, teacher_logits: Any, teacher_temp: float) -> torch.Tensor:
-        student = _logits(student_logits)
-        teacher = [t.detach() for t in _logits(teacher_logits)]
+        student, teacher = _logits(student_logits), _logits(teacher_logits)
         if len(student) < 2 or len(teacher) < 1 or len(teacher) > len(student):
             raise ValueError(f"DINOLoss needs >= 2 student views and 1..n teacher views, got "
                              f"{len(student)} student and {len(teacher)} teacher views")
-        targets = self.teacher_probabilities(teacher, teacher_temp)
-        log_probs = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student]
-        # Sum of all student views once, then remove the view a teacher target shares with it.
-        log_prob_sum = torch.stack(log_probs).sum(0)
-        total = student[0].new_zeros((), dtype=torch.float32)
-        for i, target in enumerate(targets):
-            total = total - (target * (log_prob_sum - log_probs[i])).sum(-1).mean()
-        n_pairs = len(targets) * (len(student) - 1)
-        loss = total / n_pairs
-        self.update_center(teacher)
+        if len({tuple(v.shape) for v in student + teacher}) != 1:
+            raise ValueError(f"DINOLoss needs views of one shape [B, K], got student "
+                             f"{[tuple(v.shape) for v in student]} and teacher {[tuple(v.shape) for v in teacher]}")
+        # All views in one [views, B, K] tensor: a handful of ops whatever the number of crops.
+        teacher_rows = torch.stack(teacher).detach()
+        targets = self._probabilities(teacher_rows, teacher_temp)
+        log_probs = F.log_softmax(torch.stack(student).float() / self.student_temp, dim=-1)
+        # Teacher view i against every student view but view i (the same crop): the sum over all
+        # student views, less view i.
+        others = log_probs.sum(0) - log_probs[: len(teacher)]
+        n_pairs = len(teacher) * (len(student) - 1)
+        loss = -(targets * others).sum() / (n_pairs * targets.shape[1])
+        self.update_center(teacher_rows)
         return loss
 
     @torch.no_grad()
-    def update_center(self, teacher_logits: list[torch.Tensor]) -> None:
-        rows = torch.cat(teacher_logits).float()
+    def update_center(self, teacher_logits: torch.Tensor) -> None:
+        """Move the center towards the mean of ``teacher_logits`` ``[..., K]`` over every process."""
+        rows = teacher_logits.reshape(-1, teacher_logits.shape[-1]).float()
         batch_sum, world = all_reduce_sum(rows.sum(dim=0, keepdim=True))
         batch_mean = batch_sum / (rows.shape[0] * world)
         self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)

@@ -75,8 +75,8 @@ class MaskedPatchHeads(ExtraHeads):
     def student_mask_token(self) -> torch.Tensor:
         return self.mask_token
 
-    def forward(self, features: list[BackboneOutput], role: str, masks: list[torch.Tensor | None] | None = None
-                ) -> MaskedOutput | None:
+    def forward(self, features: list[BackboneOutput], role: str, masks: list[torch.Tensor | None] | None = None,
+                n_views: int | None = None) -> MaskedOutput | None:
         pairs = [(f, m.flatten(1)) for f, m in zip(features, masks or []) if m is not None]
         if not pairs:  # a forward pass outside training (no masks): nothing to predict
             return None

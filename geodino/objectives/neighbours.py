@@ -40,29 +40,62 @@ def _grid_neighbours(h: int, w: int, device: str) -> tuple[torch.Tensor, torch.T
     return index, valid
 
 
+def row_neighbours(layout: tuple[tuple[int, int, int], ...], device: torch.device | str | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`grid_neighbours` for token rows: ``layout`` is runs of ``(items, h, w)``, each item's
+    ``h*w`` patches one after another, the runs one after another (the patch tokens of every crop of
+    a step, flattened). Returns ``index`` ``[R, 8]`` into those rows and ``valid`` ``[R, 8]``; built
+    once per layout and device (a few, since the batch size rarely changes); read-only."""
+    return _row_neighbours(tuple(layout), str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=16)
+def _row_neighbours(layout: tuple[tuple[int, int, int], ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    indexes, valids, start = [], [], 0
+    for items, h, w in layout:
+        index, valid = grid_neighbours(h, w, device)
+        first = start + torch.arange(items, device=device).view(items, 1, 1) * (h * w)
+        indexes.append((index + first).reshape(-1, len(WINDOW)))
+        valids.append(valid.expand(items, -1, -1).reshape(-1, len(WINDOW)))
+        start += items * h * w
+    return torch.cat(indexes), torch.cat(valids)
+
+
 @torch.no_grad()
-def top_k_neighbours(tokens: torch.Tensor, grid: tuple[int, int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` neighbours of each patch most cosine-similar to it.
+def top_k_neighbour_rows(rows: torch.Tensor, layout: tuple[tuple[int, int, int], ...], k: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` neighbours of each patch most cosine-similar to it, for token rows.
 
     Args:
-        tokens: ``[B, h*w, D]`` patch features.
-        grid: ``(h, w)``.
+        rows: ``[R, D]`` patch features, laid out as ``layout`` says (:func:`row_neighbours`).
+        layout: runs of ``(items, h, w)``.
         k: how many to keep (at most 8).
 
     Returns:
-        ``index`` ``[B, h*w, k]`` into the patch axis, best first, and ``valid`` ``[B, h*w, k]``:
-        a patch with fewer than ``k`` neighbours inside the grid (corners of a 2×2 grid, a 1×w
-        grid) gets its real ones and invalid fillers.
+        ``index`` ``[R, k]`` into ``rows``, best first, and ``valid`` ``[R, k]``: a patch with fewer
+        than ``k`` neighbours inside its grid (corners of a 2×2 grid, a 1×w grid) gets its real
+        ones and invalid fillers.
     """
     if not 1 <= k <= len(WINDOW):
         raise ValueError(f"k must be in [1, {len(WINDOW)}], got {k}")
+    expected = sum(items * h * w for items, h, w in layout)
+    if rows.shape[0] != expected:
+        raise ValueError(f"{rows.shape[0]} token rows do not fill the grids {list(layout)} ({expected} rows)")
+    index, valid = row_neighbours(layout, rows.device)
+    x = F.normalize(rows.float(), dim=-1)
+    similarity = torch.einsum("nd,njd->nj", x, x[index])  # [R, 8]
+    similarity = similarity.masked_fill(~valid, float("-inf"))
+    best = similarity.topk(k, dim=-1).indices  # invalid slots sort last
+    return index.gather(-1, best), valid.gather(-1, best)
+
+
+def top_k_neighbours(tokens: torch.Tensor, grid: tuple[int, int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`top_k_neighbour_rows` for ``[B, h*w, D]`` tokens of one ``(h, w)`` grid: ``index``
+    ``[B, h*w, k]`` into the patch axis of each item, and ``valid`` ``[B, h*w, k]``."""
     b, n, _ = tokens.shape
     h, w = grid
     if n != h * w:
         raise ValueError(f"{n} tokens do not fill a {h}x{w} grid")
-    index, valid = grid_neighbours(h, w, tokens.device)
-    x = F.normalize(tokens.float(), dim=-1)
-    similarity = torch.einsum("bnd,bnjd->bnj", x, x[:, index])  # [B, N, 8]
-    similarity = similarity.masked_fill(~valid, float("-inf"))
-    best = similarity.topk(k, dim=-1).indices  # invalid slots sort last
-    return index.expand(b, -1, -1).gather(-1, best), valid.expand(b, -1, -1).gather(-1, best)
+    index, valid = top_k_neighbour_rows(tokens.reshape(b * n, -1), ((b, h, w),), k)
+    first = torch.arange(b, device=index.device).view(b, 1, 1) * n
+    return index.view(b, n, k) - first, valid.view(b, n, k)

@@ -37,12 +37,12 @@ class TokenCenter(nn.Module):
     @torch.no_grad()
     def update(self, teacher_logits: torch.Tensor) -> None:
         rows = teacher_logits.float().reshape(-1, self.center.shape[-1])
-        stats = torch.cat([rows.sum(0), rows.new_tensor([rows.shape[0]])])
+        # The row count rides along as a last column: no host-to-device copy for it.
+        stats = F.pad(rows.sum(0), (0, 1), value=float(rows.shape[0]))
         stats, _ = all_reduce_sum(stats)
         count = stats[-1:]
         # No tokens anywhere leaves the center as it was; decided on the device, without a sync.
-        keep = torch.where(count > 0, self.momentum, 1.0)
-        self.center.mul_(keep).add_((1 - keep) * stats[:-1] / count.clamp_min(1))
+        self.center.lerp_(stats[:-1] / count.clamp_min(1), (count > 0) * (1 - self.momentum))
 
 
 def token_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float) -> torch.Tensor:

@@ -30,17 +30,17 @@ separate centers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from geodino.models.backbone import BackboneOutput
 from geodino.models.multicrop import ExtraHeads
-from geodino.models.class_attention import SummaryAggregator
+from geodino.models.class_attention import Pool, SummaryAggregator
 from geodino.objectives.dino import DINOLoss
-from geodino.objectives.neighbours import top_k_neighbours
+from geodino.objectives.neighbours import top_k_neighbour_rows
 from geodino.objectives.base import (
     Objective,
     PatchObjective,
@@ -52,7 +52,6 @@ from geodino.objectives.patch_common import (
     TeacherStats,
     TokenCenter,
     build_patch_head,
-    concat_rows,
     token_cross_entropy,
 )
 
@@ -68,14 +67,18 @@ class SelfPatchOutput:
     # cost a full copy each.
     patch_logits: torch.Tensor
     patch_counts: list[int]  # rows per crop
-    summary_logits: list[torch.Tensor]  # per crop [B, K]: summary of all the crop's patch tokens
+    # Per crop [B, K]: the summary of all the crop's patch tokens; the student's for every crop, the
+    # teacher's for its image-level views only (the loss reads no other).
+    summary_logits: list[torch.Tensor]
 
 
 class SelfPatchHeads(ExtraHeads):
     """The trainable parts of SelfPatch, held by both networks in ``MultiCropWrapper.extra_heads``.
 
-    ``forward(features, role)`` maps the backbone outputs of every crop to a :class:`SelfPatchOutput`:
-    the student heads its patch tokens, the teacher the summaries of their top-``k`` neighbours.
+    ``forward(features, role, n_views=...)`` maps the backbone outputs of every crop to a
+    :class:`SelfPatchOutput`: the student heads its patch tokens, the teacher the summaries of their
+    top-``k`` neighbours. All the summaries of a call come from one pass of the aggregator, and all
+    the rows go through the patch head in one batch.
     """
 
     teacher_sees_all_crops = True  # same-view targets for the local crops too
@@ -87,26 +90,42 @@ class SelfPatchHeads(ExtraHeads):
         self.aggregator = SummaryAggregator(embed_dim, depth=blocks)
         self.head = build_patch_head(embed_dim, out_dim, hidden_dim, bottleneck_dim, nlayers, norm_last_layer)
 
-    def forward(self, features: list[BackboneOutput], role: str, masks: Any = None) -> SelfPatchOutput:
+    def forward(self, features: list[BackboneOutput], role: str, masks: Any = None,
+                n_views: int | None = None) -> SelfPatchOutput:
         if any(f.patches is None for f in features):
             raise ValueError("SelfPatch needs a backbone that returns patch tokens")
-        targets, summaries = [], []
-        # Crops of one grid are consecutive (MultiCropWrapper's order): one call per grid.
-        for grid, same in groupby(features, key=lambda f: f.grid):
-            same = list(same)
-            tokens = torch.cat([f.patches for f in same])
-            summaries += list(self.aggregator.pool(tokens).split([f.patches.shape[0] for f in same]))
-            if role == "teacher":
-                tokens = self.aggregator.pool_sets(tokens, *top_k_neighbours(tokens, grid, self.k))
-            targets += list(tokens.split([f.patches.shape[0] for f in same]))
-        rows, counts = concat_rows(targets + summaries)
-        logits = self.head(rows)
-        n_patch_rows = sum(counts[: len(targets)])
+        # Every crop's patch tokens as rows, crop after crop (each image-major, patches row-major).
+        rows = torch.cat([f.patches.reshape(-1, f.patches.shape[-1]) for f in features])
+        counts = [f.patches.shape[0] * f.patches.shape[1] for f in features]
+        # The teacher's crop summaries are only read for its image-level views (the first n_views).
+        pooled = features if role == "student" else features[:n_views]
+        if role == "teacher":
+            layout = tuple((f.patches.shape[0], *f.grid) for f in features)
+            # The neighbour summaries (one per patch row, in row order), then the crop summaries.
+            head_rows = self.aggregator(rows, _pools(pooled), top_k_neighbour_rows(rows, layout, self.k))
+        else:
+            head_rows = torch.cat([rows, self.aggregator(rows, _pools(pooled))])
+        logits = self.head(head_rows)
         return SelfPatchOutput(
-            patch_logits=logits[:n_patch_rows],
-            patch_counts=counts[: len(targets)],
-            summary_logits=list(logits[n_patch_rows:].split(counts[len(targets):])),
+            patch_logits=logits[: rows.shape[0]],
+            patch_counts=counts,
+            summary_logits=list(logits[rows.shape[0]:].split([f.patches.shape[0] for f in pooled])),
         )
+
+
+def _pools(features: list[BackboneOutput]) -> list[Pool]:
+    """One :class:`Pool` per run of consecutive crops with the same number of patches: each image
+    of a crop is summarised from its own patch rows."""
+    pools: list[Pool] = []
+    start = 0
+    for f in features:
+        items, tokens = f.patches.shape[:2]
+        if pools and pools[-1].tokens == tokens:
+            pools[-1] = pools[-1]._replace(items=pools[-1].items + items)
+        else:
+            pools.append(Pool(start, items, tokens))
+        start += items * tokens
+    return pools
 
 
 class SelfPatchLoss(Objective):
@@ -148,7 +167,8 @@ class SelfPatchLoss(Objective):
         teacher_rows = teacher.patch_logits.detach()
         probs = self.center.probabilities(teacher_rows, temp)
         per_token = token_cross_entropy(student.patch_logits, probs, self.student_temp)
-        patch = torch.stack([crop.mean() for crop in per_token.split(student.patch_counts)]).mean()
+        # Each crop's mean over its tokens, averaged over crops: one weighted sum.
+        patch = (per_token * _crop_mean_weights(tuple(student.patch_counts), str(per_token.device))).sum()
         n_teacher_views = len(teacher_out.logits)  # the image-level teacher views: the global crops
         summary = self.summary(student.summary_logits, teacher.summary_logits[:n_teacher_views], temp)
         if self.record_signals:
@@ -160,6 +180,13 @@ class SelfPatchLoss(Objective):
     def signals(self) -> dict[str, float]:
         """The two loss terms and the patch teacher's entropy, from the last call (this process)."""
         return {**{k: float(v) for k, v in self._parts.items()}, **self._stats.as_dict()}
+
+
+@functools.lru_cache(maxsize=16)
+def _crop_mean_weights(counts: tuple[int, ...], device: str) -> torch.Tensor:
+    """Weights ``[sum(counts)]`` that make a weighted sum the mean over crops of each crop's mean."""
+    weights = torch.cat([torch.full((n,), 1.0 / (n * len(counts))) for n in counts])
+    return weights.to(device)
 
 
 def _heads(cfg: Config, embed_dim: int, is_vit: bool) -> SelfPatchHeads:

@@ -16,7 +16,7 @@ class Recorder(ExtraHeads):
         self.teacher_sees_all_crops = teacher_sees_all_crops
         self.scale = nn.Parameter(torch.ones(()))
 
-    def forward(self, features, role, masks=None):
+    def forward(self, features, role, masks=None, n_views=None):
         return {"role": role, "grids": [f.grid for f in features], "masks": masks}
 
 

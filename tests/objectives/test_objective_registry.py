@@ -16,7 +16,7 @@ class CountingHeads(ExtraHeads):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(()))
 
-    def forward(self, features, role, masks=None):
+    def forward(self, features, role, masks=None, n_views=None):
         return torch.stack([f.cls.mean() for f in features]) * self.scale
 
 

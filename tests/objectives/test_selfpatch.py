@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from geodino.config import load_config
+from geodino.models.backbone import BackboneOutput
 from geodino.objectives import SelfPatchLoss, SelfPatchOutput
+from geodino.objectives.neighbours import top_k_neighbours
+from geodino.objectives.selfpatch import SelfPatchHeads
 from geodino.objectives.networks import build_objectives, build_student_teacher
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
@@ -94,3 +97,36 @@ def test_loss_refuses_a_teacher_that_did_not_see_the_local_crops():
     student_out = student(globals_ + [torch.randn(2, 3, 16, 16)])
     with pytest.raises(ValueError, match="teacher's view"):
         loss_fn(student_out, teacher_out, 0.04)
+
+
+def _heads_one_crop_at_a_time(heads, features, role, n_views):
+    # The heads' outputs computed the plain way: every crop pooled on its own, every crop's
+    # neighbour sets summarised on their own, every row through the patch head.
+    agg, rows, summaries = heads.aggregator, [], []
+    for i, f in enumerate(features):
+        if role == "teacher":
+            rows.append(agg.pool_sets(f.patches, *top_k_neighbours(f.patches, f.grid, heads.k)).flatten(0, 1))
+        else:
+            rows.append(f.patches.flatten(0, 1))
+        if role == "student" or i < n_views:
+            summaries.append(agg.pool(f.patches))
+    return heads.head(torch.cat(rows)), [heads.head(s) for s in summaries]
+
+
+@pytest.mark.parametrize("role", ["student", "teacher"])
+def test_one_pass_heads_equal_summarising_each_crop_alone(role):
+    # The heads make every summary of a step in one pass of the aggregator, over crops of two grids
+    # (one of them not square) and both kinds of summary; it must not change what they compute.
+    torch.manual_seed(0)
+    heads = SelfPatchHeads(64, out_dim=32, hidden_dim=16, bottleneck_dim=8, k=3).eval()
+    grids = [(4, 3), (4, 3), (2, 2), (2, 2), (2, 2)]
+    features = [BackboneOutput(cls=torch.randn(2, 64), patches=torch.randn(2, h * w, 64), grid=(h, w))
+                for h, w in grids]
+    with torch.no_grad():
+        out = heads(features, role=role, n_views=2)
+        patch, summaries = _heads_one_crop_at_a_time(heads, features, role, n_views=2)
+    torch.testing.assert_close(out.patch_logits, patch, atol=1e-5, rtol=1e-4)
+    assert out.patch_counts == [2 * h * w for h, w in grids]
+    assert len(out.summary_logits) == (5 if role == "student" else 2)
+    for ours, alone in zip(out.summary_logits, summaries):
+        torch.testing.assert_close(ours, alone, atol=1e-5, rtol=1e-4)
