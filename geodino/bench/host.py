@@ -5,7 +5,8 @@ negligible (a 1-block ViT-Tiny on 32-px global and 16-px local crops of 16-px pa
 tokens) and times the whole step the engine runs, multi-crop augmentation of raw images included,
 on the CPU, for each objective and per-step batch. What is left is host work: parameter draws,
 Python, op dispatch. It also counts the aten ops one step dispatches (PyTorch's profiler; on a GPU
-each is a kernel launch or a copy), which does not depend on the machine.
+each is a kernel launch or a copy), which does not depend on the machine: those Python calls
+(``ops_per_step``), and all of them, backward and optimiser included (``all_ops_per_step``).
 
 Flat in the batch and few ops is the goal (issue 14): host work that grows with the batch, or
 with the number of parameters, is time a GPU waits. On a CPU the step's time is mostly the
@@ -69,13 +70,28 @@ def _step_fn(objective: str, images: int):
     return step
 
 
-def count_ops(step, k: int) -> int:
-    """aten ops one call of ``step`` dispatches from Python (nested ones not counted twice)."""
+def count_ops(step, k: int) -> tuple[int, int]:
+    """aten ops one call of ``step`` dispatches: ``(from Python, all)``.
+
+    From Python: those called by Python code directly (the count every figure since session 7
+    uses). All: every aten op not nested in another one, wherever it is called from, so also the
+    backward pass, the optimiser and the inside of custom autograd functions (the DINO head's
+    prototype layer, oneDNN linears): on a GPU, every kernel launch and copy of the step.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(k)
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None)
+    from_python = every = 0
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        from_python += event.cpu_parent is None
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        every += parent is None
+    return from_python, every
 
 
 def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
@@ -87,8 +103,9 @@ def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> di
         started = time.perf_counter()
         step(k)
         times.append(time.perf_counter() - started)
+    from_python, every = count_ops(step, warmup + steps)
     return {"objective": objective, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
-            "ops_per_step": count_ops(step, warmup + steps)}
+            "ops_per_step": from_python, "all_ops_per_step": every}
 
 
 def draw_ms(images: int, total: int, masks: bool, repeats: int = 5) -> float:

@@ -32,7 +32,7 @@ from geodino.engine.optim import (
     set_hyperparameters,
 )
 from geodino.engine.prefetch import Ahead, batches_on_device
-from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights
+from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights, weighted_sum
 from geodino.rng import RowRandom, step_key
 from geodino.runs import checkpoint as ckpt
 from geodino.runs.lock import RunFolderBusy, RunLock
@@ -40,7 +40,7 @@ from geodino.runs.metrics import MetricsLog
 from geodino.runs.schedules import Schedules
 from geodino.runs.stop import RunStopped, StopRequests
 from geodino.speedups import prepare_model, prepare_process
-from geodino.utils import allow_tf32, flatten_dict, write_json_atomic
+from geodino.utils import allow_tf32, at_least_float32, flatten_dict, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -102,7 +102,7 @@ class LossGuard:
             self._first = torch.full((), -1, dtype=torch.long, device=reduced.device)
             self._values = torch.zeros_like(reduced)
         new = (~torch.isfinite(reduced).all()) & (self._first < 0)
-        self._first = torch.where(new, torch.full_like(self._first, step), self._first)
+        self._first = torch.where(new, step, self._first)
         self._values = torch.where(new, reduced, self._values)
 
     def check(self, names: list[str]) -> None:
@@ -115,6 +115,7 @@ class LossGuard:
             raise NonFiniteLossError(first, dict(zip(names, self._values.tolist())))
 
 
+@dataclass
 @dataclass
 class StepResult:
     names: list[str]  # "loss", then "loss_<objective>"
@@ -181,10 +182,10 @@ class DINOStep:
         if want_signals:
             for name, obj in self.objectives.items():
                 signals.update({f"{name}_{key}": value for key, value in obj.signals().items()})
-        loss = sum(self.weights[name] * value for name, value in losses.items())
+        loss = weighted_sum(losses, self.weights)
         # One all-reduce gives the global-batch means to log and to the guard, which every process
         # then judges alike; nothing here waits for the device.
-        reduced = acc.reduce(torch.stack([loss, *losses.values()]).detach().float(), reduction="mean")
+        reduced = acc.reduce(at_least_float32(torch.stack([loss, *losses.values()]).detach()), reduction="mean")
         self.loss_names = ["loss", *(f"loss_{n}" for n in losses)]
         self.guard.observe(step, reduced)
 

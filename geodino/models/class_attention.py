@@ -58,17 +58,18 @@ class ClassAttentionBlock(nn.Module):
         keys and values ``[S_i, M_i, 2D]`` and a boolean ``[S_i, 1, 1, 1 + M_i]`` (True = read; the
         first slot is the summary itself, which it always reads) or None for all.
         """
-        d, h = summary.shape[-1], self.num_heads
+        s, d, h = summary.shape[0], summary.shape[-1], self.num_heads
         normed = self.norm1(summary)
         sizes = [kv.shape[0] for kv, _ in contexts]
+        queries = self.q(normed).view(s, h, 1, d // h).split(sizes)
+        own = self.kv(normed).view(s, 1, 2 * d).split(sizes)
         attended = []
-        for (context_kv, mask), q, own in zip(contexts, self.q(normed).split(sizes), self.kv(normed).split(sizes)):
-            s = q.shape[0]
-            kv = torch.cat([own.unsqueeze(1), context_kv], dim=1)  # [S_i, 1+M_i, 2D]
-            k, v = kv.view(s, -1, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each [S_i, h, 1+M_i, d/h]
-            out = F.scaled_dot_product_attention(q.view(s, h, 1, d // h), k, v, attn_mask=mask)
-            attended.append(out.reshape(s, d))
-        summary = summary + self.proj(attended[0] if len(attended) == 1 else torch.cat(attended))
+        for (context_kv, mask), q, own_kv in zip(contexts, queries, own):
+            kv = torch.cat([own_kv, context_kv], dim=1)  # [S_i, 1+M_i, 2D]
+            k, v = kv.view(q.shape[0], -1, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each [S_i, h, 1+M_i, d/h]
+            attended.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))  # [S_i, h, 1, d/h]
+        attended_rows = (attended[0] if len(attended) == 1 else torch.cat(attended)).view(s, d)
+        summary = summary + self.proj(attended_rows)
         return summary + self.mlp(self.norm2(summary))
 
 
@@ -113,7 +114,7 @@ class SummaryAggregator(nn.Module):
         index = mask = None
         if sets is not None:
             index, valid = sets
-            mask = torch.cat([valid.new_ones(valid.shape[0], 1), valid], dim=1)[:, None, None, :]
+            mask = F.pad(valid, (1, 0), value=True).view(valid.shape[0], 1, 1, -1)  # + the summary itself
         elif not pools:
             raise ValueError("SummaryAggregator was asked for no summary")
         n = (0 if index is None else index.shape[0]) + sum(p.items for p in pools)
@@ -127,7 +128,12 @@ class SummaryAggregator(nn.Module):
                   pools: Sequence[Pool]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Each group's keys and values (and mask), read from the rows' ``kv``, in output order."""
         groups = [] if index is None else [(kv[index], mask)]
-        return groups + [(kv[p.start: p.start + p.items * p.tokens].view(p.items, p.tokens, -1), None) for p in pools]
+        if not pools:
+            return groups
+        # One split for all the pools (and the rows around them), then a view per pool.
+        edges = sorted({0, kv.shape[0], *(e for p in pools for e in (p.start, p.start + p.items * p.tokens))})
+        parts = dict(zip(edges, kv.split([b - a for a, b in zip(edges, edges[1:])])))
+        return groups + [(parts[p.start].view(p.items, p.tokens, -1), None) for p in pools]
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, M, D]`` → ``[B, D]``."""

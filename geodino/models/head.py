@@ -12,10 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from geodino.speedups import matmul_t
-
-
-def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from geodino.utils import at_least_float32
 
 
 class _WeightNormedLinear(torch.autograd.Function):
@@ -41,7 +38,7 @@ class _WeightNormedLinear(torch.autograd.Function):
         # to depend on which side was scaled, i.e. on the batch size (issue 14).
         norm = v.detach().norm(dim=1)
         scale = g.detach().squeeze(1) / norm
-        x2 = _at_least_fp32(x.reshape(-1, x.shape[-1]))
+        x2 = at_least_float32(x.reshape(-1, x.shape[-1]))
         weight = None  # the normalised weight, when it is the cheaper side to scale
         with torch.autocast(x.device.type, enabled=False):
             if x2.shape[0] <= x.shape[-1]:
@@ -57,7 +54,8 @@ class _WeightNormedLinear(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, v, g, norm, scale, weight = ctx.saved_tensors
         with torch.autocast(x.device.type, enabled=False):
-            x2, g2 = _at_least_fp32(x.reshape(-1, x.shape[-1])), _at_least_fp32(grad_out.reshape(-1, grad_out.shape[-1]))
+            x2 = at_least_float32(x.reshape(-1, x.shape[-1]))
+            g2 = at_least_float32(grad_out.reshape(-1, grad_out.shape[-1]))
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_x = matmul_t(g2 * scale, v.t()) if weight is None else matmul_t(g2, weight.t())

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from geodino.objectives.base import Objective
+from geodino.utils import at_least_float32
 
 
 def all_reduce_sum(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -58,7 +59,8 @@ class DINOLoss(Objective):
         return list(self._probabilities(torch.stack(_logits(teacher_logits)), teacher_temp).unbind(0))
 
     def _probabilities(self, teacher: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1)
+        # The center is float32, so a half-precision teacher is promoted by the subtraction.
+        return F.softmax((teacher - self.center) / teacher_temp, dim=-1)
 
     def forward(self, student_logits: Any, teacher_logits: Any, teacher_temp: float) -> torch.Tensor:
         student, teacher = _logits(student_logits), _logits(teacher_logits)
@@ -69,21 +71,22 @@ class DINOLoss(Objective):
             raise ValueError(f"DINOLoss needs views of one shape [B, K], got student "
                              f"{[tuple(v.shape) for v in student]} and teacher {[tuple(v.shape) for v in teacher]}")
         # All views in one [views, B, K] tensor: a handful of ops whatever the number of crops.
-        teacher_rows = torch.stack(teacher).detach()
+        teacher_rows = torch.stack(teacher)
+        if teacher_rows.requires_grad:  # (the engine's teacher runs without a graph: no op then)
+            teacher_rows = teacher_rows.detach()
         targets = self._probabilities(teacher_rows, teacher_temp)
-        log_probs = F.log_softmax(torch.stack(student).float() / self.student_temp, dim=-1)
+        log_probs = F.log_softmax(at_least_float32(torch.stack(student)) / self.student_temp, dim=-1)
         # Teacher view i against every student view but view i (the same crop): the sum over all
         # student views, less view i.
         others = log_probs.sum(0) - log_probs[: len(teacher)]
         n_pairs = len(teacher) * (len(student) - 1)
-        loss = -(targets * others).sum() / (n_pairs * targets.shape[1])
+        loss = (targets * others).sum() * (-1.0 / (n_pairs * targets.shape[1]))
         self.update_center(teacher_rows)
         return loss
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:
         """Move the center towards the mean of ``teacher_logits`` ``[..., K]`` over every process."""
-        rows = teacher_logits.reshape(-1, teacher_logits.shape[-1]).float()
-        batch_sum, world = all_reduce_sum(rows.sum(dim=0, keepdim=True))
-        batch_mean = batch_sum / (rows.shape[0] * world)
-        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)
+        rows = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        batch_sum, world = all_reduce_sum(rows.sum(dim=0, keepdim=True, dtype=torch.float32))
+        self.center.lerp_(batch_sum / (rows.shape[0] * world), 1 - self.center_momentum)

@@ -13,6 +13,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from geodino.utils import at_least_float32
+
 # (row, column) steps to the 8 neighbours, row-major through the window.
 WINDOW = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -82,7 +84,8 @@ def top_k_neighbour_rows(rows: torch.Tensor, layout: tuple[tuple[int, int, int],
     if rows.shape[0] != expected:
         raise ValueError(f"{rows.shape[0]} token rows do not fill the grids {list(layout)} ({expected} rows)")
     index, valid = row_neighbours(layout, rows.device)
-    x = F.normalize(rows.float(), dim=-1)
+    x = at_least_float32(rows)
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # F.normalize, in one op fewer
     similarity = torch.einsum("nd,njd->nj", x, x[index])  # [R, 8]
     similarity = similarity.masked_fill(~valid, float("-inf"))
     best = similarity.topk(k, dim=-1).indices  # invalid slots sort last

@@ -5,6 +5,7 @@ Here rather than in the engine: evaluation rebuilds the same networks from a che
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from geodino.config.schema import Config
@@ -88,3 +89,13 @@ def objective_weights(cfg: Config) -> dict[str, float]:
     if cfg.objective.patch != "none":
         weights[cfg.objective.patch] = cfg.objective.patch_weight
     return weights
+
+
+def weighted_sum(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """``sum(weights[k] * values[k])``, without the ops of a weight of 1 or a start at 0."""
+    total = None
+    for name, value in values.items():
+        term = value if weights[name] == 1 else weights[name] * value
+        total = term if total is None else total + term
+    assert total is not None, "no objective"
+    return total

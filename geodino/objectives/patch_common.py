@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from geodino.models.head import DINOHead
 from geodino.objectives.dino import all_reduce_sum
+from geodino.utils import at_least_float32
 
 
 class TokenCenter(nn.Module):
@@ -32,13 +33,13 @@ class TokenCenter(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def probabilities(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+        return F.softmax((teacher_logits - self.center) / teacher_temp, dim=-1)  # promoted to float32
 
     @torch.no_grad()
     def update(self, teacher_logits: torch.Tensor) -> None:
-        rows = teacher_logits.float().reshape(-1, self.center.shape[-1])
+        rows = teacher_logits.reshape(-1, self.center.shape[-1])
         # The row count rides along as a last column: no host-to-device copy for it.
-        stats = F.pad(rows.sum(0), (0, 1), value=float(rows.shape[0]))
+        stats = F.pad(rows.sum(0, dtype=torch.float32), (0, 1), value=float(rows.shape[0]))
         stats, _ = all_reduce_sum(stats)
         count = stats[-1:]
         # No tokens anywhere leaves the center as it was; decided on the device, without a sync.
@@ -47,7 +48,7 @@ class TokenCenter(nn.Module):
 
 def token_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float) -> torch.Tensor:
     """``[T, K]`` student logits and teacher probabilities → ``[T]`` cross-entropies."""
-    return -(teacher_probs * F.log_softmax(student_logits.float() / student_temp, dim=-1)).sum(-1)
+    return -(teacher_probs * F.log_softmax(at_least_float32(student_logits) / student_temp, dim=-1)).sum(-1)
 
 
 class TeacherStats:

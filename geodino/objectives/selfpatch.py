@@ -105,12 +105,9 @@ class SelfPatchHeads(ExtraHeads):
             head_rows = self.aggregator(rows, _pools(pooled), top_k_neighbour_rows(rows, layout, self.k))
         else:
             head_rows = torch.cat([rows, self.aggregator(rows, _pools(pooled))])
-        logits = self.head(head_rows)
-        return SelfPatchOutput(
-            patch_logits=logits[: rows.shape[0]],
-            patch_counts=counts,
-            summary_logits=list(logits[rows.shape[0]:].split([f.patches.shape[0] for f in pooled])),
-        )
+        sizes = [rows.shape[0], *(f.patches.shape[0] for f in pooled)]
+        patch_logits, *summary_logits = self.head(head_rows).split(sizes)
+        return SelfPatchOutput(patch_logits=patch_logits, patch_counts=counts, summary_logits=summary_logits)
 
 
 def _pools(features: list[BackboneOutput]) -> list[Pool]:

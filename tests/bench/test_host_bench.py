@@ -28,13 +28,18 @@ def test_ops_per_step_do_not_grow_with_the_batch_and_draws_are_timed(capsys):
     assert all(d["draw_ms"] > 0 and d["draw_and_mask_ms"] >= 0 for d in line["draws"])
 
 
-def test_a_step_dispatches_a_fraction_of_the_ops_it_did_before_issue_14(capsys):
-    # Before issue 14 (89d34ae) one step dispatched 1221 (DINO), 1882 (SelfPatch) and 2974 (masked)
-    # ops at 64 images. The budgets leave room for the path the machine picks (oneDNN linears and the
-    # CLS-only block change the count by ~20) and for torch versions; the 2.14.1 counts are 303,
-    # 705 and 360 (BENCHMARKS.md, "Host work per step").
+def test_a_step_dispatches_a_fraction_of_the_ops_it_did_before_issue_14(capsys, monkeypatch):
+    # PyTorch's own linears, the path a GPU takes (and a CPU where oneDNN's loses the measurement),
+    # so that the count does not depend on what this machine picks. Before issue 14 (89d34ae) one
+    # step dispatched, at 64 images, 1242 (DINO), 1982 (SelfPatch) and 2998-3283 (masked: a few per
+    # masked crop) ops from Python, and 1593, 2841 and 3423 with the backward pass, the optimiser
+    # and the insides of custom autograd functions. With torch 2.14.1 they are now 289, 521, 339
+    # and 619, 1144, 743 (BENCHMARKS.md, "Host work per step"); the budgets leave ~5 % for other
+    # torch versions.
+    monkeypatch.setenv("GEODINO_ONEDNN_LINEAR", "0")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     line = run(parser.parse_args(["--images", "8", "--steps", "1", "--threads", "1"]))
-    ops = {r["objective"]: r["ops_per_step"] for r in line["rows"]}
-    assert ops["dino"] <= 330 and ops["masked"] <= 400 and ops["selfpatch"] <= 850, ops
+    ops = {r["objective"]: (r["ops_per_step"], r["all_ops_per_step"]) for r in line["rows"]}
+    assert ops["dino"][0] <= 305 and ops["selfpatch"][0] <= 550 and ops["masked"][0] <= 355, ops
+    assert ops["dino"][1] <= 650 and ops["selfpatch"][1] <= 1200 and ops["masked"][1] <= 780, ops
