@@ -77,3 +77,22 @@ def test_rejects_too_few_views():
         assert "student" in str(err)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_views_of_different_shapes_are_refused_by_name():
+    loss_fn = DINOLoss(out_dim=4)
+    student = [torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(3, 4)]
+    try:
+        loss_fn(student, [torch.zeros(2, 4)], TEACHER_TEMP)
+    except ValueError as err:
+        assert "(3, 4)" in str(err) and "one shape" in str(err)
+    else:
+        raise AssertionError("expected a ValueError")
+
+
+def test_the_weighted_sum_of_the_losses():
+    from geodino.objectives.networks import weighted_sum
+
+    losses = {"dino": torch.tensor(2.0), "selfpatch": torch.tensor(3.0)}
+    assert weighted_sum(losses, {"dino": 1.0, "selfpatch": 0.5}).item() == 3.5
+    assert weighted_sum({"dino": losses["dino"]}, {"dino": 1.0}) is losses["dino"]

@@ -87,3 +87,22 @@ def test_the_neighbour_table_is_built_once_per_grid_and_device():
     first, second = grid_neighbours(5, 7, "cpu"), grid_neighbours(5, 7, torch.device("cpu"))
     assert first[0] is second[0] and first[1] is second[1]  # no host-to-device copy per step
     assert grid_neighbours(5, 6)[0] is not first[0]
+
+
+def test_rows_of_several_grids_get_the_neighbours_of_their_own_grid():
+    # One pass over the token rows of crops of two grids finds, for every patch, what each grid
+    # alone finds, offset to the rows of its crop and image.
+    from geodino.objectives.neighbours import top_k_neighbour_rows
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 12, 8), torch.randn(3, 4, 8)
+    index, valid = top_k_neighbour_rows(torch.cat([a.reshape(-1, 8), b.reshape(-1, 8)]), ((2, 4, 3), (3, 2, 2)), 3)
+    for tokens, grid, start in ((a, (4, 3), 0), (b, (2, 2), 24)):
+        alone, alone_valid = top_k_neighbours(tokens, grid, 3)
+        n = tokens.shape[1]
+        first = start + torch.arange(tokens.shape[0]).view(-1, 1, 1) * n
+        rows = slice(start, start + tokens.shape[0] * n)
+        assert torch.equal(index[rows], (alone + first).reshape(-1, 3))
+        assert torch.equal(valid[rows], alone_valid.reshape(-1, 3))
+    with pytest.raises(ValueError, match="do not fill"):
+        top_k_neighbour_rows(torch.randn(5, 8), ((2, 2, 2),), 3)
