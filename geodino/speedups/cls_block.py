@@ -39,9 +39,13 @@ def cls_only_block(block: Block, tokens: torch.Tensor) -> torch.Tensor:
     h = block.norm1(tokens)
     weight, bias = attn.qkv.weight, attn.qkv.bias
     project = onednn_linear.linear if isinstance(attn.qkv, onednn_linear.OneDNNLinear) else F.linear
-    # timm's qkv projection stacks the query, key and value weights in that order.
-    q = project(h[:, :1], weight[:width], None if bias is None else bias[:width])
-    kv = project(h, weight[width:], None if bias is None else bias[width:])
+    # timm's qkv projection stacks the query, key and value weights in that order. A split, not two
+    # slices: its backward is one concatenation, where each slice's fills a zero buffer the size of
+    # the whole weight and the two are then added.
+    w_q, w_kv = weight.split([width, weight.shape[0] - width])
+    b_q, b_kv = (None, None) if bias is None else bias.split([width, bias.shape[0] - width])
+    q = project(h[:, :1], w_q, b_q)
+    kv = project(h, w_kv, b_kv)
     q = q.reshape(b, 1, heads, head_dim).transpose(1, 2)
     k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
