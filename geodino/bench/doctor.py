@@ -4,7 +4,7 @@ A new machine can fail a run in many quiet ways: a library missing or of the wro
 precision that gives NaN, a resume that does not continue where it stopped, a launcher that cannot
 form a process group, a step that waits on the host, a GPU far below what it should deliver. Each
 check here tries one of them with the engine's own code (the training step, ``pretrain``, the
-augmentation, ``torchrun``), so that a pass means the real thing works, and prints one line:
+augmentation, the shard loader, ``torchrun``), so that a pass means the real thing works, and prints one line:
 ``{"check": NAME, "ok": ..., ...}``. A check that fails prints ``"ok": false`` and a one-line
 ``"error"``, and the next check runs all the same.
 
@@ -63,6 +63,9 @@ PRECISION_ATOL = 0.05  # bf16 keeps 8 bits of mantissa: losses agree to a few hu
 AUGMENT_GPU_TARGET = 20  # GPU crops/s over CPU crops/s
 THROUGHPUT_TARGETS = {"images_per_s": 3000, "mfu": 0.45}  # ViT-S/16 bf16 on an H200
 THROUGHPUT_BATCHES = (64, 128)
+# The loader check: synthetic 8-band scenes as format-2 shards (webdataset, the training decoder);
+# the GPU form at BigEarthNet's 120 px, enough samples for several batches per worker.
+LOADER = {"cpu": {"samples": 64, "image_size": 32, "workers": 2}, "gpu": {"samples": 1024, "image_size": 120}}
 # Dense bf16 tensor-core peaks (FLOP/s) by device name; the first name found in the GPU's wins.
 PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 
@@ -343,10 +346,62 @@ def throughput() -> dict[str, Any]:
     peak = _peak_bf16(name)
     rows = [_throughput(batch, peak) for batch in THROUGHPUT_BATCHES]
     best = max(rows, key=lambda r: r["images_per_s"])
+    _STEP_IMAGES_PER_S["dino"] = best["images_per_s"]
     meets = (best["images_per_s"] >= THROUGHPUT_TARGETS["images_per_s"]
              and (best["mfu"] or 0) >= THROUGHPUT_TARGETS["mfu"])
     return {"ok": True, "gpu": name, "peak_bf16_flop_per_s": peak, "rows": rows, "targets": THROUGHPUT_TARGETS,
             "meets_targets": meets}
+
+
+# The images/s of the reference step that ``throughput`` measured in this process, for ``loader``
+# to compare the data path against without training ViT-S/16 a second time.
+_STEP_IMAGES_PER_S: dict[str, float] = {}
+
+
+def _loader_samples_per_s(samples: int, image_size: int, batch: int, workers: int) -> float:
+    """Samples/s of pretraining's shard path over freshly written synthetic shards: the loader with
+    ``workers``, then the images assembled on the training device. Timed after the first batch
+    (worker start-up is paid once per run, not per step)."""
+    from geodino.data.batches import batch_images
+    from geodino.data.shards.stream import make_shard_loader
+    from geodino.data.sources.synthetic_shards import write_synthetic_shards
+
+    device = torch.device("cuda" if _cuda() else "cpu")
+    with tempfile.TemporaryDirectory(prefix="geodino-doctor-loader-") as tmp:
+        # at least two shards per worker, so that none of them reads another's
+        write_synthetic_shards(tmp, samples, 1, image_size, seed=0, shard_size=max(1, samples // (2 * workers)),
+                               workers=1, progress=False)
+        stream = make_shard_loader(tmp, batch_size=batch, num_workers=workers, shuffle_buffer=4 * batch,
+                                   steps_per_epoch=samples // batch, split="train", device_assembly=True,
+                                   pin_memory=device.type == "cuda")
+        batches = iter(stream)
+        batch_images(next(batches), device)
+        _synchronize()
+        started, count = time.perf_counter(), 0
+        for item in batches:
+            count += batch_images(item, device).shape[0]
+        _synchronize()
+        seconds = time.perf_counter() - started
+    return count / seconds
+
+
+def loader() -> dict[str, Any]:
+    """Can the data path feed the step? Shard loader samples/s, with the workers a run would use,
+    against the images/s of a training step (``throughput``'s on a GPU, measured here otherwise)."""
+    form_name = "gpu" if _cuda() else "cpu"
+    form, settings = _form(), LOADER[form_name]
+    workers = settings.get("workers") or max(1, min(8, (os.cpu_count() or 2) - 1))
+    samples_per_s = _loader_samples_per_s(settings["samples"], settings["image_size"], form.batch, workers)
+    if "dino" in _STEP_IMAGES_PER_S:
+        step_rate, step_from = _STEP_IMAGES_PER_S["dino"], "throughput check"
+    else:
+        with _form_threads():
+            step_rate = form.batch / _three_steps("dino", "bf16" if _cuda() else "no")["s_per_step"]
+        step_from = f"{form_name} form, dino, measured here"
+    return {"ok": samples_per_s > 0, "form": form_name, "workers": workers, "image_size": settings["image_size"],
+            "loader_samples_per_s": round(samples_per_s, 1), "step_images_per_s": round(step_rate, 1),
+            "step_from": step_from, "loader_over_step": round(samples_per_s / step_rate, 2),
+            "keeps_up": samples_per_s >= step_rate}
 
 
 def _crops_per_s(*arguments: str) -> float:
@@ -375,7 +430,7 @@ def augment() -> dict[str, Any]:
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "versions": versions, "steps": steps, "resume": resume, "torchrun": torchrun, "precision": precision,
-    "throughput": throughput, "augment": augment,
+    "throughput": throughput, "loader": loader, "augment": augment,
 }
 
 

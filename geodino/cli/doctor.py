@@ -14,12 +14,13 @@ def register(subparsers: Any) -> None:
         description="Runs the checks in turn and prints one JSON line each: versions, steps (3 training steps "
                     "per objective and precision), resume (a stopped and resumed run equals a straight one), "
                     "torchrun (pretraining under the launcher), precision (fp32 against bf16 losses), "
-                    "throughput (GPU images/s and MFU) and augment (crops/s). Without a CUDA GPU a reduced CPU "
+                    "throughput (GPU images/s and MFU), loader (the shard path's samples/s against the step's "
+                    "images/s) and augment (crops/s). Without a CUDA GPU a reduced CPU "
                     "form runs. A failing check prints \"ok\": false and an error, and the next one runs; the "
                     "exit status is 1 if any check failed.")
     parser.add_argument("--only", metavar="NAMES",
                         help="comma-separated checks to run (default: all): versions, steps, resume, torchrun, "
-                             "precision, throughput, augment")
+                             "precision, throughput, loader, augment")
     parser.add_argument("--out", metavar="FILE", help="also write every line, as one JSON list, to FILE")
     parser.set_defaults(func=run)
 

@@ -63,3 +63,22 @@ def test_an_unknown_check_is_a_one_line_error(capsys):
     assert main(["doctor", "--only", "versions,speed"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "speed" in err[0] and "versions" in err[0]
+
+
+def test_the_loader_check_sets_the_data_path_against_the_step(capsys, monkeypatch):
+    # Shards written for the check, read by the training loader with workers and assembled on the
+    # device, against the images/s of a training step measured alongside.
+    assert main(["doctor", "--only", "loader"]) == 0
+    (line,) = _lines(capsys)
+    assert line["check"] == "loader" and line["ok"] and line["workers"] == 2
+    assert line["loader_samples_per_s"] > 0 and line["step_images_per_s"] > 0
+    assert line["loader_over_step"] == pytest.approx(line["loader_samples_per_s"] / line["step_images_per_s"],
+                                                     rel=0.02)
+    assert line["keeps_up"] == (line["loader_samples_per_s"] >= line["step_images_per_s"])
+    assert line["step_from"].startswith("cpu form")
+    # After the throughput check (a GPU), its step rate is the one compared against.
+    monkeypatch.setitem(doctor._STEP_IMAGES_PER_S, "dino", 1e9)
+    assert main(["doctor", "--only", "loader"]) == 0
+    (line,) = _lines(capsys)
+    assert line["step_from"] == "throughput check" and line["step_images_per_s"] == 1e9
+    assert line["keeps_up"] is False
