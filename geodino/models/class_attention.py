@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 
 class Pool(NamedTuple):
-    """``items`` summaries, item ``i`` reading the ``tokens`` rows ``start + i*tokens ...`` of the next item."""
+    """``items`` summaries of consecutive runs of ``tokens`` rows from row ``start``: item ``i``
+    reads rows ``start + i * tokens`` up to, not including, ``start + (i + 1) * tokens``."""
 
     start: int
     items: int
@@ -117,6 +118,9 @@ class SummaryAggregator(nn.Module):
             mask = F.pad(valid, (1, 0), value=True).view(valid.shape[0], 1, 1, -1)  # + the summary itself
         elif not pools:
             raise ValueError("SummaryAggregator was asked for no summary")
+        ends = [(p.start, p.start + p.items * p.tokens) for p in pools]
+        if any(a < 0 or b > rows.shape[0] for a, b in ends) or any(b > a for (_, b), (a, _) in zip(ends, ends[1:])):
+            raise ValueError(f"pools must follow each other within the {rows.shape[0]} rows: {list(pools)}")
         n = (0 if index is None else index.shape[0]) + sum(p.items for p in pools)
         summary = self.summary_token.expand(n, -1)
         for block in self.blocks:

@@ -1,5 +1,6 @@
 """Class-attention pooling: set summaries agree with pooling each set alone; invalid tokens are ignored."""
 
+import pytest
 import torch
 
 from geodino.models.class_attention import SummaryAggregator
@@ -34,3 +35,23 @@ def test_invalid_tokens_are_not_read():
         # a set with no valid token still has a well-defined summary (it reads itself)
         empty = agg.pool_sets(tokens, index, torch.zeros_like(valid))
     assert torch.isfinite(empty).all()
+
+
+def test_pools_of_two_sizes_and_sets_in_one_pass_equal_each_alone():
+    from geodino.models.class_attention import Pool
+
+    torch.manual_seed(0)
+    agg = SummaryAggregator(64, depth=2).eval()
+    big, small = torch.randn(2, 6, 64), torch.randn(3, 2, 64)
+    rows = torch.cat([big.reshape(-1, 64), small.reshape(-1, 64)])
+    index = torch.tensor([[0, 1], [2, 13], [17, 3]])
+    valid = torch.tensor([[True, True], [True, False], [True, True]])
+    with torch.no_grad():
+        out = agg(rows, [Pool(0, 2, 6), Pool(12, 3, 2)], (index, valid))
+        torch.testing.assert_close(out[3:5], agg.pool(big), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[5:], agg.pool(small), atol=1e-5, rtol=1e-5)
+        for s in range(3):
+            alone = agg.pool(rows[index[s][valid[s]]].unsqueeze(0))[0]
+            torch.testing.assert_close(out[s], alone, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="follow each other"):
+            agg(rows, [Pool(0, 2, 6), Pool(10, 3, 2)])
