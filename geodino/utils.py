@@ -126,16 +126,16 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-#: Instruction sets that decide which CPU kernels win (oneDNN's AVX-512 and AMX paths, bf16).
-_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     """``t`` in float32 when it is half or bfloat16; as it is otherwise, without dispatching an op
     (every op is host time on a GPU, issue 14)."""
     import torch
 
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+#: Instruction sets that decide which CPU kernels win (oneDNN's AVX-512 and AMX paths, bf16).
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def cpu_model() -> str:

@@ -4,9 +4,9 @@ A new machine can fail a run in many quiet ways: a library missing or of the wro
 precision that gives NaN, a resume that does not continue where it stopped, a launcher that cannot
 form a process group, a step that waits on the host, a GPU far below what it should deliver. Each
 check here tries one of them with the engine's own code (the training step, ``pretrain``, the
-augmentation, the shard loader, ``torchrun``), so that a pass means the real thing works, and prints one line:
-``{"check": NAME, "ok": ..., ...}``. A check that fails prints ``"ok": false`` and a one-line
-``"error"``, and the next check runs all the same.
+augmentation, the shard loader, ``torchrun``), so that a pass means the real thing works, and
+prints one line: ``{"check": NAME, "ok": ..., ...}``. A check that fails prints ``"ok": false``
+and a one-line ``"error"``, and the next check runs all the same.
 
 Without a CUDA GPU the checks run a reduced form: a 1-block ViT-Tiny on 32-px crops, enough to
 exercise every code path in well under a minute. With one, they train ViT-S/16 on the reference
@@ -338,6 +338,11 @@ def _throughput(batch: int, peak: float | None, warmup: int = 3, timed: int = 10
             "mfu": round(flops / seconds / peak, 3) if peak else None}
 
 
+# The images/s of the reference step that ``throughput`` measured in this process, for ``loader``
+# to compare the data path against without training ViT-S/16 a second time.
+_STEP_IMAGES_PER_S: dict[str, float] = {}
+
+
 def throughput() -> dict[str, Any]:
     """What the GPU delivers on the reference DINO step (ViT-S/16, bf16, 2 x 224 + 10 x 96 crops)."""
     if not _cuda():
@@ -351,11 +356,6 @@ def throughput() -> dict[str, Any]:
              and (best["mfu"] or 0) >= THROUGHPUT_TARGETS["mfu"])
     return {"ok": True, "gpu": name, "peak_bf16_flop_per_s": peak, "rows": rows, "targets": THROUGHPUT_TARGETS,
             "meets_targets": meets}
-
-
-# The images/s of the reference step that ``throughput`` measured in this process, for ``loader``
-# to compare the data path against without training ViT-S/16 a second time.
-_STEP_IMAGES_PER_S: dict[str, float] = {}
 
 
 def _loader_samples_per_s(samples: int, image_size: int, batch: int, workers: int) -> float:

@@ -116,7 +116,6 @@ class LossGuard:
 
 
 @dataclass
-@dataclass
 class StepResult:
     names: list[str]  # "loss", then "loss_<objective>"
     reduced: torch.Tensor  # their global-batch means, on the device

@@ -118,26 +118,24 @@ class SummaryAggregator(nn.Module):
             mask = F.pad(valid, (1, 0), value=True).view(valid.shape[0], 1, 1, -1)  # + the summary itself
         elif not pools:
             raise ValueError("SummaryAggregator was asked for no summary")
-        ends = [(p.start, p.start + p.items * p.tokens) for p in pools]
-        if any(a < 0 or b > rows.shape[0] for a, b in ends) or any(b > a for (_, b), (a, _) in zip(ends, ends[1:])):
+        spans = [(p.start, p.start + p.items * p.tokens) for p in pools]
+        if any(a < 0 or b > rows.shape[0] for a, b in spans) or any(b > a for (_, b), (a, _) in zip(spans, spans[1:])):
             raise ValueError(f"pools must follow each other within the {rows.shape[0]} rows: {list(pools)}")
+        # The rows cut at every pool's edges, worked out once: each block then splits its keys and
+        # values in one call and views each pool's piece.
+        edges = sorted({0, rows.shape[0], *(e for span in spans for e in span)})
+        cuts = [b - a for a, b in zip(edges, edges[1:])]
+        pieces = [edges.index(p.start) for p in pools]
         n = (0 if index is None else index.shape[0]) + sum(p.items for p in pools)
         summary = self.summary_token.expand(n, -1)
         for block in self.blocks:
-            summary = block(summary, self._contexts(block.keys_values(rows), index, mask, pools))
+            kv = block.keys_values(rows)
+            contexts = [] if index is None else [(kv[index], mask)]
+            if pools:
+                parts = kv.split(cuts)
+                contexts += [(parts[i].view(p.items, p.tokens, -1), None) for i, p in zip(pieces, pools)]
+            summary = block(summary, contexts)
         return self.norm(summary)
-
-    @staticmethod
-    def _contexts(kv: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor | None,
-                  pools: Sequence[Pool]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Each group's keys and values (and mask), read from the rows' ``kv``, in output order."""
-        groups = [] if index is None else [(kv[index], mask)]
-        if not pools:
-            return groups
-        # One split for all the pools (and the rows around them), then a view per pool.
-        edges = sorted({0, kv.shape[0], *(e for p in pools for e in (p.start, p.start + p.items * p.tokens))})
-        parts = dict(zip(edges, kv.split([b - a for a, b in zip(edges, edges[1:])])))
-        return groups + [(parts[p.start].view(p.items, p.tokens, -1), None) for p in pools]
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, M, D]`` → ``[B, D]``."""
