@@ -31,7 +31,7 @@ class Backbone(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.is_vit = hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+        self.is_vit = _is_vit(model)
         self.embed_dim: int = int(getattr(model, "embed_dim", None) or model.num_features)
 
     @property
@@ -88,21 +88,22 @@ class Backbone(nn.Module):
         return m.norm(cls_only_block(last, tokens))[:, 0]
 
     def _masked_tokens(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
-        # timm's forward_features, with the masked embeddings swapped in between the patch
-        # embedding and the position embedding (hence not a call to forward_features).
-        m = self.model
-        emb = m.patch_embed(x)  # [B, h, w, D] with dynamic_img_size, else [B, h*w, D]
-        if emb.ndim == 4:
-            if mask.shape != emb.shape[:3]:
-                raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(emb.shape[:3])}")
-        else:
-            mask = mask.flatten(1)
-            if mask.shape != emb.shape[:2]:
-                raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(emb.shape[:2])}")
-        # torch.where keeps the token in the graph even when nothing is masked (DDP wants every
-        # parameter used in every step).
-        emb = torch.where(mask.unsqueeze(-1), mask_token.to(emb.dtype), emb)
-        return m.norm(m.blocks(self._prepare_tokens(emb)))
+        # timm's own forward_features, with the masked embeddings swapped in at the output of the
+        # patch embedding, i.e. before the position embedding. Done as a hook on that layer, it
+        # holds for every family whatever its positions are made of (Eva's rotary ones included).
+        def swap(_module: nn.Module, _inputs: tuple, emb: torch.Tensor) -> torch.Tensor:
+            grid_mask = mask if emb.ndim == 4 else mask.flatten(1)  # [B, h, w, D] with dynamic_img_size
+            if grid_mask.shape != emb.shape[:-1]:
+                raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(emb.shape[:-1])}")
+            # torch.where keeps the token in the graph even when nothing is masked (DDP wants
+            # every parameter used in every step).
+            return torch.where(grid_mask.unsqueeze(-1), mask_token.to(emb.dtype), emb)
+
+        handle = self.model.patch_embed.register_forward_hook(swap)
+        try:
+            return self.model.forward_features(x)
+        finally:
+            handle.remove()
 
     def _prepare_tokens(self, emb: torch.Tensor) -> torch.Tensor:
         # The part of timm's forward_features between the patch embedding and the blocks.
@@ -116,6 +117,23 @@ class Backbone(nn.Module):
         outs = self.model.forward_intermediates(x, indices=n, norm=True, intermediates_only=True,
                                                 return_prefix_tokens=True, output_fmt="NLC")
         return torch.cat([prefix[:, 0] for _, prefix in outs], dim=-1)
+
+
+# timm modules whose ViTs take ``dynamic_img_size`` (one model for every crop size), ``img_size``,
+# ``patch_size`` and ``depth``. A model's module, not its name, says which family it is: ``test_vit``
+# and ``flexivit_*`` are VisionTransformers too, and ``vit_*_dinov3`` are Evas.
+RESIZABLE_VIT_MODULES = ("vision_transformer", "deit", "eva")
+
+
+def _registered_in(arch: str, modules: tuple[str, ...]) -> bool:
+    try:
+        return timm.models.is_model_in_modules(arch, modules)
+    except Exception:  # an unknown name: timm.create_model says so, with the closest names
+        return False
+
+
+def _is_vit(model: nn.Module) -> bool:
+    return hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
 
 
 def build_backbone(
@@ -135,7 +153,8 @@ def build_backbone(
     kwargs: dict = dict(num_classes=0, in_chans=in_chans, pretrained=pretrained)
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
-    if arch.startswith(("vit_", "deit", "eva", "beit")):
+    resizable = _registered_in(arch, RESIZABLE_VIT_MODULES)
+    if resizable:
         kwargs["dynamic_img_size"] = True
         if img_size is not None:
             kwargs["img_size"] = img_size
@@ -147,6 +166,13 @@ def build_backbone(
         model = timm.create_model(arch, **kwargs)
     except RuntimeError as err:
         raise ValueError(f"cannot build backbone {arch!r}: {err} (closest timm names: {similar_archs(arch)})") from err
+    if not resizable and _is_vit(model):  # its position table is fixed: it cannot take global and local crops
+        raise ValueError(f"model.arch={arch} is a ViT that timm cannot resize to each crop size; use one of timm's "
+                         f"{', '.join(RESIZABLE_VIT_MODULES)} models (e.g. vit_small_patch16_224, eva02_small_patch14_224)")
+    for key, value in (("depth", depth), ("patch_size", patch_size)):
+        if value and not resizable:
+            raise ValueError(f"model.{key}={value} cannot be applied to {arch!r}: it sets the blocks and patches of "
+                             f"a ViT of timm's {', '.join(RESIZABLE_VIT_MODULES)} families; leave it at 0 for other models")
     remove_zero_dropout(model)
     return Backbone(model)
 

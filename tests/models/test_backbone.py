@@ -63,3 +63,56 @@ def test_zero_rate_dropouts_are_removed_and_the_outputs_stay_the_same():
     kept = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=1, proj_drop_rate=0.1)
     assert remove_zero_dropout(kept) > 0
     assert any(type(m) is torch.nn.Dropout and m.p == 0.1 for m in kept.modules())
+
+
+def test_every_resizable_timm_vit_gets_the_recipes_depth_and_patch_size_whatever_its_name() -> None:
+    """``test_vit`` and ``flexivit_small`` are timm VisionTransformers whose names do not start with
+    ``vit_``: the depth, patch size and crop resizing of the recipe used to be dropped for them
+    without a word (a 6-block model trained where 1 was asked for)."""
+    for arch in ("test_vit", "flexivit_small", "deit3_small_patch16_224", "eva02_tiny_patch14_224"):
+        backbone = build_backbone(arch, in_chans=4, img_size=32, patch_size=16, depth=1)
+        assert len(backbone.model.blocks) == 1, arch
+        assert backbone.patch_size == 16, arch
+        for size in (32, 16):  # global and local crops through one model
+            assert backbone(torch.randn(2, 4, size, size)).grid == (size // 16, size // 16), arch
+
+
+def test_depth_or_patch_size_on_a_model_that_cannot_take_them_is_an_error_naming_the_key() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"model\.depth=2.*resnet18"):
+        build_backbone("resnet18", in_chans=3, depth=2)
+    with pytest.raises(ValueError, match=r"model\.patch_size=8.*resnet18"):
+        build_backbone("resnet18", in_chans=3, patch_size=8)
+    # ViTs timm cannot resize per crop (fixed position tables): refused with the families that can.
+    for arch in ("beit_base_patch16_224", "vit_relpos_small_patch16_224"):
+        with pytest.raises(ValueError, match=rf"model\.arch={arch}.*vision_transformer.*eva"):
+            build_backbone(arch, in_chans=3, img_size=32, patch_size=16, depth=1)
+
+
+def test_masked_patches_work_for_eva_vits_too_and_equal_the_hand_masked_embedding() -> None:
+    """Masking swaps the patch embedding's output before the position embedding; done through the
+    patch embedding itself it holds for every timm family (Eva's tokens carry rotary positions that
+    the hand-built path did not)."""
+    import timm
+
+    for arch in ("vit_tiny_patch16_224", "eva02_tiny_patch14_224"):
+        backbone = build_backbone(arch, in_chans=3, img_size=32, patch_size=16, depth=1).eval()
+        x = torch.randn(2, 3, 32, 32)
+        mask = torch.zeros(2, 2, 2, dtype=torch.bool)
+        mask[0, 0, 1] = mask[1, 1, 0] = True
+        token = torch.randn(backbone.embed_dim)
+        got = backbone(x, mask=mask, mask_token=token)
+        m = backbone.model
+        emb = m.patch_embed(x)
+        emb[mask] = token
+        original = m.patch_embed.forward
+        m.patch_embed.forward = lambda _x: emb  # timm's own forward_features on the masked embedding
+        try:
+            want = m.forward_features(x)
+        finally:
+            m.patch_embed.forward = original
+        torch.testing.assert_close(got.cls, want[:, 0])
+        torch.testing.assert_close(got.patches, want[:, m.num_prefix_tokens:])
+        assert not torch.allclose(got.cls, backbone(x).cls), arch  # the mask changed something
+    del timm
