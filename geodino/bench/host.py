@@ -1,12 +1,14 @@
 """``geodino bench host``: what the host spends on a training step when the model costs nothing.
 
-A GPU step is only as fast as the host can queue it. This bench takes a model whose compute is
-negligible (a 1-block ViT-Tiny on 32-px global and 16-px local crops of 16-px patches: a handful of
-tokens) and times the whole step the engine runs, multi-crop augmentation of raw images included,
-on the CPU, for each objective and per-step batch. What is left is host work: parameter draws,
-Python, op dispatch. It also counts the aten ops one step dispatches (PyTorch's profiler; on a GPU
-each is a kernel launch or a copy), which does not depend on the machine: those Python calls
-(``ops_per_step``), and all of them, backward and optimiser included (``all_ops_per_step``).
+A GPU step is only as fast as the host can queue it. This bench takes a small model (a 1-block
+ViT-Tiny on 32-px global and 16-px local crops of 16-px patches: a handful of tokens) and times the
+whole step the engine runs, multi-crop augmentation of raw images included, on the CPU, for each
+objective and per-step batch. On a CPU those times still hold the pixel work (the patch
+embedding's convolutions, resampling), which grows with the batch; the host's share is what the
+op counts measure. They come from PyTorch's profiler and do not depend on the machine: the ops
+Python calls (``ops_per_step``); all of them, backward and optimiser included
+(``all_ops_per_step``); and of those, the ones that do device work, i.e. not views or allocations
+(``launches_per_step``: on a GPU, each is a kernel launch or a copy).
 
 Flat in the batch and few ops is the goal (issue 14): host work that grows with the batch, or
 with the number of parameters, is time a GPU waits. On a CPU the step's time is mostly the
@@ -21,6 +23,7 @@ change are measured: it only uses the engine's long-standing entry points.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -70,19 +73,48 @@ def _step_fn(objective: str, images: int):
     return step
 
 
-def count_ops(step, k: int) -> tuple[int, int]:
-    """aten ops one call of ``step`` dispatches: ``(from Python, all)``.
+# Allocations launch no kernel; neither do views (checked from the op's schema, below).
+_ALLOCATIONS = frozenset({"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided"})
+
+
+@functools.lru_cache(maxsize=None)
+def _launches_nothing(name: str) -> bool:
+    """Whether the aten op ``name`` does no device work of its own: an allocation, or an op whose
+    schema says it returns a view of its input (``t``, ``reshape``, ``to``, ``detach``, ``split``,
+    ...). Composite ones that may copy (``reshape``, ``to``, ``contiguous``) are judged by their
+    children (see :func:`_launches`)."""
+    if name in _ALLOCATIONS:
+        return True
+    packet = getattr(torch.ops.aten, name, None)
+    if packet is None:
+        return False
+    returns = [r for overload in packet.overloads() for r in getattr(packet, overload)._schema.returns
+               if "Tensor" in str(r.type)]  # slice.str and its like slice strings, not tensors
+    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+
+
+def _launches(event) -> bool:
+    name = event.name.removeprefix("aten::")
+    return not _launches_nothing(name) or any(child.name.startswith("aten::") and _launches(child)
+                                              for child in event.cpu_children)
+
+
+def count_ops(step, k: int) -> tuple[int, int, int]:
+    """aten ops one call of ``step`` dispatches: ``(from Python, all, launching)``.
 
     From Python: those called by Python code directly (the count every figure since session 7
     uses). All: every aten op not nested in another one, wherever it is called from, so also the
     backward pass, the optimiser and the inside of custom autograd functions (the DINO head's
-    prototype layer, oneDNN linears): on a GPU, every kernel launch and copy of the step.
+    prototype layer, oneDNN linears). Launching: those of "all" that do device work, i.e. not
+    views or allocations, nor made only of them: on a GPU, each is a kernel launch or a copy (a
+    ``linear`` counts once, its matmul; a ``_foreach_`` op once, although CUDA may split it into a
+    few launches).
     """
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(k)
-    from_python = every = 0
+    from_python = every = launching = 0
     for event in prof.events():
         if not event.name.startswith("aten::"):
             continue
@@ -90,8 +122,10 @@ def count_ops(step, k: int) -> tuple[int, int]:
         parent = event.cpu_parent
         while parent is not None and not parent.name.startswith("aten::"):
             parent = parent.cpu_parent
-        every += parent is None
-    return from_python, every
+        if parent is None:
+            every += 1
+            launching += _launches(event)
+    return from_python, every, launching
 
 
 def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
@@ -103,9 +137,9 @@ def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> di
         started = time.perf_counter()
         step(k)
         times.append(time.perf_counter() - started)
-    from_python, every = count_ops(step, warmup + steps)
+    from_python, every, launching = count_ops(step, warmup + steps)
     return {"objective": objective, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
-            "ops_per_step": from_python, "all_ops_per_step": every}
+            "ops_per_step": from_python, "all_ops_per_step": every, "launches_per_step": launching}
 
 
 def draw_ms(images: int, total: int, masks: bool, repeats: int = 5) -> float:
