@@ -206,33 +206,39 @@ def check_data_source(source: str, root: str, job: str) -> None:
                           "or set data.source to the kind of data at that root")
 
 
+def check_ranges(node: Any, prefix: str = "") -> None:
+    """Every key of the dataclass tree ``node`` that declares a :class:`~geodino.config.schema.Range`
+    holds a value inside it (the schema's ``bounded`` fields; pretraining and fine-tuning)."""
+    for f in dataclasses.fields(node):
+        value, path = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{path}.")
+        elif "range" in f.metadata and (problem := f.metadata["range"].problem(value)):
+            raise ConfigError(f"{path}: {problem}")
+
+
+def _check_ordered(path: str, pair: list[float]) -> None:
+    if pair[0] > pair[1]:
+        raise ConfigError(f"{path}: expected [low, high] with low <= high, got {pair}")
+
+
 def validate(cfg: Config) -> None:
-    """Checks that span keys or restrict values; types were checked while loading."""
+    """Checks of values and between keys; types were checked while loading."""
+    check_ranges(cfg)
+    if not cfg.run.out_dir.strip():
+        raise ConfigError("run.out_dir: empty (give the run's folder)")
     check_data_source(cfg.data.source, cfg.data.root, "pretraining")
     _validate_model(cfg)
-    for key in ("batch_size", "image_size"):
-        if getattr(cfg.data, key) <= 0:
-            raise ConfigError(f"data.{key}: must be positive")
-    if cfg.optim.epochs <= 0:
-        raise ConfigError("optim.epochs: must be positive")
     if cfg.optim.warmup_epochs > cfg.optim.epochs or cfg.dino.warmup_teacher_temp_epochs > cfg.optim.epochs:
         raise ConfigError("optim.warmup_epochs / dino.warmup_teacher_temp_epochs: longer than optim.epochs")
-    for key in ("global_scale", "local_scale"):
-        lo_hi = getattr(cfg.augment, key)
-        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
-            raise ConfigError(f"augment.{key}: expected [low, high] with 0 < low <= high <= 1, got {lo_hi}")
     a = cfg.augment
-    for key in ("modality_drop_p", "flip_p", "jitter_p", "grayscale_p"):
-        if not 0 <= getattr(a, key) <= 1:
-            raise ConfigError(f"augment.{key}: must be in [0, 1]")
+    for key in ("global_scale", "local_scale", "blur_sigma"):
+        _check_ordered(f"augment.{key}", getattr(a, key))
+    if a.n_local and a.local_size > a.global_size:
+        raise ConfigError(f"augment.local_size={a.local_size} is larger than augment.global_size={a.global_size}: "
+                          "local crops are the small views")
     if a.band_ops != "joint" and a.mode == "rgb":
         raise ConfigError(f"augment.band_ops: {a.band_ops!r} is for multispectral mode (augment.mode is rgb)")
-    for key in ("blur_p", "solarize_p"):
-        values = getattr(a, key)
-        if len(values) != 3 or not all(0 <= v <= 1 for v in values):
-            raise ConfigError(f"augment.{key}: expected 3 probabilities (global 1, global 2, locals), got {values}")
-    if len(a.blur_sigma) != 2 or not 0 < a.blur_sigma[0] <= a.blur_sigma[1]:
-        raise ConfigError(f"augment.blur_sigma: expected [low, high] with 0 < low <= high, got {a.blur_sigma}")
     _validate_objective(cfg)
     resolve_trackers(cfg.train.trackers)
 
@@ -260,22 +266,9 @@ def resolve_trackers(names: list[str]) -> list[str]:
 
 
 def _validate_model(cfg: Config) -> None:
-    m, d = cfg.model, cfg.dino
-    # One prototype makes every output the same distribution: the loss is 0 and nothing is learned.
-    if m.out_dim < 2:
-        raise ConfigError(f"model.out_dim: the DINO head needs at least 2 prototypes, got {m.out_dim}")
-    for key in ("hidden_dim", "bottleneck_dim"):
-        if getattr(m, key) <= 0:
-            raise ConfigError(f"model.{key}: must be positive, got {getattr(m, key)}")
-    if m.nlayers < 1:
-        raise ConfigError(f"model.nlayers: the head needs at least 1 layer, got {m.nlayers}")
-    if m.depth < 0 or m.patch_size < 0:
-        raise ConfigError("model.depth / model.patch_size: must be >= 0 (0 = the architecture's own)")
-    if not 0 <= m.drop_path_rate < 1:
-        raise ConfigError(f"model.drop_path_rate: must be in [0, 1), got {m.drop_path_rate}")
-    for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
-        if getattr(d, key) <= 0:
-            raise ConfigError(f"dino.{key}: must be positive, got {getattr(d, key)}")
+    m = cfg.model
+    if m.init_bands and not m.init:
+        raise ConfigError("model.init_bands is set but model.init is empty: it names the bands of the weights it loads")
 
 
 def _validate_objective(cfg: Config) -> None:
@@ -287,27 +280,7 @@ def _validate_objective(cfg: Config) -> None:
             patch_objective(o.patch)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    if o.patch_weight < 0:
-        raise ConfigError("objective.patch_weight: must be >= 0")
-    for key in ("patch_out_dim", "patch_hidden_dim", "patch_bottleneck_dim", "patch_nlayers"):
-        if getattr(o, key) <= 0:
-            raise ConfigError(f"objective.{key}: must be positive")
-    if o.selfpatch.blocks <= 0:
-        raise ConfigError("objective.selfpatch.blocks: must be positive")
-    if o.patch_out_dim < 2:
-        raise ConfigError(f"objective.patch_out_dim: the patch head needs at least 2 prototypes, got {o.patch_out_dim}")
-    if o.patch_student_temp <= 0 or o.patch_teacher_temp < 0:
-        raise ConfigError("objective.patch_student_temp / patch_teacher_temp: must be positive (teacher: 0 = "
-                          "the image-level schedule)")
-    if not 0 <= o.patch_center_momentum < 1:
-        raise ConfigError("objective.patch_center_momentum: must be in [0, 1)")
-    if not 1 <= o.selfpatch.k <= 8:
-        raise ConfigError(f"objective.selfpatch.k: a 3x3 window has 8 neighbours, got {o.selfpatch.k}")
-    if not 0 <= o.masked.probability <= 1:
-        raise ConfigError("objective.masked.probability: must be in [0, 1]")
-    r = o.masked.ratio
-    if len(r) != 2 or not 0 <= r[0] <= r[1] <= 1:
-        raise ConfigError(f"objective.masked.ratio: expected [low, high] with 0 <= low <= high <= 1, got {r}")
+    _check_ordered("objective.masked.ratio", o.masked.ratio)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from geodino.config.load import ConfigError, apply_mapping, apply_recipe, check_data_source, recipe_path
+from geodino.config.load import ConfigError, apply_mapping, apply_recipe, check_data_source, check_ranges, recipe_path
+from geodino.config.schema import bounded
 
 Head = Literal["linear", "progressive", "upernet"]
 HEADS = get_args(Head)
@@ -25,7 +26,7 @@ RANDOM_INIT = "none"
 @dataclass
 class SegRunConfig:
     out_dir: str = "runs/seg"
-    seed: int = 0
+    seed: int = bounded(0, ge=0, lt=2**32)
     device: str = "auto"  # the GPU when there is one
 
 
@@ -34,15 +35,15 @@ class SegModelConfig:
     pretrained: str = ""  # a geodino pretraining checkpoint or export folder, or "none" (random init of the arch below)
     # Architecture of a randomly initialised backbone (a checkpoint brings its own):
     arch: str = "vit_small_patch16_224"
-    patch_size: int = 0  # 0 = the arch's own
-    depth: int = 0  # 0 = the arch's own
-    img_size: int = 0  # size the position embedding is laid out for; 0 = data.image_size
+    patch_size: int = bounded(0, ge=0)  # 0 = the arch's own
+    depth: int = bounded(0, ge=0)  # 0 = the arch's own
+    img_size: int = bounded(0, ge=0)  # size the position embedding is laid out for; 0 = data.image_size
     head: Head = "upernet"
     freeze_backbone: bool = False
-    layer_decay: float = 0.75  # lr of block i = lr × decay^(depth + 1 − (i + 1)); 1 = no decay
-    decoder_channels: int = 256  # width of the progressive / UPerNet decoders
+    layer_decay: float = bounded(0.75, gt=0, le=1)  # lr of block i = lr × decay^(depth + 1 − (i + 1)); 1 = no decay
+    decoder_channels: int = bounded(256, ge=1)  # width of the progressive / UPerNet decoders
     levels: list[int] = field(default_factory=list)  # blocks feeding UPerNet; [] = 4 evenly spaced
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = bounded(0.0, ge=0, lt=1)
 
 
 @dataclass
@@ -52,27 +53,27 @@ class SegDataConfig:
     card: str = ""  # card of the data when it cannot be found (random init on sen12ms)
     train_split: str = "train"  # split names in any spelling (validation = val; see geodino.data.splits)
     val_split: str = ""  # "" = val, else test; never a split that shares shards with train_split
-    image_size: int = 32  # model input size; predictions are resized back to the mask size
-    batch_size: int = 16
-    num_workers: int = 0
-    num_samples: int = 512  # training samples (synthetic: scenes; others: 0 = all)
-    val_samples: int = 128  # validation samples (synthetic: scenes; others: 0 = all)
-    num_classes: int = 8  # synthetic scenes
+    image_size: int = bounded(32, ge=1)  # model input size; predictions are resized back to the mask size
+    batch_size: int = bounded(16, ge=2, why="the decoders use batch norm")
+    num_workers: int = bounded(0, ge=0)
+    num_samples: int = bounded(512, ge=0)  # training samples (synthetic: scenes; others: 0 = all)
+    val_samples: int = bounded(128, ge=0)  # validation samples (synthetic: scenes; others: 0 = all)
+    num_classes: int = bounded(8, ge=2)  # synthetic scenes
     label_map: Literal["dfc", "igbp"] = "dfc"  # sen12ms: 10 simplified IGBP classes (DFC2020) | 17 IGBP classes
 
 
 @dataclass
 class SegTrainConfig:
-    epochs: int = 5
-    lr: float = 1e-3  # the decoder's; backbone blocks get lr × layer-decay factor
-    min_lr: float = 1e-6
-    warmup_epochs: int = 1
-    weight_decay: float = 0.05
-    max_steps: int = 0  # stop early after this many steps (0 = the full schedule)
-    log_every: int = 10
-    eval_every: int = 0  # epochs; 0 = only at the end
+    epochs: int = bounded(5, ge=1)
+    lr: float = bounded(1e-3, gt=0)  # the decoder's; backbone blocks get lr × layer-decay factor
+    min_lr: float = bounded(1e-6, ge=0)
+    warmup_epochs: int = bounded(1, ge=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    max_steps: int = bounded(0, ge=0)  # stop early after this many steps (0 = the full schedule)
+    log_every: int = bounded(10, ge=1)
+    eval_every: int = bounded(0, ge=0)  # epochs; 0 = only at the end
     flip: bool = True  # random horizontal and vertical flips of image and mask
-    predictions: int = 8  # validation samples drawn as PNG (image | ground truth | prediction)
+    predictions: int = bounded(8, ge=0)  # validation samples drawn as PNG (image | ground truth | prediction)
 
 
 @dataclass
@@ -100,20 +101,15 @@ def seg_config_from_dict(data: dict[str, Any]) -> SegConfig:
 
 def validate_seg(cfg: SegConfig) -> None:
     m, d, t = cfg.model, cfg.data, cfg.train
+    check_ranges(cfg)
     if not m.pretrained:
         raise ConfigError(f"model.pretrained: a pretraining checkpoint, or {RANDOM_INIT!r} for a random init")
     if m.pretrained != RANDOM_INIT and not Path(m.pretrained).is_file() and not Path(m.pretrained).is_dir():
         raise ConfigError(f"model.pretrained: checkpoint or export folder {m.pretrained!r} not found "
                           f"(or use {RANDOM_INIT!r})")
     check_data_source(d.source, d.root, "segmentation")
-    if d.batch_size < 2:
-        raise ConfigError("data.batch_size: at least 2 (the decoders use batch norm)")
-    if d.image_size <= 0 or t.epochs <= 0:
-        raise ConfigError("data.image_size and train.epochs: must be positive")
     if t.warmup_epochs > t.epochs:
         raise ConfigError("train.warmup_epochs: longer than train.epochs")
-    if not 0 < m.layer_decay <= 1:
-        raise ConfigError("model.layer_decay: must be in (0, 1]")
     if m.levels and len(m.levels) != 4:
         raise ConfigError(f"model.levels: UPerNet takes 4 blocks, got {m.levels}")
 

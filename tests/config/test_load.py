@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from geodino.config import ConfigError, load_config, parse_overrides
@@ -82,7 +84,7 @@ def test_parse_overrides_nests():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.out_dim=1", r"model\.out_dim: the DINO head needs at least 2 prototypes, got 1"),  # trained to loss 0
+    ("model.out_dim=1", r"model\.out_dim: must be >= 2 \(the DINO head needs at least 2 prototypes; with 1 the loss is 0\), got 1"),  # trained to loss 0
     ("model.out_dim=0", r"model\.out_dim"),  # was a reshape traceback
     ("model.bottleneck_dim=0", r"model\.bottleneck_dim"),
     ("model.nlayers=0", r"model\.nlayers"),
@@ -130,3 +132,73 @@ def test_trackers_are_chosen_by_name_and_checked(monkeypatch):
     assert resolve_trackers(["auto"]) == []
     with pytest.raises(ConfigError, match="wandb is not installed"):
         load_config(None, ["train.trackers=[wandb]"])
+
+
+def _bounded_keys(node, prefix=""):
+    import dataclasses
+
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _bounded_keys(value, f"{prefix}{f.name}.")
+        elif "range" in f.metadata:
+            yield f"{prefix}{f.name}", value, f.metadata["range"]
+
+
+def _outside(value, r):
+    """Values just outside the range ``r`` (and NaN for floats), shaped like ``value``."""
+    bad = []
+    if r.ge is not None:
+        bad.append(r.ge - (1 if isinstance(r.ge, int) else 0.5))
+    if r.gt is not None:
+        bad.append(r.gt)
+    if r.le is not None:
+        bad.append(r.le + 1)
+    if r.lt is not None:
+        bad.append(r.lt)
+    if isinstance(value, list):
+        return [[b] * len(value) for b in bad] + ([value[:-1]] if r.length else [])
+    if isinstance(value, float):
+        bad.append(float("nan"))
+    return [type(value)(b) if not (isinstance(value, int) and b != int(b)) else b for b in bad]
+
+
+def test_every_bounded_key_refuses_values_outside_its_range_by_name():
+    """The schema declares the range of each numeric key; a value outside it (zero log interval,
+    negative lr or warm-up, beta of length 1, momentum above 1, NaN, ...) is one error naming the
+    key, before any work. Before, some crashed much later (ZeroDivisionError, IndexError in the
+    optimiser, an assertion in the schedule) and others trained silently on nonsense."""
+    import math
+
+    from geodino.config.schema import Config
+
+    keys = list(_bounded_keys(Config()))
+    assert len(keys) > 50
+    for key, value, r in keys:
+        assert r.problem(value) is None, (key, value)  # the defaults are valid
+        for bad in _outside(value, r):
+            text = "[" + ",".join(repr(b) if not math.isnan(b) else ".nan" for b in bad) + "]" if isinstance(bad, list) \
+                else (".nan" if isinstance(bad, float) and math.isnan(bad) else repr(bad))
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: "):
+                load_config(None, [f"{key}={text}"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.log_every=0", r"train\.log_every: must be >= 1, got 0"),  # was ZeroDivisionError at step 0
+    ("train.checkpoint_every=0", r"train\.checkpoint_every: must be >= 1"),
+    ("optim.betas=[0.9]", r"optim\.betas: expected 2 values, got \[0\.9\]"),  # was IndexError in torch.optim
+    ("optim.warmup_epochs=-1", r"optim\.warmup_epochs: must be >= 0"),  # was an assertion in the schedule
+    ("optim.lr=-1", r"optim\.lr: must be > 0"),  # trained with a negative schedule (gradient ascent)
+    ("optim.lr=.inf", r"optim\.lr: must be > 0, got inf"),
+    ("optim.momentum_teacher=1.5", r"optim\.momentum_teacher: must be in \[0, 1\]"),
+    ("optim.clip_grad=-1", r"optim\.clip_grad: must be >= 0"),  # silently meant "off"
+    ("run.max_steps=-1", r"run\.max_steps: must be >= 0"),  # trained 0 steps, exit 0
+    ("run.seed=-5", r"run\.seed: must be in \[0, 4294967296\), got -5"),
+    ("eval.knn_k=0", r"eval\.knn_k: must be >= 1"),
+    ("augment.local_size=64", r"augment\.local_size=64 is larger than augment\.global_size=32"),
+    ("run.out_dir=", r"run\.out_dir: empty"),  # wrote the run into the current folder
+    ("model.init_bands=[B4,B3,B2]", r"model\.init_bands is set but model\.init is empty"),
+])
+def test_values_the_probe_found_accepted_or_crashing_are_refused_by_name(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

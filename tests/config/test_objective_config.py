@@ -23,7 +23,7 @@ def test_a_patch_objective_adds_a_weighted_loss_and_heads(patch):
 
 @pytest.mark.parametrize("override,message", [
     ("objective.patch=ibot", "objective.patch"),
-    ("objective.selfpatch.k=9", "objective.selfpatch.k: a 3x3 window has 8 neighbours"),
+    ("objective.selfpatch.k=9", r"objective.selfpatch.k: must be in \[1, 8\] \(a 3x3 window has 8 neighbours\)"),
     ("objective.masked.ratio=[0.5,0.1]", "objective.masked.ratio"),
     ("objective.masked.probability=1.5", "objective.masked.probability"),
     ("objective.patch_weight=-1", "patch_weight"),

@@ -30,3 +30,15 @@ def test_mistakes_are_named(tmp_path) -> None:
         load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", "data.root=x"])
     with pytest.raises(ConfigError, match="'imagefolder' cannot be used for segmentation"):
         load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", "data.source=imagefolder"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.log_every=0", r"train\.log_every: must be >= 1, got 0"),  # was a ZeroDivisionError mid-run
+    ("train.max_steps=-1", r"train\.max_steps: must be >= 0"),  # reported -1 steps and trained none
+    ("train.predictions=-1", r"train\.predictions: must be >= 0"),
+    ("data.batch_size=1", r"data\.batch_size: must be >= 2 \(the decoders use batch norm\)"),
+    ("model.layer_decay=0", r"model\.layer_decay: must be in \(0, 1\]"),
+])
+def test_seg_values_outside_their_range_are_refused_by_name(override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", override])
