@@ -54,11 +54,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geodino: {stopped}", file=sys.stderr, flush=True)
         return EXIT_STOPPED
     except (CommandError, ValueError, OSError, KeyError) as err:  # OSError: files, disks, remote shards
-        if args.debug or getattr(args, "traceback", False) or os.environ.get("GEODINO_DEBUG") == "1":
+        if _debug(args):
             raise
-        print(f"geodino {args.command}: error: {err}", file=sys.stderr)
+        print(f"geodino {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - what no check foresaw still ends in one line, and says so
+        if _debug(args):
+            raise
+        print(f"geodino {args.command}: error: {type(err).__name__}: {one_line(err)} (an unexpected failure: "
+              "--debug shows where; please report it)", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(args.debug or getattr(args, "traceback", False) or os.environ.get("GEODINO_DEBUG") == "1")
+
+
+def one_line(err: BaseException, limit: int = 600) -> str:
+    """``err``'s message on one line: libraries' multi-line messages (PyTorch's unpickling and
+    state-dict errors) are joined, and very long ones cut."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ class Backbone(nn.Module):
             pooled = self.model.forward_head(fmap, pre_logits=True)
             grid = (fmap.shape[-2], fmap.shape[-1])
             return BackboneOutput(cls=pooled, patches=fmap.flatten(2).transpose(1, 2), grid=grid)
+        self.check_size(x.shape[-2], x.shape[-1])
         if cls_only and mask is None and self._cls_only_supported():
             return BackboneOutput(cls=self.cls_embedding(x), patches=None, grid=None)
         if mask is None:
@@ -71,6 +72,13 @@ class Backbone(nn.Module):
         p = self.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
+
+    def check_size(self, height: int, width: int, what: str = "an input") -> None:
+        """A ViT cuts its input into whole patches: other sizes are an error naming both (timm's
+        own check is an assertion, a traceback to the user)."""
+        p = self.patch_size
+        if p and (height % p or width % p):
+            raise ValueError(f"{what} of {height}x{width} px is not a whole number of this model's {p}-px patches")
 
     def _cls_only_supported(self) -> bool:
         m = self.model
@@ -114,6 +122,7 @@ class Backbone(nn.Module):
         """Concatenated (normed) CLS tokens of the last ``n`` blocks, the linear-probe feature of DINO."""
         if not self.is_vit:
             return self.forward(x).cls
+        self.check_size(x.shape[-2], x.shape[-1])
         outs = self.model.forward_intermediates(x, indices=n, norm=True, intermediates_only=True,
                                                 return_prefix_tokens=True, output_fmt="NLC")
         return torch.cat([prefix[:, 0] for _, prefix in outs], dim=-1)

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from geodino.runs.checkpoint import CHECKPOINT_NAME, EXPORT_BANDS, EXPORT_WEIGHTS
+from geodino.runs.checkpoint import CHECKPOINT_NAME, EXPORT_BANDS, EXPORT_WEIGHTS, unreadable_reason
 
 log = logging.getLogger("geodino")
 
@@ -109,7 +109,7 @@ def _load_file(path: Path) -> dict[str, Any]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - one line naming the file, whatever the cause
-        raise InitError(f"model.init: {path} cannot be read as weights ({type(err).__name__}: {err})") from None
+        raise InitError(f"model.init: {path} cannot be read as weights: {unreadable_reason(err)}") from None
 
 
 def _read_folder(path: Path) -> InitWeights:
@@ -138,6 +138,9 @@ def _from_timm(name: str) -> InitWeights:
 
 def _from_state(state: dict[str, Any], source: str, beside: Path | None = None) -> InitWeights:
     """Backbone weights out of the layouts geodino, DINO, DINOv2 and others save."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise InitError(f"model.init: {source} holds a {type(state).__name__}, not a state dict (a mapping of "
+                        "parameter names to tensors)")
     head = None
     bands = None
     notes: list[str] = []

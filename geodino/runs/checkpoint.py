@@ -73,7 +73,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report which file is broken, whatever the cause
-        raise ValueError(f"checkpoint {path} cannot be read safely ({type(err).__name__}: {err})") from err
+        raise ValueError(f"checkpoint {path} cannot be read: {unreadable_reason(err)}") from err
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words. PyTorch's own messages
+    run to a dozen lines and advise ``weights_only=False``, which runs whatever code a file holds:
+    not advice to pass on about a file that is probably just broken."""
+    text = str(err)
+    if isinstance(err, EOFError) or "failed finding central directory" in text or "PytorchStreamReader" in text:
+        return "the file is empty, truncated or corrupt (an interrupted copy or download?)"
+    if "Weights only load failed" in text:
+        return ("not a PyTorch file of tensors: it is corrupt, or holds objects geodino does not load, "
+                "since loading those would run code from the file")
+    return f"{type(err).__name__}: {' '.join(text.split())[:300]}"
 
 
 # What a pretraining checkpoint holds; the one-line message says what a file is when it is not one.

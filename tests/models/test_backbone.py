@@ -116,3 +116,27 @@ def test_masked_patches_work_for_eva_vits_too_and_equal_the_hand_masked_embeddin
         torch.testing.assert_close(got.patches, want[:, m.num_prefix_tokens:])
         assert not torch.allclose(got.cls, backbone(x).cls), arch  # the mask changed something
     del timm
+
+
+def test_an_input_that_is_not_whole_patches_is_an_error_naming_both_sizes() -> None:
+    import pytest
+
+    backbone = build_backbone("vit_tiny_patch16_224", in_chans=3, img_size=32, patch_size=16, depth=1)
+    for call in (lambda x: backbone(x), lambda x: backbone(x, cls_only=True), lambda x: backbone.last_blocks_cls(x, 1)):
+        with pytest.raises(ValueError, match=r"an input of 20x32 px is not a whole number of this model's 16-px patches"):
+            call(torch.randn(1, 3, 20, 32))
+
+
+def test_crop_sizes_that_are_not_whole_patches_are_refused_naming_the_key() -> None:
+    import pytest
+
+    from geodino.config import load_config
+    from geodino.objectives.networks import build_network
+
+    tiny = ["model.arch=vit_tiny_patch16_224", "model.depth=1", "model.out_dim=16", "model.hidden_dim=16",
+            "model.bottleneck_dim=8", "augment.global_size=32", "augment.local_size=16"]
+    with pytest.raises(ValueError, match=r"augment\.global_size=32 is not a multiple of the patch size 7"):
+        build_network(load_config(None, [*tiny, "model.patch_size=7"]), 3, 0.0)
+    with pytest.raises(ValueError, match=r"augment\.local_size=20 is not a multiple of the patch size 16 "
+                                         r"\(model\.patch_size, or vit_tiny_patch16_224's own when 0\)"):
+        build_network(load_config(None, [*tiny, "model.patch_size=16", "augment.local_size=20"]), 3, 0.0)

@@ -159,3 +159,35 @@ def test_the_step_0_k_nn_scores_the_initial_weights(tmp_path) -> None:
     assert second["knn"]["random_teacher"] == first["knn"]["trained_teacher"]
     assert first["knn"]["initial"] == "random init"
     assert second["knn"]["initial"].startswith(f"model.init run {tmp_path / 'a'} (its teacher at step 4)")
+
+
+def test_broken_or_foreign_weight_files_are_one_line_naming_the_file(tmp_path) -> None:
+    """Garbage bytes, a truncated or empty file, a pickled object, a saved list: each a short
+    reason naming the file. Before: torch's dozen-line message advising weights_only=False, or an
+    AttributeError traceback for a saved list."""
+    import os
+
+    torch.save(timm.create_model("vit_tiny_patch16_224", in_chans=3, img_size=32, num_classes=0, depth=1).state_dict(),
+               tmp_path / "good.pth")
+    whole = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "garbage.pth").write_bytes(os.urandom(256))
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    cases = {"truncated.pth": "empty, truncated or corrupt", "empty.pth": "empty, truncated or corrupt",
+             "garbage.pth": "not a PyTorch file of tensors", "list.pth": "holds a list, not a state dict"}
+    for name, reason in cases.items():
+        with pytest.raises(InitError) as err:
+            read_init_weights(str(tmp_path / name))
+        message = str(err.value)
+        assert str(tmp_path / name) in message and reason in message, message
+        assert "\n" not in message and "weights_only" not in message, message
+
+
+def test_a_broken_checkpoint_is_one_short_line_naming_the_file(tmp_path) -> None:
+    from geodino.runs.checkpoint import load_checkpoint
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x80\x04garbage" * 20)
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.pt cannot be read: not a PyTorch file") as err:
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)

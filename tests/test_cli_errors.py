@@ -1,0 +1,42 @@
+"""Every error a user can cause ends in one line, and so does one nobody foresaw (issue 14, point 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from geodino import cli
+
+
+def _run(monkeypatch, capsys, error: BaseException, debug: bool = False) -> tuple[int, list[str]]:
+    import geodino.cli.recipes as recipes
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(recipes, "run", fail)
+    code = cli.main([*(["--debug"] if debug else []), "recipes"])
+    return code, capsys.readouterr().err.splitlines()
+
+
+def test_a_user_error_with_a_multi_line_message_is_one_line(monkeypatch, capsys):
+    code, lines = _run(monkeypatch, capsys, ValueError("cannot read x.pt:\n  Weights only load failed.\n\tmore"))
+    assert code == 2 and lines == ["geodino recipes: error: cannot read x.pt: Weights only load failed. more"]
+
+
+@pytest.mark.parametrize("error", [AssertionError("Input height (32) should be divisible by patch size (7)."),
+                                   RuntimeError("line one\nline two"), ZeroDivisionError("integer modulo by zero"),
+                                   IndexError("tuple index out of range")])
+def test_an_unforeseen_failure_is_one_line_naming_its_kind_and_the_way_to_the_traceback(monkeypatch, capsys, error):
+    code, lines = _run(monkeypatch, capsys, error)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"geodino recipes: error: {type(error).__name__}: ")
+    assert "\n" not in lines[0] and "--debug shows where" in lines[0]
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys):
+    with pytest.raises(RuntimeError, match="boom"):
+        _run(monkeypatch, capsys, RuntimeError("boom"), debug=True)
+
+
+def test_very_long_messages_are_cut():
+    assert len(cli.one_line(ValueError("x" * 5000))) == 600
