@@ -40,3 +40,22 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
 
 def test_very_long_messages_are_cut():
     assert len(cli.one_line(ValueError("x" * 5000))) == 600
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "knn", "c.pt", "--train", "synthetic", "--val", "synthetic", "--k", "-3"], "argument --k: must be >= 1, got -3"),
+    (["eval", "knn", "c.pt", "--train", "synthetic", "--val", "synthetic", "--temperature", "0"],
+     "argument --temperature: must be > 0, got 0.0"),
+    (["eval", "linear", "c.pt", "--train", "synthetic", "--val", "synthetic", "--n-last-blocks", "0"],
+     "argument --n-last-blocks: must be >= 1, got 0"),
+    (["eval", "knn", "c.pt", "--train", "synthetic", "--val", "synthetic", "--num-samples", "0"],
+     "argument --num-samples: must be >= 1, got 0"),  # 0 silently meant the default
+    (["attention", "c.pt", "synthetic#0", "--size", "-16"], "argument --size: must be >= 1, got -16"),
+    (["bench", "step", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["shard", "synthetic", "--out", "x", "--num-classes", "1"], "argument --num-classes: must be in [2, 8], got 1"),
+    (["inspect", "x", "--max-samples", "abc"], "argument --max-samples: expected an integer, got 'abc'"),
+])
+def test_command_line_numbers_outside_their_range_are_refused_by_option(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from geodino.augment import MultiCropAugment
+from geodino.config.schema import number
 from geodino.rng import step_key
 
 
@@ -25,20 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--device", choices=["cpu", "cuda"], default=default_device,
                         help=f"where the pixel work runs (default: {default_device})")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--in-chans", type=int, default=14, help="bands per image (default: 14)")
-    parser.add_argument("--image-size", type=int, default=120, help="input side in pixels (default: 120)")
-    parser.add_argument("--global-size", type=int, default=112, help="global crop side (default: 112)")
-    parser.add_argument("--local-size", type=int, default=48, help="local crop side (default: 48)")
-    parser.add_argument("--local-crops", type=int, default=8, help="local crops per image (default: 8)")
+    parser.add_argument("--batch-size", type=number(int, ge=1), default=64, help="images per batch (default: 64)")
+    parser.add_argument("--in-chans", type=number(int, ge=1), default=14, help="bands per image (default: 14)")
+    parser.add_argument("--image-size", type=number(int, ge=1), default=120, help="input side in pixels (default: 120)")
+    parser.add_argument("--global-size", type=number(int, ge=1), default=112, help="global crop side (default: 112)")
+    parser.add_argument("--local-size", type=number(int, ge=1), default=48, help="local crop side (default: 48)")
+    parser.add_argument("--local-crops", type=number(int, ge=0), default=8, help="local crops per image (default: 8)")
     parser.add_argument("--mode", choices=["multispectral", "rgb"], default="multispectral",
                         help="augmentation recipe; rgb needs --in-chans 3 (default: multispectral)")
-    parser.add_argument("--modality-drop-p", type=float, default=0.5,
+    parser.add_argument("--modality-drop-p", type=number(float, ge=0, le=1), default=0.5,
                         help="modality masking probability; the last 2 bands form a second modality "
                              "when there are more than 2 bands (default: 0.5)")
-    parser.add_argument("--steps", type=int, default=20, help="timed batches (default: 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (default: 3)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    parser.add_argument("--steps", type=number(int, ge=1), default=20, help="timed batches (default: 20)")
+    parser.add_argument("--warmup", type=number(int, ge=0), default=3, help="untimed batches first (default: 3)")
+    parser.add_argument("--seed", type=number(int, ge=0), default=0, help="generator seed (default: 0)")
 
 
 def _raw_like(b: int, c: int, size: int, mode: str, generator: torch.Generator) -> torch.Tensor:

@@ -37,19 +37,20 @@ from typing import Any
 import numpy as np
 
 from geodino.bench import cpu_model
+from geodino.config.schema import number
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "data" / "bigearthnet" / "data.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patches", type=int, default=512, help="synthetic patches to make (default: 512)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides (default: 2)")
-    parser.add_argument("--batch-size", type=int, default=32, help="samples per batch (default: 32)")
-    parser.add_argument("--shard-size", type=int, default=64, help="samples per shard when sharding (default: 64)")
-    parser.add_argument("--shuffle-buffer", type=int, default=100, help="shard loader shuffle buffer (default: 100)")
+    parser.add_argument("--patches", type=number(int, ge=1), default=512, help="synthetic patches to make (default: 512)")
+    parser.add_argument("--workers", type=number(int, ge=0), default=2, help="DataLoader workers on both sides (default: 2)")
+    parser.add_argument("--batch-size", type=number(int, ge=1), default=32, help="samples per batch (default: 32)")
+    parser.add_argument("--shard-size", type=number(int, ge=1), default=64, help="samples per shard when sharding (default: 64)")
+    parser.add_argument("--shuffle-buffer", type=number(int, ge=0), default=100, help="shard loader shuffle buffer (default: 100)")
     parser.add_argument("--s2-root", help="existing BigEarthNet v1 S2 folder (instead of synthetic patches)")
     parser.add_argument("--s1-root", help="existing BigEarthNet v1 S1 folder (with --s2-root)")
-    parser.add_argument("--repeats", type=int, default=3, help="decode passes per format, best one counts (default: 3)")
+    parser.add_argument("--repeats", type=number(int, ge=1), default=3, help="decode passes per format, best one counts (default: 3)")
 
 
 def _fixture_module():

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from geodino.bench import cpu_model
+from geodino.config.schema import number
 from geodino.eval.linear import LR_GRID
 from geodino.utils import save_figure, write_json_atomic, write_text_atomic
 
@@ -467,13 +468,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default=d.variant,
                         help="name of this set of --set overrides: runs go to steps<N>-<variant> and outputs to "
                              "pays-<variant>.json/md/png, beside the other variants' on the same worlds")
-    parser.add_argument("--size", type=int, default=d.size, help=f"patch size in px (default {d.size})")
-    parser.add_argument("--train-samples", type=int, default=d.train_samples,
+    parser.add_argument("--size", type=number(int, ge=8), default=d.size, help=f"patch size in px (default {d.size})")
+    parser.add_argument("--train-samples", type=number(int, ge=1), default=d.train_samples,
                         help=f"patches in the train split (default {d.train_samples})")
-    parser.add_argument("--val-samples", type=int, default=d.val_samples,
+    parser.add_argument("--val-samples", type=number(int, ge=1), default=d.val_samples,
                         help=f"patches in the val split (default {d.val_samples})")
-    parser.add_argument("--k", type=int, default=d.k, help=f"k-NN neighbours (default {d.k})")
-    parser.add_argument("--linear-epochs", type=int, default=d.linear_epochs,
+    parser.add_argument("--k", type=number(int, ge=1), default=d.k, help=f"k-NN neighbours (default {d.k})")
+    parser.add_argument("--linear-epochs", type=number(int, ge=1), default=d.linear_epochs,
                         help=f"linear probe epochs (default {d.linear_epochs})")
     parser.add_argument("--linear-lr", default=",".join(f"{v:g}" for v in d.linear_lrs), metavar="LR[,LR...]",
                         help="linear probe learning rate, or several to choose from on held-out training samples "

@@ -24,30 +24,32 @@ from typing import Any
 
 import torch
 
+from geodino.config.schema import number
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="vit_tiny_patch16_224", help="timm model name")
-    p.add_argument("--patch-size", type=int, default=0, help="0 = the arch's own")
-    p.add_argument("--depth", type=int, default=0, help="ViT blocks (0 = the arch's own)")
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=8, help="images per step")
-    p.add_argument("--global-size", type=int, default=224)
-    p.add_argument("--local-size", type=int, default=96)
-    p.add_argument("--local-crops", type=int, default=8)
-    p.add_argument("--out-dim", type=int, default=65536)
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--patch-size", type=number(int, ge=0), default=0, help="0 = the arch's own")
+    p.add_argument("--depth", type=number(int, ge=0), default=0, help="ViT blocks (0 = the arch's own)")
+    p.add_argument("--in-chans", type=number(int, ge=1), default=3)
+    p.add_argument("--batch-size", type=number(int, ge=1), default=8, help="images per step")
+    p.add_argument("--global-size", type=number(int, ge=1), default=224)
+    p.add_argument("--local-size", type=number(int, ge=1), default=96)
+    p.add_argument("--local-crops", type=number(int, ge=0), default=8)
+    p.add_argument("--out-dim", type=number(int, ge=2), default=65536)
+    p.add_argument("--steps", type=number(int, ge=1), default=5, help="timed steps (after --warmup)")
+    p.add_argument("--warmup", type=number(int, ge=0), default=2)
     p.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--objective", choices=["dino", "selfpatch", "masked"], default="dino",
                    help="dino (image level only), or a patch objective timed against dino alone")
-    p.add_argument("--patch-hidden-dim", type=int, default=0, help="patch head MLP width (0 = the schema's)")
+    p.add_argument("--patch-hidden-dim", type=number(int, ge=0), default=0, help="patch head MLP width (0 = the schema's)")
     p.add_argument("--count-flops", action="store_true",
                    help="with --objective: also count the matmul FLOPs of one step of each (machine-independent)")
     p.add_argument("--baseline", choices=["reference", "none"], default="reference",
                    help="also time the reference-style step in the same run (fp32, --objective dino only)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--threads", type=number(int, ge=0), default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--rounds", type=number(int, ge=1), default=3,
                    help="alternating geodino/baseline processes; the medians are reported (--objective dino)")
 
 

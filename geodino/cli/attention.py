@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from geodino.config.schema import number
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("checkpoint", metavar="CKPT")
     parser.add_argument("input", metavar="INPUT", help="GeoTIFF, SHARDS#KEY or synthetic#INDEX")
     parser.add_argument("--out", help="output folder (default: <checkpoint folder>/attention)")
-    parser.add_argument("--size", type=int, help="resize the input to SIZE x SIZE (default: its own size, in "
+    parser.add_argument("--size", type=number(int, ge=1), help="resize the input to SIZE x SIZE (default: its own size, in "
                                                  "whole patches)")
     parser.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
     parser.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from geodino.config.schema import number
+
 DATA_HELP = ("a shard folder (train: its train split; val: its val split, else its test split), a tar, a brace "
              "pattern or glob, or 'synthetic' (the embedded scenes)")
 SPLIT_HELP = "any spelling (validation = val); 'all': every shard"
@@ -20,16 +22,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-split", help=f"shard split to use as training data ({SPLIT_HELP})")
     p.add_argument("--val-split", help=f"shard split to use as validation data ({SPLIT_HELP}); never one that "
                                        "shares shards with the training data")
-    p.add_argument("--num-samples", type=int, help="training samples (synthetic: scenes; shards: the first N)")
-    p.add_argument("--val-samples", type=int, help="validation samples (synthetic: scenes; shards: the first N)")
-    p.add_argument("--image-size", type=int, help="size of the synthetic scenes (default: the recipe's)")
-    p.add_argument("--size", type=int, help="input size of the backbone (default: the recipe's global crop size)")
+    p.add_argument("--num-samples", type=number(int, ge=1), help="training samples (synthetic: scenes; shards: the first N)")
+    p.add_argument("--val-samples", type=number(int, ge=1), help="validation samples (synthetic: scenes; shards: the first N)")
+    p.add_argument("--image-size", type=number(int, ge=1), help="size of the synthetic scenes (default: the recipe's)")
+    p.add_argument("--size", type=number(int, ge=1), help="input size of the backbone (default: the recipe's global crop size)")
     p.add_argument("--modalities", metavar="CHOICES",
                    help="comma-separated modality choices, e.g. s2,s1,s2+s1: evaluate each with the other "
                         "modalities filled (missing-modality table)")
     p.add_argument("--fill", type=float, default=0.0, help="standardised value of hidden bands (default 0 = mean)")
     p.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=number(int, ge=1), default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: the GPU when there is one)")
     p.add_argument("--random-init", action="store_true",
                    help="score the untrained backbone of the checkpoint's recipe instead of its teacher: the same "
@@ -61,25 +63,25 @@ def register(subparsers: Any) -> None:
         description="Weighted k-NN (votes exp(cos/T)) on the teacher's CLS features: top-1/top-5 for "
                     "single-label data, micro/macro mAP and F1 for multi-label data.")
     _common(knn)
-    knn.add_argument("--k", type=int, default=20)
-    knn.add_argument("--temperature", type=float, default=0.07)
+    knn.add_argument("--k", type=number(int, ge=1), default=20)
+    knn.add_argument("--temperature", type=number(float, gt=0), default=0.07)
     knn.set_defaults(func=run)
     linear = protocols.add_parser(
         "linear", help="linear probe on frozen features",
         description="Linear probe on the concatenated CLS tokens of the last blocks (+ average-pooled patch "
                     "tokens): cross-entropy and top-1 for single-label data, BCE with mAP and F1 for multi-label.")
     _common(linear)
-    linear.add_argument("--label-fraction", type=float, default=1.0,
+    linear.add_argument("--label-fraction", type=number(float, gt=0, le=1), default=1.0,
                         help="fraction of the training samples to train on (seeded choice)")
-    linear.add_argument("--n-last-blocks", type=int, default=4)
+    linear.add_argument("--n-last-blocks", type=number(int, ge=1), default=4)
     linear.add_argument("--avgpool", action="store_true", help="also the mean of the last block's patch tokens")
-    linear.add_argument("--epochs", type=int, default=100)
+    linear.add_argument("--epochs", type=number(int, ge=1), default=100)
     linear.add_argument("--lr", type=_rates, metavar="LR[,LR...]",
                         help="probe learning rate, or several: each is trained on 80%% of the training set, the "
                              "one scoring best on the other 20%% is retrained on all of it (default: nine rates "
                              "from 1e-4 to 1)")
-    linear.add_argument("--weight-decay", type=float, default=1e-4)
-    linear.add_argument("--seed", type=int, default=0)
+    linear.add_argument("--weight-decay", type=number(float, ge=0), default=1e-4)
+    linear.add_argument("--seed", type=number(int, ge=0, lt=2**32), default=0)
     linear.add_argument("--cache", metavar="DIR", help="keep extracted features here (keyed by checkpoint, data, "
                                                        "options) and reuse them")
     linear.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from geodino.config.schema import number
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -15,8 +17,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("shards", metavar="SHARDS", help="shard folder, tar path or brace pattern")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     parser.add_argument("--preview", help="PNG path (default: <shard folder>/preview.png)")
-    parser.add_argument("--preview-count", type=int, default=8, help="samples in the preview (0: none)")
-    parser.add_argument("--max-samples", type=int, help="stop after this many samples")
+    parser.add_argument("--preview-count", type=number(int, ge=0), default=8, help="samples in the preview (0: none)")
+    parser.add_argument("--max-samples", type=number(int, ge=1), help="stop after this many samples")
     parser.set_defaults(func=run)
 
 

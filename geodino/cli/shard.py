@@ -10,15 +10,17 @@ import argparse
 import os
 from typing import Any
 
+from geodino.config.schema import number
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for shards, index.json, card.yaml, rejects.jsonl")
-    parser.add_argument("--shard-size", type=int, default=256, help="samples per shard (default: 256)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--shard-size", type=number(int, ge=1), default=256, help="samples per shard (default: 256)")
+    parser.add_argument("--workers", type=number(int, ge=1), default=min(4, os.cpu_count() or 1),
                         help="reader processes (default: min(4, CPUs))")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first bad patch (naming the file) instead of logging it to rejects.jsonl")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the (deterministic) patch-to-shard assignment")
+    parser.add_argument("--seed", type=number(int, ge=0), default=0, help="seed of the (deterministic) patch-to-shard assignment")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--part", default="0/1", metavar="I/N",
                         help="write only part I (0-based) of N: a deterministic, disjoint set of whole shards, so "

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any, Callable
 
+from geodino.config.schema import number
+
 
 def add_parser(sources: Any, common: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
     """Add the ``synthetic`` source to ``geodino shard``'s sub-parsers (``common``: the shared options)."""
@@ -17,17 +19,17 @@ def add_parser(sources: Any, common: Callable[[argparse.ArgumentParser], None] |
         "synthetic", help="the embedded synthetic SAR-optical scenes (no download)",
         description="Synthetic 8-band SAR-optical scenes (geodino.data.synthetic) → train and val shards with "
                     "label.cls and mask.npy, card.yaml (with band statistics) and index.json.")
-    parser.add_argument("--num-samples", type=int, default=256, help="training scenes (default 256)")
-    parser.add_argument("--val-samples", type=int, help="validation scenes (default: a quarter of --num-samples)")
-    parser.add_argument("--image-size", type=int, default=32, help="scene size in pixels (default 32)")
-    parser.add_argument("--num-classes", type=int, default=8, help="land-cover classes, 2-8 (default 8)")
+    parser.add_argument("--num-samples", type=number(int, ge=1), default=256, help="training scenes (default 256)")
+    parser.add_argument("--val-samples", type=number(int, ge=0), help="validation scenes (default: a quarter of --num-samples)")
+    parser.add_argument("--image-size", type=number(int, ge=8), default=32, help="scene size in pixels (default 32)")
+    parser.add_argument("--num-classes", type=number(int, ge=2, le=8), default=8, help="land-cover classes, 2-8 (default 8)")
     if common is not None:
         common(parser)
     else:
         parser.add_argument("--out", required=True)
-        parser.add_argument("--shard-size", type=int, default=64)
-        parser.add_argument("--workers", type=int, default=1)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--shard-size", type=number(int, ge=1), default=64)
+        parser.add_argument("--workers", type=number(int, ge=1), default=1)
+        parser.add_argument("--seed", type=number(int, ge=0), default=0)
         parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run, source="synthetic")
     return parser

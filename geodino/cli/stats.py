@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from geodino.config.schema import number
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("shards", metavar="SHARDS", help="shard folder, tar path or brace pattern (dir/train-{000000..000003}.tar)")
     parser.add_argument("--card", help="also write the card with statistics here (e.g. datasets/my-data.yaml)")
     parser.add_argument("--split", help="measure this split of a folder (default: train if present, else all; 'all' for all)")
-    parser.add_argument("--max-samples", type=int, help="stop after this many samples (a quick estimate)")
+    parser.add_argument("--max-samples", type=number(int, ge=1), help="stop after this many samples (a quick estimate)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 

@@ -63,6 +63,28 @@ def bounded(default: Any, ge: float | None = None, gt: float | None = None, le: 
 PROBABILITY = dict(ge=0, le=1)
 
 
+def number(kind: type, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None) -> Any:
+    """An argparse ``type=`` for a command-line number that must lie in a :class:`Range`: the
+    options' counterpart of :func:`bounded` (``--k 0`` is refused by name, not met mid-run)."""
+    import argparse
+
+    bounds = Range(ge, gt, le, lt)
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        problem = bounds.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
 @dataclass
 class RunConfig:
     out_dir: str = "runs/quickstart"

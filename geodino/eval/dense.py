@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from geodino.config.schema import number
 from geodino.data.card import DatasetCard
 from geodino.eval.features import standardise
 from geodino.eval.knn import knn_predict
@@ -170,10 +171,10 @@ def dense_eval(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m geodino.eval.dense", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a run folder or its checkpoint.pt (pretrained on the synthetic scenes)")
-    p.add_argument("--num-train", type=int, default=None, help="labelled scenes for the bank / probe")
-    p.add_argument("--num-val", type=int, default=None, help="labelled scenes to score")
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--probe-epochs", type=int, default=30, help="0 skips the linear probe")
+    p.add_argument("--num-train", type=number(int, ge=1), default=None, help="labelled scenes for the bank / probe")
+    p.add_argument("--num-val", type=number(int, ge=1), default=None, help="labelled scenes to score")
+    p.add_argument("--k", type=number(int, ge=1), default=20)
+    p.add_argument("--probe-epochs", type=number(int, ge=0), default=30, help="0 skips the linear probe")
     p.add_argument("--random-init", action="store_true", help="score the untrained backbone of the recipe")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto: the GPU when there is one)")
     p.add_argument("--out", default=None, help="also write the JSON result here")
