@@ -79,6 +79,42 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | os.PathLike, expect: type | None = dict) -> Any:
+    """The JSON in the file at ``path``; a file that is not JSON, or whose top level is not an
+    ``expect`` (a JSON object by default), is a ValueError naming the file and where it breaks."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    return _expect(data, expect, path, "a JSON object")
+
+
+def read_yaml(path: str | os.PathLike, text: str | None = None, expect: type | None = dict) -> Any:
+    """The YAML in ``text`` (default: the file at ``path``); as :func:`read_json`, for YAML (a
+    mapping by default). ``path`` names the source in errors."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text() if text is None else text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+    return _expect(data, expect, path, "a YAML mapping")
+
+
+def yaml_problem(err: Any) -> str:
+    """One line out of a YAML error: what, and where (line, column)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def _expect(data: Any, expect: type | None, path: Any, what: str) -> Any:
+    if expect is not None and not isinstance(data, expect):
+        raise ValueError(f"{path}: expected {what}, found {type(data).__name__ if data is not None else 'nothing'}")
+    return data
+
+
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run torch ops on ``count`` threads inside the block, then restore the previous count."""
@@ -175,11 +211,18 @@ def describe_cpu(cpuinfo: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"``: the GPU when there is one, else the CPU; any other name as given."""
-    if device == "auto":
-        import torch
+    """``"auto"``: the GPU when there is one, else the CPU; any other name as given, once checked:
+    a device PyTorch does not know, or a GPU this machine lacks, is an error naming it."""
+    import torch
 
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a device name (auto, cpu, cuda, cuda:1, mps, ...)") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 

@@ -17,6 +17,15 @@ def test_auto_is_the_gpu_when_there_is_one(monkeypatch):
     assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"
 
 
+def test_a_device_that_is_not_one_or_not_here_is_named(monkeypatch):
+    with pytest.raises(ValueError, match=r"device 'bogus' is not a device name"):
+        resolve_device("bogus")  # was torch's RuntimeError, a traceback, at first use
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match=r"device 'cuda:1': this machine has 0 CUDA GPU\(s\)"):
+        resolve_device("cuda:1")
+
+
 def test_tf32_is_turned_on_where_cuda_is(monkeypatch):
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -16,6 +16,7 @@ import yaml
 
 from geodino.config.schema import Config
 from geodino.resources import RECIPES, packaged_file, packaged_folder, packaged_names
+from geodino.utils import yaml_problem
 
 RECIPES_DIR = packaged_folder(RECIPES)
 DEFAULT_RECIPE = RECIPES_DIR / "quickstart.yaml"
@@ -126,7 +127,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(err)})") from None
         node = nested
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -134,13 +135,6 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"override {item!r} conflicts with an earlier override")
         node[parts[-1]] = value
     return nested
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """One line out of a YAML error: what, and where (line, column)."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -151,7 +145,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
+            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
     return data

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from geodino.resources import CARDS, packaged_file, packaged_names
-from geodino.utils import write_text_atomic
+from geodino.utils import read_yaml, write_text_atomic
 
 
 class CardError(ValueError):
@@ -137,10 +137,12 @@ class DatasetCard:
         text = read_beside(url, CARD_FILE)
         if text is None:
             raise CardError(f"no {CARD_FILE} beside {url}: name the dataset card with data.card (or --card)")
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict):
-            raise CardError(f"the {CARD_FILE} beside {url} is not a YAML mapping")
-        return cls.from_dict(data, source=f"{CARD_FILE} beside {url}")
+        source = f"the {CARD_FILE} beside {url}"
+        try:
+            data = read_yaml(source, text)
+        except ValueError as err:
+            raise CardError(str(err)) from None
+        return cls.from_dict(data, source=source)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> DatasetCard:
@@ -150,8 +152,8 @@ class DatasetCard:
             path = packaged_file(CARDS, str(name_or_path)) or path
         if not path.is_file():
             raise CardError(f"dataset card {str(name_or_path)!r} not found (known cards: {packaged_names(CARDS)})")
-        with open(path) as f:
-            data = yaml.safe_load(f)
-        if not isinstance(data, dict):
-            raise CardError(f"{path}: a dataset card must be a YAML mapping")
+        try:
+            data = read_yaml(path)
+        except ValueError as err:
+            raise CardError(f"dataset card {err}") from None
         return cls.from_dict(data, source=str(path))

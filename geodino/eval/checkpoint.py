@@ -22,6 +22,7 @@ from geodino.data.registry import get_source
 from geodino.models.backbone import Backbone, build_backbone
 from geodino.runs.checkpoint import EXPORT_BANDS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_pretraining_checkpoint
 from geodino.speedups import prepare_model
+from geodino.utils import read_json
 
 BACKBONE_PREFIX = "backbone."
 
@@ -97,8 +98,6 @@ def load_teacher_backbone(
 def load_export_backbone(folder: str | Path, device: str = "cpu") -> tuple[Backbone, DatasetCard, dict[str, Any]]:
     """``(backbone, card, timm config)`` of a ``geodino export`` folder: the timm model its config
     describes with its weights (strictly), and the card its ``bands.json`` describes."""
-    import json
-
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -106,8 +105,7 @@ def load_export_backbone(folder: str | Path, device: str = "cpu") -> tuple[Backb
     missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         raise ValueError(f"{folder} is not a geodino export folder (no {', '.join(missing)})")
-    config = json.loads(files[EXPORT_CONFIG].read_text())
-    bands = json.loads(files[EXPORT_BANDS].read_text())
+    config, bands = read_json(files[EXPORT_CONFIG]), read_json(files[EXPORT_BANDS])
     card = DatasetCard.from_dict({"name": bands.get("dataset", folder.name), "bands": bands["bands"],
                                   "statistics": {"mean": bands["mean"], "std": bands["std"]},
                                   "classes": bands.get("classes", [])}, source=str(files[EXPORT_BANDS]))

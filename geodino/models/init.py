@@ -27,7 +27,6 @@ embedding of a resized patch close to the original's. Every such change is a log
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 
 from geodino.runs.checkpoint import CHECKPOINT_NAME, EXPORT_BANDS, EXPORT_WEIGHTS, unreadable_reason
+from geodino.utils import read_json, read_yaml
 
 log = logging.getLogger("geodino")
 
@@ -117,7 +117,7 @@ def _read_folder(path: Path) -> InitWeights:
         weights = _from_state(_load_file(path / EXPORT_WEIGHTS), f"export {path}")
         bands_file = path / EXPORT_BANDS
         if bands_file.is_file():
-            weights.bands = [b["name"] for b in json.loads(bands_file.read_text())["bands"]]
+            weights.bands = [b["name"] for b in read_json(bands_file)["bands"]]
         return weights
     if (path / CHECKPOINT_NAME).is_file():  # a geodino run folder
         return _from_state(_load_file(path / CHECKPOINT_NAME), f"run {path}", beside=path)
@@ -151,9 +151,7 @@ def _from_state(state: dict[str, Any], source: str, beside: Path | None = None) 
         state = {k[len("backbone.model."):]: v for k, v in teacher.items() if k.startswith("backbone.model.")}
         card = beside / "card.yaml" if beside is not None else None
         if card is not None and card.is_file():  # the run's bands, as pretraining wrote them
-            import yaml
-
-            bands = [b["name"] for b in yaml.safe_load(card.read_text())["bands"]]
+            bands = [b["name"] for b in read_yaml(card)["bands"]]
     else:
         for key in ("teacher", "state_dict", "model", "module"):  # DINO saves teacher and student
             if key in state and isinstance(state[key], dict):

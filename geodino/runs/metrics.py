@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from geodino.utils import write_text_atomic
+
+log = logging.getLogger("geodino")
 
 
 class MetricsLog:
@@ -28,12 +31,22 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
+        """The records, in order. A last line cut short (a killed process) is dropped; any other
+        line that is not a JSON object is dropped too, with a warning naming the file and lines."""
         if not self.path.exists():
             return []
-        records = []
-        for line in self.path.read_text().splitlines():
+        records, bad = [], []
+        lines = self.path.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a killed process
-                continue
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif number < len(lines) or record is not None:  # not the cut-short tail
+                bad.append(number)
+        if bad:
+            log.warning("%s: %d line(s) are not JSON records and were left out (line %s)", self.path, len(bad),
+                        ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else ""))
         return records

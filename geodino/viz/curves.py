@@ -7,7 +7,6 @@ from the run's ``knn.json`` (random teacher at step 0, trained teacher at the la
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from geodino.utils import save_figure  # noqa: E402
+from geodino.utils import read_json, save_figure  # noqa: E402
 
 KNN_METRICS = ("top1", "top5", "map_micro", "map_macro")
 
@@ -92,5 +91,5 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not records:
         raise ValueError(f"{log_path} holds no records yet")
     knn_path = run_dir / "knn.json"
-    knn = json.loads(knn_path.read_text()) if knn_path.is_file() else None
+    knn = read_json(knn_path) if knn_path.is_file() else None
     return plot_curves(records, out or run_dir / "curves.png", title=run_dir.name, knn=knn)
