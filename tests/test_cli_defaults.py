@@ -57,3 +57,20 @@ def test_overrides_may_follow_flags(capsys, tmp_path) -> None:
     with pytest.raises(SystemExit):
         main(["pretrain", "quickstart", "--out", str(out), "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_precision_this_machine_would_not_apply_is_refused_not_faked():
+    """fp16 on a CPU: Accelerate accepted it and trained fp32, while the run's header said fp16."""
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is real on a CUDA GPU")
+    from geodino.engine.pretrain import make_accelerator
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    try:
+        with pytest.raises(ValueError, match=r"train\.precision=fp16 is not available on cpu"):
+            make_accelerator("fp16")
+        assert make_accelerator("bf16").native_amp  # the refused one left no state behind
+    finally:
+        AcceleratorState._reset_state()

@@ -59,3 +59,11 @@ def test_command_line_numbers_outside_their_range_are_refused_by_option(capsys, 
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part,message", [("1/2", "--part 1/2: synthetic shards are written by one job"),
+                                          ("abc", "--part 'abc': expected I/N")])
+def test_shard_options_the_synthetic_source_cannot_honour_are_refused(tmp_path, capsys, part, message):
+    """``--part`` used to be dropped without a word: every job of an array wrote the whole set."""
+    code = cli.main(["shard", "synthetic", "--out", str(tmp_path / "s"), "--num-samples", "8", "--part", part])
+    assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "s").exists()

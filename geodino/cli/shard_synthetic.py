@@ -36,8 +36,16 @@ def add_parser(sources: Any, common: Callable[[argparse.ArgumentParser], None] |
 
 
 def run(args: argparse.Namespace) -> int:
+    from geodino.cli import CommandError
+    from geodino.data.shards.writer import parse_part
     from geodino.data.sources.synthetic_shards import write_synthetic_shards
 
+    # Options shared with the real sources that the generator has no use for: said, not dropped.
+    if parse_part(getattr(args, "part", "0/1")) != (0, 1):
+        raise CommandError(f"--part {args.part}: synthetic shards are written by one job (they take seconds); "
+                           "drop --part")
+    if getattr(args, "strict", False):
+        print("--strict has no effect on synthetic scenes: none is ever bad", file=sys.stderr)
     summary = write_synthetic_shards(args.out, args.num_samples, args.val_samples, args.image_size, args.num_classes,
                                      seed=args.seed, shard_size=args.shard_size, workers=args.workers,
                                      progress=not args.no_progress)

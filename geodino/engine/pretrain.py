@@ -65,7 +65,18 @@ def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
     the process gets this machine's speed-ups (:func:`geodino.speedups.prepare_process`)."""
     has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
     prepare_process(on_cpu=not has_gpu)
-    return Accelerator(mixed_precision=precision, cpu=not has_gpu, **kwargs)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not has_gpu, **kwargs)
+    if precision != "no" and not accelerator.native_amp:
+        # Accelerate takes fp16 on a CPU and then runs fp32 without autocast: the run would say
+        # fp16 and be something else. Its process-wide state is dropped, so that the caller may
+        # make another Accelerator in another precision.
+        from accelerate.state import AcceleratorState
+
+        device = accelerator.device.type
+        AcceleratorState._reset_state()
+        raise ValueError(f"train.precision={precision} is not available on {device} (Accelerate "
+                         "would run fp32 instead); use bf16 or no here")
+    return accelerator
 
 
 class NonFiniteLossError(RuntimeError):

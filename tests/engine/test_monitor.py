@@ -63,7 +63,7 @@ def test_shards_without_a_val_split_say_why_there_is_no_check(tmp_path, caplog) 
     index["shards"] = [s for s in index["shards"] if s["split"] != "val"]
     (shards / "index.json").write_text(json.dumps(index))
     cfg = load_config(None, [f"run.out_dir={tmp_path / 'run'}", *TINY, "data.source=shards", f"data.root={shards}",
-                             "run.max_steps=1", "eval.knn=true", "data.num_samples=0"])
+                             "run.max_steps=1", "eval.knn=true"])
     with caplog.at_level(logging.INFO):
         summary = pretrain(cfg)
     assert "knn" not in summary and not (tmp_path / "run" / "knn.json").exists()

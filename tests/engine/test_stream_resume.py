@@ -17,7 +17,7 @@ def test_killed_mid_epoch_on_shards_resumes_to_the_same_teacher(tmp_path):
     # 96 samples / 16 = 6 steps per epoch, 2 epochs; 2 workers with their own shards and a buffer
     # that carries samples across shard boundaries; the kill lands inside an epoch.
     overrides = ("data.source=shards", f"data.root={shards}", "data.num_workers=2", "data.shuffle_buffer=20",
-                 "train.checkpoint_every=2", "data.num_samples=0")
+                 "train.checkpoint_every=2")
     run_pretrain(tmp_path / "straight", *overrides)
 
     killed = tmp_path / "killed"
