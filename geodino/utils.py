@@ -96,10 +96,30 @@ def read_yaml(path: str | os.PathLike, text: str | None = None, expect: type | N
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text() if text is None else text)
+        data = parse_yaml(Path(path).read_text() if text is None else text)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     return _expect(data, expect, path, "a YAML mapping")
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error (a
+    ``yaml.YAMLError`` saying where) instead of the last one silently winning: in a recipe or a
+    card, the second ``lr:`` is a mistake, not an override."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark,
+                                                            f"the key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 - a SafeLoader
 
 
 def yaml_problem(err: Any) -> str:

@@ -67,3 +67,18 @@ def test_shard_options_the_synthetic_source_cannot_honour_are_refused(tmp_path, 
     """``--part`` used to be dropped without a word: every job of an array wrote the whole set."""
     code = cli.main(["shard", "synthetic", "--out", str(tmp_path / "s"), "--num-samples", "8", "--part", part])
     assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--out", "a", "run.out_dir=b"], "--out and run.out_dir=b disagree"),  # --out won silently
+    (["--no-resume", "--resume", "x.pt"], "--no-resume and --resume contradict each other"),
+    (["run.resume=never", "--resume", "x.pt"], "--resume and run.resume=never disagree"),  # resumed silently
+])
+def test_pretrain_options_that_contradict_a_key_are_refused(capsys, argv, message):
+    assert cli.main(["pretrain", *argv]) == 2 and message in capsys.readouterr().err
+
+
+def test_an_option_that_agrees_with_its_key_is_fine(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli.main(["pretrain", "--out", out, f"run.out_dir={out}", "--print-config"]) == 0
+    assert f"out_dir: {out}" in capsys.readouterr().out

@@ -437,6 +437,8 @@ def measure(s: PaysSettings) -> dict[str, Any]:
         raise ValueError(f"--variant names folders and files: letters, digits and _.+- only, got {s.variant!r}")
     if not s.steps or min(s.steps) < 1:
         raise ValueError(f"--steps needs budgets of at least 1 step, got {s.steps}")
+    for steps in s.steps:  # the recipe, --set and every budget load now, not after the data are made
+        run_config(s, Path(s.out) / "worlds" / "unwritten", Path(s.out) / "runs" / "unwritten", 0, steps)
     started = time.perf_counter()
     report: dict[str, Any] = {"bench": "pays", "metric": METRIC, "settings": asdict(s), "cpu": cpu_model(),
                               "threads": torch.get_num_threads(), "worlds": []}

@@ -36,12 +36,18 @@ def run(args: argparse.Namespace) -> int:
     from geodino.config import config_to_dict, load_config
 
     recipe, overrides = split_items(args.items)
-    if args.out:
-        overrides.append(f"run.out_dir={args.out}")
-    if args.no_resume:
-        overrides.append("run.resume=never")
-    elif args.resume:
-        overrides.append(f"run.resume={args.resume}")
+    # Each option is a spelling of one key; said twice, the two must not disagree unseen.
+    if args.no_resume and args.resume:
+        raise ValueError("--no-resume and --resume contradict each other: give one")
+    spelled = {"run.out_dir": args.out, "run.resume": "never" if args.no_resume else args.resume}
+    for key, value in spelled.items():
+        if value is None:
+            continue
+        given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == key]
+        if any(g != value for g in given):
+            option = {"run.out_dir": "--out", "run.resume": "--no-resume" if args.no_resume else "--resume"}[key]
+            raise ValueError(f"{option} and {key}={given[-1]} disagree: give one")
+        overrides.append(f"{key}={value}")
     cfg = load_config(recipe, overrides)
     if args.print_config:
         import yaml

@@ -171,3 +171,15 @@ def test_a_variant_runs_beside_the_default_on_the_same_worlds_and_random_init(tm
     assert 0 <= dip["min_teacher_entropy"] <= dip["log_k"] and dip["min_entropy_step"] in (1, 2)
     with pytest.raises(ValueError, match="--variant"):
         run(parser.parse_args(["--out", str(tmp_path), *TINY, "--variant", "a/b"]))
+
+
+def test_a_bad_recipe_key_is_refused_before_any_data_are_made(tmp_path):
+    """An unknown --set key used to surface after the worlds were written and probed (minutes)."""
+    from geodino.config import ConfigError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), *TINY, "foo.bar=1"])
+    with pytest.raises(ConfigError, match="unknown key 'foo'"):
+        run(args)
+    assert not (tmp_path / "worlds").exists()

@@ -202,3 +202,13 @@ def test_every_bounded_key_refuses_values_outside_its_range_by_name():
 def test_values_the_probe_found_accepted_or_crashing_are_refused_by_name(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_a_key_given_twice_or_an_empty_recipe_is_refused(tmp_path):
+    """The last of two `lr:` used to win silently, and an empty file ran every default."""
+    (tmp_path / "dup.yaml").write_text("optim:\n  lr: 1.0e-3\n  epochs: 2\n  lr: 5.0e-4\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: not valid YAML \(the key 'lr' is given twice at line 4, column 3\)"):
+        load_config(tmp_path / "dup.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: the recipe is empty"):
+        load_config(tmp_path / "empty.yaml")
