@@ -9,8 +9,12 @@ ranked into average precision.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger("geodino")
 
 
 @torch.no_grad()
@@ -72,7 +76,14 @@ def knn_scores(
 
 
 def _run_info(k: int, train_features: torch.Tensor, val_features: torch.Tensor) -> dict[str, int]:
-    return {"k": k, "num_train": int(train_features.shape[0]), "num_val": int(val_features.shape[0])}
+    """What the scores were computed with: the ``k`` used (at most the bank's size, with the
+    ``k`` asked for beside it when the bank was smaller) and the sizes of bank and queries."""
+    n = int(train_features.shape[0])
+    info = {"k": min(k, n), "num_train": n, "num_val": int(val_features.shape[0])}
+    if k > n:
+        log.warning("k-NN: the bank holds %d samples, fewer than k=%d: every one of them votes", n, k)
+        info["k_requested"] = k
+    return info
 
 
 def knn_multilabel_scores(

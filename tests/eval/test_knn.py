@@ -50,6 +50,8 @@ def test_k_larger_than_the_memory_bank_and_absent_classes() -> None:
     train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     result = knn_evaluate(train_x, torch.tensor([0, 4]), torch.tensor([[0.9, 0.1]]), torch.tensor([0]), k=20)
     assert result["top1"] == 100.0 and result["num_train"] == 2
+    # The report says what was used: knn.json said k=20 where 2 neighbours voted.
+    assert result["k"] == 2 and result["k_requested"] == 20
 
 
 def test_similarities_on_another_device_in_chunks_give_the_same_votes() -> None:
