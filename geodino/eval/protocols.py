@@ -168,14 +168,19 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
     s = settings or LinearSettings()
     backbone, card, cfg, train, val = _sets(checkpoint, data, options)
     size = options.size or cfg["augment"]["global_size"]
-    n_blocks = s.n_last_blocks
+    n_blocks, avgpool = s.n_last_blocks, s.avgpool
+    if not backbone.is_vit:  # a CNN has one embedding: its pooled feature map
+        if avgpool or n_blocks != LinearSettings.n_last_blocks:
+            log.warning("--n-last-blocks and --avgpool apply to ViTs; %s gives its pooled features alone",
+                        backbone_name(cfg, options))
+        n_blocks, avgpool = 0, False
     depth = len(getattr(backbone.model, "blocks", ()))
-    if depth and n_blocks > depth:
+    if backbone.is_vit and depth and n_blocks > depth:
         log.warning("--n-last-blocks %d: the backbone has %d blocks; using all of them", n_blocks, depth)
         n_blocks = depth
-    embed = probe_embedding(n_blocks, s.avgpool)
+    embed = probe_embedding(n_blocks, avgpool)
     identity = {"checkpoint": file_identity(checkpoint), "card": card.to_dict(), "size": size,
-                "n_last_blocks": n_blocks, "avgpool": s.avgpool, "fill": options.fill,
+                "n_last_blocks": n_blocks, "avgpool": avgpool, "fill": options.fill,
                 "modalities": _choices(options), "label": train.label_key}
     if options.random_init:  # other weights, same checkpoint file: must not share cached features
         identity["backbone"] = backbone_name(cfg, options)
@@ -196,7 +201,8 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
     for choice, train_f in train_set["features"].items():
         results[choice] = linear_probe(train_f[keep], train_set["labels"][keep], val_set["features"][choice],
                                        val_set["labels"], probe)
-    settings_out = {**asdict(s), "lrs": list(s.lrs), "n_last_blocks": n_blocks, "size": size, "fill": options.fill,
+    settings_out = {**asdict(s), "lrs": list(s.lrs), "n_last_blocks": n_blocks, "avgpool": avgpool, "size": size,
+                    "fill": options.fill,
                     "train_used": int(len(keep))}
     return _report("linear", checkpoint, backbone_name(cfg, options), card, train, val, results, options,
                    Path(out_dir) if out_dir is not None else None, settings_out)

@@ -162,3 +162,19 @@ def test_library_callers_are_refused_evaluation_on_the_memory_bank(synthetic_che
     data = EvalData(train=str(synthetic_shards), val=str(synthetic_shards), train_split="val", val_split="val")
     with pytest.raises(SplitError, match="are the same shards"):
         knn_eval(synthetic_checkpoint, data, EvalOptions())
+
+
+def test_a_cnn_linear_probe_reports_the_features_it_used_not_the_vit_options(checkpoint_factory, synthetic_shards,
+                                                                             tmp_path, caplog) -> None:
+    """--avgpool on a ResNet checkpoint was ignored, yet linear.json recorded it as applied."""
+    import logging
+
+    from geodino.eval.protocols import EvalData, EvalOptions, LinearSettings, linear_eval
+
+    checkpoint = checkpoint_factory(tmp_path / "cnn" / "checkpoint.pt", "model.arch=resnet18", "model.depth=0",
+                                    "model.patch_size=0")
+    data = EvalData(train=str(synthetic_shards), val=str(synthetic_shards), train_samples=16, val_samples=8)
+    with caplog.at_level(logging.WARNING, logger="geodino"):
+        report = linear_eval(checkpoint, data, EvalOptions(device="cpu"), LinearSettings(avgpool=True, epochs=1))
+    assert report["settings"]["avgpool"] is False and report["settings"]["n_last_blocks"] == 0, report["settings"]
+    assert "apply to ViTs" in caplog.text
