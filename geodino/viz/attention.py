@@ -91,7 +91,10 @@ def read_input(spec: str, card: DatasetCard, cfg: dict[str, Any]) -> tuple[np.nd
         from geodino.data.synthetic import SyntheticScenes
 
         data = cfg.get("data", {})
-        index = int(spec.split("#", 1)[1])
+        text = spec.split("#", 1)[1]
+        if not text.isdigit():
+            raise ValueError(f"{spec}: synthetic#N takes a scene number N >= 0")
+        index = int(text)
         scenes = SyntheticScenes(index + 1, data.get("image_size", 64), data.get("num_classes", 8),
                                  seed=cfg.get("run", {}).get("seed", 0), split="knn_val")
         return scenes[index]["image"].numpy(), f"synthetic_{index}"

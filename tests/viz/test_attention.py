@@ -51,3 +51,12 @@ def test_pictures_from_a_geotiff_and_a_shard_sample(synthetic_checkpoint, synthe
                  "--out", str(tmp_path / "b")]) == 0
     assert np.load(tmp_path / "b" / f"{key}_attention.npy").shape == (3, 6, 6)
     assert "mean over a composite" in capsys.readouterr().out
+
+
+def test_a_scene_number_that_is_not_one_is_named(synthetic_checkpoint, tmp_path, capsys) -> None:
+    """synthetic#-1 was an IndexError traceback, synthetic#abc int()'s message without the input."""
+    from geodino.cli import main
+
+    for spec in ("synthetic#-1", "synthetic#abc"):
+        assert main(["attention", str(synthetic_checkpoint), spec, "--out", str(tmp_path)]) == 2
+        assert f"{spec}: synthetic#N takes a scene number N >= 0" in capsys.readouterr().err
