@@ -86,6 +86,10 @@ def load_teacher_backbone(
     """
     cfg, weights = _read_checkpoint(ckpt_path)
     card = _resolve_card(ckpt_path, cfg, card)
+    takes = next((w.shape[1] for k, w in weights.items() if k.endswith("patch_embed.proj.weight")), card.num_bands)
+    if takes != card.num_bands:
+        raise ValueError(f"{ckpt_path}: the backbone takes {takes} bands, the card {card.name!r} lists "
+                         f"{card.num_bands}: give the card of the data it was pretrained on")
     backbone = build_recipe_backbone(cfg, card.num_bands)
     try:
         backbone.load_state_dict(weights, strict=True)
