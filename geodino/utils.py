@@ -149,12 +149,18 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, **kwargs: Any) -> Path:
-    """Write a matplotlib figure as a PNG atomically (a half-written picture never replaces a good
-    one) and close it."""
+    """Write a matplotlib figure atomically (a half-written picture never replaces a good one) and
+    close it: a PNG, or the format the name says (``.svg``, ``.pdf``); a name of some other kind
+    (``curves.txt``) is an error rather than a PNG under that name."""
     import matplotlib.pyplot as plt
 
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = {"png", "svg", "pdf", "jpg", "jpeg"}
+    if suffix not in formats:
+        plt.close(fig)
+        raise ValueError(f"{path}: a picture's name ends in .png (or {', '.join(sorted(formats - {'png'}))})")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", **kwargs)
+        fig.savefig(tmp, dpi=dpi, format=suffix, **kwargs)
     plt.close(fig)
     return Path(path)
 

@@ -37,3 +37,20 @@ def test_the_cpu_is_named_with_family_model_and_the_instruction_sets_that_pick_k
     assert describe_cpu(xeon) == ("Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143; avx2 avx512f avx512_bf16 "
                                   "amx_tile amx_bf16)")
     assert describe_cpu("model name\t: Some CPU\n") == "Some CPU"
+
+
+def test_a_picture_is_written_in_the_format_its_name_says_and_other_names_are_refused(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from geodino.utils import save_figure
+
+    save_figure(plt.figure(), tmp_path / "a.png")
+    save_figure(plt.figure(), tmp_path / "a.svg")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and b"<svg" in (tmp_path / "a.svg").read_bytes()
+    with pytest.raises(ValueError, match=r"curves\.txt: a picture's name ends in \.png"):
+        save_figure(plt.figure(), tmp_path / "curves.txt")  # was a PNG under that name
+    assert not (tmp_path / "curves.txt").exists()

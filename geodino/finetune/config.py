@@ -108,6 +108,10 @@ def validate_seg(cfg: SegConfig) -> None:
         raise ConfigError(f"model.pretrained: checkpoint or export folder {m.pretrained!r} not found "
                           f"(or use {RANDOM_INIT!r})")
     check_data_source(d.source, d.root, "segmentation")
+    if d.source == "synthetic":  # 0 means "all" of a real source; of generated scenes it means none
+        for key in ("num_samples", "val_samples"):
+            if getattr(d, key) == 0:
+                raise ConfigError(f"data.{key}=0: the synthetic source makes as many scenes as asked; give a number")
     if t.warmup_epochs > t.epochs:
         raise ConfigError("train.warmup_epochs: longer than train.epochs")
     if m.levels and len(m.levels) != 4:

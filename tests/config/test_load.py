@@ -198,10 +198,19 @@ def test_every_bounded_key_refuses_values_outside_its_range_by_name():
     ("augment.local_size=64", r"augment\.local_size=64 is larger than augment\.global_size=32"),
     ("run.out_dir=", r"run\.out_dir: empty"),  # wrote the run into the current folder
     ("model.init_bands=[B4,B3,B2]", r"model\.init_bands is set but model\.init is empty"),
+    ("eval.knn_every=5", None),  # fine: the quickstart checks k-NN
 ])
 def test_values_the_probe_found_accepted_or_crashing_are_refused_by_name(override, message):
+    if message is None:
+        load_config(None, [override])
+        return
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_a_knn_interval_without_the_knn_check_is_refused():
+    with pytest.raises(ConfigError, match=r"eval\.knn_every=5 is set but eval\.knn is false"):
+        load_config(None, ["eval.knn=false", "eval.knn_every=5"])  # the interval was ignored
 
 
 def test_a_key_given_twice_or_an_empty_recipe_is_refused(tmp_path):

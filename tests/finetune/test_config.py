@@ -42,3 +42,9 @@ def test_mistakes_are_named(tmp_path) -> None:
 def test_seg_values_outside_their_range_are_refused_by_name(override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", override])
+
+
+def test_zero_synthetic_scenes_is_refused(tmp_path) -> None:
+    """0 means every sample of a real source; of the synthetic one it meant none (mIoU NaN)."""
+    with pytest.raises(ConfigError, match=r"data\.val_samples=0: the synthetic source makes as many scenes as asked"):
+        load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", "data.val_samples=0"])
