@@ -55,7 +55,12 @@ class Backbone(nn.Module):
         if not self.is_vit:
             if mask is not None:
                 raise ValueError("patch masking needs a ViT backbone")
-            fmap = self.model.forward_features(x)  # [B, C, h, w]
+            try:
+                fmap = self.model.forward_features(x)  # [B, C, h, w]
+            except AssertionError as err:  # timm's check of a model built for one input size (Swin, ...)
+                raise ValueError(f"{type(self.model).__name__} cannot take a {x.shape[-2]}x{x.shape[-1]} input "
+                                 f"({' '.join(str(err).split())}); multi-crop needs a backbone of any input size: "
+                                 f"a CNN, or a ViT of timm's {', '.join(RESIZABLE_VIT_MODULES)} families") from None
             pooled = self.model.forward_head(fmap, pre_logits=True)
             grid = (fmap.shape[-2], fmap.shape[-1])
             return BackboneOutput(cls=pooled, patches=fmap.flatten(2).transpose(1, 2), grid=grid)

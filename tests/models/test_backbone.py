@@ -140,3 +140,13 @@ def test_crop_sizes_that_are_not_whole_patches_are_refused_naming_the_key() -> N
     with pytest.raises(ValueError, match=r"augment\.local_size=20 is not a multiple of the patch size 16 "
                                          r"\(model\.patch_size, or vit_tiny_patch16_224's own when 0\)"):
         build_network(load_config(None, [*tiny, "model.patch_size=16", "augment.local_size=20"]), 3, 0.0)
+
+
+def test_a_backbone_built_for_one_input_size_names_itself_and_the_size() -> None:
+    """A Swin took 224-px inputs only: timm's assertion reached the user as a traceback."""
+    import pytest
+
+    backbone = build_backbone("swin_tiny_patch4_window7_224", in_chans=3)
+    with pytest.raises(ValueError, match=r"SwinTransformer cannot take a 32x32 input \(Input height \(32\) doesn't "
+                                         r"match model \(224\)\.\); multi-crop needs a backbone of any input size"):
+        backbone(torch.randn(1, 3, 32, 32))
