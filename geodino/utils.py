@@ -79,6 +79,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def comma_list(text: str | None, what: str, kind: type = str) -> list:
+    """``"a,b,c"`` → ``[kind("a"), ...]`` for a comma-separated option (``what`` names it in
+    errors). An empty item (``",a"``, ``"a,,b"``) or one ``kind`` cannot read is an error: it is
+    a typo more often than a wish, and dropping it quietly runs something else."""
+    items = [] if text is None else [item.strip() for item in text.split(",")]
+    if any(not item for item in items):
+        raise ValueError(f"{what} {text!r}: an empty item in the comma-separated list")
+    try:
+        return [kind(item) for item in items]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected comma-separated {kind.__name__} values") from None
+
+
 def read_json(path: str | os.PathLike, expect: type | None = dict) -> Any:
     """The JSON in the file at ``path``; a file that is not JSON, or whose top level is not an
     ``expect`` (a JSON object by default), is a ValueError naming the file and where it breaks."""

@@ -54,3 +54,17 @@ def test_a_picture_is_written_in_the_format_its_name_says_and_other_names_are_re
     with pytest.raises(ValueError, match=r"curves\.txt: a picture's name ends in \.png"):
         save_figure(plt.figure(), tmp_path / "curves.txt")  # was a PNG under that name
     assert not (tmp_path / "curves.txt").exists()
+
+
+def test_comma_lists_refuse_empty_or_unreadable_items_by_option():
+    import pytest
+
+    from geodino.utils import comma_list
+
+    assert comma_list("s2, s1,s2+s1", "--modalities") == ["s2", "s1", "s2+s1"]
+    assert comma_list("64,1024", "--images", int) == [64, 1024] and comma_list(None, "--x") == []
+    for text in (",versions", "s2,,s1", "a,"):  # empty items were dropped without a word
+        with pytest.raises(ValueError, match=rf"--opt {text!r}: an empty item"):
+            comma_list(text, "--opt")
+    with pytest.raises(ValueError, match=r"--steps '1,x': expected comma-separated int values"):
+        comma_list("1,x", "--steps", int)

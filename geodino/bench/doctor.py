@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from geodino.utils import cpu_model, torch_threads, write_json_atomic
+from geodino.utils import comma_list, cpu_model, torch_threads, write_json_atomic
 
 IN_CHANS = 3  # bands of the random views (the model's cost barely depends on it)
 OBJECTIVES = {"dino": "none", "selfpatch": "selfpatch", "masked": "masked"}  # name -> objective.patch
@@ -439,7 +439,7 @@ def select(only: str | None) -> list[str]:
     """The checks named in ``only`` (comma-separated), in the doctor's order; all when empty."""
     if not only:
         return list(CHECKS)
-    names = [name.strip() for name in only.split(",") if name.strip()]
+    names = comma_list(only, "--only")
     unknown = [name for name in names if name not in CHECKS]
     if unknown or not names:
         raise ValueError(f"--only: unknown check(s) {', '.join(unknown) or '(none given)'}; "

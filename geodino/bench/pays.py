@@ -42,7 +42,7 @@ import torch
 from geodino.bench import cpu_model
 from geodino.config.schema import number
 from geodino.eval.linear import LR_GRID
-from geodino.utils import save_figure, write_json_atomic, write_text_atomic
+from geodino.utils import comma_list, save_figure, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("geodino")
 
@@ -452,10 +452,6 @@ def measure(s: PaysSettings) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def _list(text: str, kind=str) -> list:
-    return [kind(x.strip()) for x in text.split(",") if x.strip()]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = PaysSettings()
     parser.add_argument("--out", default=d.out, help=f"output folder: worlds, runs, pays.json/md/png (default {d.out})")
@@ -487,11 +483,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> PaysSettings:
-    return PaysSettings(out=args.out, worlds=_list(args.worlds), seeds=_list(args.seeds, int),
-                        steps=_list(args.steps, int), modalities=_list(args.modalities), probes=_list(args.probe),
-                        recipe=args.recipe, overrides=list(args.overrides), variant=args.variant, size=args.size,
-                        train_samples=args.train_samples, val_samples=args.val_samples, k=args.k,
-                        linear_epochs=args.linear_epochs, linear_lrs=tuple(_list(args.linear_lr, float)),
+    return PaysSettings(out=args.out, worlds=comma_list(args.worlds, "--worlds"),
+                        seeds=comma_list(args.seeds, "--seeds", int), steps=comma_list(args.steps, "--steps", int),
+                        modalities=comma_list(args.modalities, "--modalities"),
+                        probes=comma_list(args.probe, "--probe"), recipe=args.recipe, overrides=list(args.overrides),
+                        variant=args.variant, size=args.size, train_samples=args.train_samples,
+                        val_samples=args.val_samples, k=args.k, linear_epochs=args.linear_epochs,
+                        linear_lrs=tuple(comma_list(args.linear_lr, "--linear-lr", float)),
                         linear_avgpool=args.linear_avgpool, progress=not args.no_progress)
 
 

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geodino.utils import save_figure, write_text_atomic
+from geodino.utils import comma_list, save_figure, write_text_atomic
 
 SENSOR_WORDS = {"s2": "optical", "s1": "SAR", "rgb": "RGB"}
 
 
 def split_choices(text: str | None) -> list[str]:
     """``"s2,s1,s2+s1"`` → ``["s2", "s1", "s2+s1"]``."""
-    return [c.strip() for c in (text or "").split(",") if c.strip()]
+    return comma_list(text or None, "--modalities")
 
 
 def check_choices(choices: Sequence[str], modalities: Sequence[str]) -> list[str]:
