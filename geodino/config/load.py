@@ -234,9 +234,6 @@ def validate(cfg: Config) -> None:
                           "local crops are the small views")
     if a.band_ops != "joint" and a.mode == "rgb":
         raise ConfigError(f"augment.band_ops: {a.band_ops!r} is for multispectral mode (augment.mode is rgb)")
-    if cfg.eval.knn_every and not cfg.eval.knn:
-        raise ConfigError(f"eval.knn_every={cfg.eval.knn_every} is set but eval.knn is false: turn the check on, "
-                          "or drop knn_every")
     _validate_objective(cfg)
     resolve_trackers(cfg.train.trackers)
 

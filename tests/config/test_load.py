@@ -208,10 +208,6 @@ def test_values_the_probe_found_accepted_or_crashing_are_refused_by_name(overrid
         load_config(None, [override])
 
 
-def test_a_knn_interval_without_the_knn_check_is_refused():
-    with pytest.raises(ConfigError, match=r"eval\.knn_every=5 is set but eval\.knn is false"):
-        load_config(None, ["eval.knn=false", "eval.knn_every=5"])  # the interval was ignored
-
 
 def test_a_key_given_twice_or_an_empty_recipe_is_refused(tmp_path):
     """The last of two `lr:` used to win silently, and an empty file ran every default."""
