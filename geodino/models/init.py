@@ -109,7 +109,7 @@ def _load_file(path: Path) -> dict[str, Any]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - one line naming the file, whatever the cause
-        raise InitError(f"model.init: {path} cannot be read as weights: {unreadable_reason(err)}") from None
+        raise InitError(f"model.init: {path} cannot be read as weights: {unreadable_reason(err, path)}") from None
 
 
 def _read_folder(path: Path) -> InitWeights:

@@ -73,14 +73,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report which file is broken, whatever the cause
-        raise ValueError(f"checkpoint {path} cannot be read: {unreadable_reason(err)}") from err
+        raise ValueError(f"checkpoint {path} cannot be read: {unreadable_reason(err, path)}") from err
 
 
-def unreadable_reason(err: BaseException) -> str:
-    """Why ``torch.load(..., weights_only=True)`` failed, in a few words. PyTorch's own messages
-    run to a dozen lines and advise ``weights_only=False``, which runs whatever code a file holds:
-    not advice to pass on about a file that is probably just broken."""
+def unreadable_reason(err: BaseException, path: str | Path | None = None) -> str:
+    """Why ``torch.load(..., weights_only=True)`` of ``path`` failed, in a few words. PyTorch's own
+    messages run to a dozen lines and advise ``weights_only=False``, which runs whatever code a
+    file holds: not advice to pass on about a file that is probably just broken."""
     text = str(err)
+    if path is not None:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head and not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip; old torch a pickle
+            return "not a PyTorch file: it starts neither as a zip archive nor as a pickle"
     if isinstance(err, EOFError) or "failed finding central directory" in text or "PytorchStreamReader" in text:
         return "the file is empty, truncated or corrupt (an interrupted copy or download?)"
     if "Weights only load failed" in text:

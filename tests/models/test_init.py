@@ -165,17 +165,19 @@ def test_broken_or_foreign_weight_files_are_one_line_naming_the_file(tmp_path) -
     """Garbage bytes, a truncated or empty file, a pickled object, a saved list: each a short
     reason naming the file. Before: torch's dozen-line message advising weights_only=False, or an
     AttributeError traceback for a saved list."""
-    import os
+    import pickle
 
     torch.save(timm.create_model("vit_tiny_patch16_224", in_chans=3, img_size=32, num_classes=0, depth=1).state_dict(),
                tmp_path / "good.pth")
     whole = (tmp_path / "good.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "empty.pth").write_bytes(b"")
-    (tmp_path / "garbage.pth").write_bytes(os.urandom(256))
+    (tmp_path / "garbage.pth").write_bytes(bytes(range(7, 256)) * 2)
+    (tmp_path / "pickled.pth").write_bytes(pickle.dumps(object, protocol=4))
     torch.save([1, 2, 3], tmp_path / "list.pth")
     cases = {"truncated.pth": "empty, truncated or corrupt", "empty.pth": "empty, truncated or corrupt",
-             "garbage.pth": "not a PyTorch file of tensors", "list.pth": "holds a list, not a state dict"}
+             "garbage.pth": "not a PyTorch file: it starts neither as a zip archive nor as a pickle",
+             "pickled.pth": "holds objects geodino does not load", "list.pth": "holds a list, not a state dict"}
     for name, reason in cases.items():
         with pytest.raises(InitError) as err:
             read_init_weights(str(tmp_path / name))
@@ -187,7 +189,7 @@ def test_broken_or_foreign_weight_files_are_one_line_naming_the_file(tmp_path) -
 def test_a_broken_checkpoint_is_one_short_line_naming_the_file(tmp_path) -> None:
     from geodino.runs.checkpoint import load_checkpoint
 
-    (tmp_path / "checkpoint.pt").write_bytes(b"\x80\x04garbage" * 20)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage" * 20)
     with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.pt cannot be read: not a PyTorch file") as err:
         load_checkpoint(tmp_path / "checkpoint.pt")
     assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
