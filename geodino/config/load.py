@@ -223,6 +223,8 @@ def validate(cfg: Config) -> None:
     if not cfg.run.out_dir.strip():
         raise ConfigError("run.out_dir: empty (give the run's folder)")
     check_data_source(cfg.data.source, cfg.data.root, "pretraining")
+    if cfg.data.source == "synthetic" and cfg.data.num_samples == 0:
+        raise ConfigError("data.num_samples=0: the synthetic source makes as many scenes as asked; give a number")
     _validate_model(cfg)
     if cfg.optim.warmup_epochs > cfg.optim.epochs or cfg.dino.warmup_teacher_temp_epochs > cfg.optim.epochs:
         raise ConfigError("optim.warmup_epochs / dino.warmup_teacher_temp_epochs: longer than optim.epochs")

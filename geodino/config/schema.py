@@ -109,7 +109,7 @@ class DataConfig:
     max_bad_fraction: float = bounded(0.001, **PROBABILITY)  # skip: stop once more than this fraction of the data was bad
     allow_incomplete: bool = False  # read shards of a conversion that did not finish (with a warning)
     # Embedded synthetic scenes (see geodino.data.synthetic)
-    num_samples: int = bounded(4096, ge=1)
+    num_samples: int = bounded(4096, ge=0)  # synthetic: at least 1 (other sources ignore it)
     num_classes: int = bounded(8, ge=2)
     # The k-NN check of pretraining: memory bank and queries (synthetic: held-out scenes; shards:
     # the first N samples of the train split and of the val, else test, split)

@@ -217,3 +217,10 @@ def test_a_key_given_twice_or_an_empty_recipe_is_refused(tmp_path):
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
     with pytest.raises(ConfigError, match=r"empty\.yaml: the recipe is empty"):
         load_config(tmp_path / "empty.yaml")
+
+
+def test_zero_synthetic_scenes_is_refused_but_other_sources_ignore_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.num_samples=0: the synthetic source makes as many scenes as asked"):
+        load_config(None, ["data.num_samples=0"])
+    # Shard recipes written with the synthetic-only key at 0 still load (and resume).
+    load_config(None, ["data.source=shards", f"data.root={tmp_path}", "data.num_samples=0"])
