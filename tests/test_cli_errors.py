@@ -82,3 +82,11 @@ def test_an_option_that_agrees_with_its_key_is_fine(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert cli.main(["pretrain", "--out", out, f"run.out_dir={out}", "--print-config"]) == 0
     assert f"out_dir: {out}" in capsys.readouterr().out
+
+
+def test_split_options_on_the_synthetic_scenes_are_refused(synthetic_checkpoint, tmp_path, capsys):
+    """They were ignored without a word: the synthetic bank and queries have no splits."""
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", "synthetic", "--val", "synthetic",
+            "--train-split", "val", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "--train-split val: the synthetic scenes have no splits" in capsys.readouterr().err

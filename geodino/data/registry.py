@@ -160,6 +160,9 @@ class SyntheticSource(DataSource):
         from geodino.data.labelled import LabelledSet, choose_label
         from geodino.data.synthetic import SyntheticScenes, synthetic_card
 
+        if split is not None:  # the bank and the queries are fixed, disjoint scene streams
+            raise ValueError(f"{split_option} {split}: "
+                             "the synthetic scenes have no splits (the bank and the queries never overlap)")
         data = dict(recipe.get("data", {}))
         if data.get("source", self.name) != self.name:
             # Pretrained on the synthetic scenes written as shards: same bands, the card's classes.
