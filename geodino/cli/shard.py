@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from geodino.config.schema import number
@@ -120,13 +121,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _excluded(files: list[str]) -> set[str]:
-    import csv
+    from geodino.data.sources.bigearthnet import csv_names
 
-    names: set[str] = set()
-    for path in files:
-        with open(path, newline="") as f:
-            names.update(row[0].strip() for row in csv.reader(f) if row and row[0].strip())
-    return names
+    return {row[0] for path in files for row in csv_names(path)}
 
 
 def run_bigearthnet(args: argparse.Namespace) -> int:
@@ -143,11 +140,14 @@ def run_bigearthnet(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"v2 needs metadata.parquet (--metadata); not found at {metadata}")
         items, rejects = ben.list_v2(args.s2_root, args.s1_root, metadata, args.reference_maps)
     excluded = _excluded(args.exclude)
-    if excluded:
-        items = [p for p in items if p.key not in excluded]
+    kept = [p for p in items if p.key not in excluded]
+    if excluded:  # said and counted: the listed patches are left out on purpose, not lost
+        print(f"--exclude: {len(items) - len(kept)} listed patch(es) left out "
+              f"({len(excluded)} name(s) in {len(args.exclude)} list(s))", file=sys.stderr)
     source = {"kind": "bigearthnet", "version": args.version, "s2_root": str(args.s2_root),
               "s1_root": str(args.s1_root), "split_csvs": [str(p) for p in args.split_csv],
-              "excluded_lists": [str(p) for p in args.exclude]}
+              "excluded_lists": [str(p) for p in args.exclude], "excluded_patches": len(items) - len(kept)}
+    items = kept
     card = DatasetCard.load(f"bigearthnet-v{args.version}")
     return _write(args, items, ben.read_patch, card, rejects, source)
 

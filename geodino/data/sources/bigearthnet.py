@@ -92,21 +92,25 @@ def csv_split(path: str | Path) -> str:
     return split
 
 
+def csv_names(path: str | Path) -> list[list[str]]:
+    """The rows of a list of patch names (a split or exclusion CSV), each cell stripped of blanks
+    and of a trailing ``/`` (``ls -p`` output); blank rows left out. UTF-8 with or without the byte
+    order mark spreadsheet programs write (``utf-8-sig``): with it, the first name would carry it."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [[cell.strip().rstrip("/") for cell in row] for row in csv.reader(f)]
+    return [row for row in rows if row and row[0]]
+
+
 def _csv_pairs(path: Path, split: str) -> list[tuple[str, str, str]]:
     pairs = []
-    first = True
-    with open(path, newline="") as f:
-        for row in csv.reader(f):
-            if not row or not row[0].strip():
-                continue
-            # Only the first row can be a header; a later odd row is reported as a missing patch.
-            header, first = first and not _PATCH_NAME.match(row[0].strip()), False
-            if header:
-                log.debug("%s: skipping header row %s", path, row)
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}: row {row} should be 's2_name,s1_name'")
-            pairs.append((split, row[0].strip(), row[1].strip()))
+    for number, row in enumerate(csv_names(path)):
+        # Only the first row can be a header; a later odd row is reported as a missing patch.
+        if number == 0 and not _PATCH_NAME.match(row[0]):
+            log.info("%s: first row %s taken as a header (not a patch name)", path, row)
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}: row {row} should be 's2_name,s1_name'")
+        pairs.append((split, row[0], row[1]))
     return pairs
 
 

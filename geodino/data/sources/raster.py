@@ -110,10 +110,13 @@ def lossless(array: np.ndarray, patch: str, path: str) -> np.ndarray:
 
 
 def read_band(path: str | Path, patch: str) -> Raster:
-    """Band 1 of a GeoTIFF with its georeferencing, values kept exactly (:func:`lossless`).
+    """The one band of a GeoTIFF with its georeferencing, values kept exactly (:func:`lossless`),
+    or, when the file declares a scale or offset (GDAL's way of storing dB x 100 as int16), the
+    physical values ``stored * scale + offset`` as float32.
 
-    A missing or unreadable file, or one whose values cannot be kept, is a :class:`PatchError`
-    naming the file.
+    A missing or unreadable file, one with several bands, one with pixels at its declared nodata
+    value, or one whose values cannot be kept, is a :class:`PatchError` naming the file (so the
+    patch is rejected with that reason, counted, never trained on with fill values).
     """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -126,10 +129,20 @@ def read_band(path: str | Path, patch: str) -> Raster:
             # Files without a geotransform are legitimate here; place_bands judges them by size.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
+                if src.count != 1:
+                    raise PatchError(patch, str(path), f"holds {src.count} bands; one band per file is expected")
                 array, crs, transform = src.read(1), src.crs, src.transform
+                nodata, scale, offset = src.nodata, src.scales[0], src.offsets[0]
     except (RasterioError, OSError) as err:
         raise PatchError(patch, str(path), f"unreadable GeoTIFF: {err}") from None
-    return Raster(str(path), lossless(array, patch, str(path)), crs, transform)
+    if nodata is not None:
+        hidden = int(np.isnan(array).sum()) if np.isnan(nodata) else int((array == nodata).sum())
+        if hidden:
+            raise PatchError(patch, str(path), f"{hidden} pixel(s) hold the file's nodata value {nodata:g}")
+    array = lossless(array, patch, str(path))
+    if scale != 1 or offset != 0:
+        array = lossless(array.astype(np.float64) * scale + offset, patch, str(path))
+    return Raster(str(path), array, crs, transform)
 
 
 def _tolerance(crs: Any, metres: float) -> float:

@@ -51,3 +51,33 @@ def test_header_row_is_not_a_patch(ben_v1, tmp_path, header) -> None:
     patches, rejects = ben.list_v1(ben_v1["s2_root"], ben_v1["s1_root"], [path])
     assert not rejects and len(patches) == len(rows.splitlines()) == 2
     assert {p.split for p in patches} == {"train"}
+
+
+def test_a_split_csv_saved_with_a_byte_order_mark_or_trailing_slashes_reads_every_patch(ben_v1, tmp_path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: the first patch became '\\ufeffS2A...' and was rejected
+    as missing. `ls -p` names end in '/': the first row was then taken for a header, silently."""
+    for variant, transform in (("bom", lambda text: "\ufeff" + text),
+                               ("slash", lambda text: "\n".join(",".join(c + "/" for c in line.split(","))
+                                                                for line in text.splitlines()) + "\n")):
+        csvs = []
+        for src in ben_v1["split_csvs"]:
+            csvs.append(tmp_path / variant / Path(src).name)
+            csvs[-1].parent.mkdir(exist_ok=True)
+            csvs[-1].write_text(transform(Path(src).read_text()), encoding="utf-8")
+        patches, rejects = ben.list_v1(ben_v1["s2_root"], ben_v1["s1_root"], csvs)
+        assert not rejects and len(patches) == 4, (variant, rejects)
+
+
+def test_excluded_patches_are_counted_and_a_bom_list_still_excludes(ben_v1, tmp_path, capsys) -> None:
+    patches, _ = ben.list_v1(ben_v1["s2_root"], ben_v1["s1_root"], ben_v1["split_csvs"])
+    exclude = tmp_path / "snow.csv"
+    exclude.write_text("\ufeff" + sorted(p.key for p in patches)[0] + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["shard", "bigearthnet", "--s2-root", str(ben_v1["s2_root"]), "--s1-root", str(ben_v1["s1_root"]),
+               "--split-csv", *map(str, ben_v1["split_csvs"]), "--exclude", str(exclude), "--out", str(out),
+               "--workers", "1", "--no-progress"])
+    assert rc == 0 and "--exclude: 1 listed patch(es) left out" in capsys.readouterr().err
+    import json
+
+    index = json.loads((out / "index.json").read_text())
+    assert index["source"]["excluded_patches"] == 1, index["source"]

@@ -110,3 +110,40 @@ def test_a_flipped_or_transposed_band_is_rejected_though_its_bounds_match() -> N
         with pytest.raises(PatchError, match=f"footprint of {band.path[:3]}"):
             place_bands([("B02", reference), (band.path[:3], band)], reference, (120, 120), "p")
     assert len(place_bands([("B02", reference), ("B07", same)], reference, (120, 120), "p")) == 2
+
+
+def _tiff(path, bands, dtype="uint16", nodata=None, scale=None, offset=None):
+    import rasterio
+
+    data = np.asarray(bands, dtype=dtype)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=dtype, nodata=nodata) as dst:
+        dst.write(data)
+        if scale is not None:
+            dst.scales, dst.offsets = (scale,) * data.shape[0], (offset or 0.0,) * data.shape[0]
+    return path
+
+
+def test_a_band_file_with_several_bands_or_nodata_pixels_is_named_and_not_read(tmp_path) -> None:
+    """Found by probing real-world variants: band 1 of a 2-band file was taken without a word, and
+    pixels at the file's declared nodata value (-9999 dB, 0 reflectance) went into the shards and
+    their statistics."""
+    from geodino.data.sources.raster import read_band
+
+    with pytest.raises(PatchError, match=r"holds 2 bands; one band per file is expected"):
+        read_band(_tiff(tmp_path / "two.tif", [[[11, 11]], [[22, 22]]]), "p")
+    with pytest.raises(PatchError, match=r"1 pixel\(s\) hold the file's nodata value -9999"):
+        read_band(_tiff(tmp_path / "vh.tif", [[[-9999.0, -15.0]]], "float32", nodata=-9999), "p")
+    with pytest.raises(PatchError, match=r"2 pixel\(s\) hold the file's nodata value nan"):
+        read_band(_tiff(tmp_path / "nan.tif", [[[np.nan, np.nan, 1.0]]], "float32", nodata=float("nan")), "p")
+    clean = read_band(_tiff(tmp_path / "ok.tif", [[[1, 2]]], nodata=0), "p")  # declared, but absent: fine
+    assert clean.array.tolist() == [[1, 2]]
+
+
+def test_a_declared_scale_and_offset_give_the_physical_values(tmp_path) -> None:
+    """dB x 100 stored as int16 with scale 0.01: the shard held -1500 instead of -15 dB."""
+    from geodino.data.sources.raster import read_band
+
+    raster = read_band(_tiff(tmp_path / "db.tif", [[[-1500, -725]]], "int16", scale=0.01, offset=0.5), "p")
+    np.testing.assert_allclose(raster.array, [[-14.5, -6.75]], rtol=0, atol=1e-6)
+    assert raster.array.dtype == np.float32
