@@ -455,6 +455,8 @@ def rgb_image(img):
     if img.mode in HIGH_BIT_MODES:
         grey = np.asarray(img, dtype=np.float64) / HIGH_BIT_MODES[img.mode]
         img = Image.fromarray(np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":  # 32-bit float pixels have no range to read them in: PIL's convert turns [0, 1] black
+        raise ValueError("32-bit float pixels (PIL mode F) are not a photo's; convert them to 8 or 16 bits")
     return img.convert("RGB")
 
 

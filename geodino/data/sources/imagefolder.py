@@ -72,7 +72,9 @@ def read_item(item: ImageItem) -> SampleParts:
                 buf = io.BytesIO()
                 rgb_image(img).save(buf, format="JPEG", quality=95)
                 data = buf.getvalue()
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+    except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, ValueError) as err:
+        # DecompressionBombError: PIL refuses images of over ~179 Mpixel (one such photo stopped
+        # the whole conversion); ValueError: pixel modes a photo does not have (below).
         raise PatchError(item.key, item.path, f"unreadable image: {err}") from None
     meta: dict[str, Any] = {"source": "imagefolder", "bands": ["R", "G", "B"], "path": item.path,
                             "class": item.class_name, "split": item.split, "reencoded": reencoded}

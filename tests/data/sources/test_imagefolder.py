@@ -81,3 +81,22 @@ def test_16_bit_png_keeps_its_gradient(tmp_path) -> None:
     # columns 16..47, not resized).
     direct = imagefolder.ImageFolderDataset(tmp_path, image_size=32)[0]["image"]
     np.testing.assert_allclose(direct.mean(dim=(0, 1)).numpy(), ramp[0, 16:48] / 65535.0, atol=0.01)
+
+
+def test_a_float_tiff_and_an_oversized_image_are_rejected_naming_the_file(tmp_path, monkeypatch) -> None:
+    """A float32 TIFF became an all-black JPEG, counted as written; one image over PIL's pixel limit
+    (DecompressionBombError) stopped the whole conversion."""
+    from PIL import Image
+
+    folder = tmp_path / "train" / "cls"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), mode="F").save(folder / "float.tif")
+    Image.new("RGB", (40, 40)).save(folder / "big.png")
+    items, _ = imagefolder.list_images(tmp_path / "train")
+    by_key = {i.key: i for i in items}
+    with pytest.raises(PatchError, match=r"float\.tif.*32-bit float pixels") as err:
+        imagefolder.read_item(by_key["cls_float"])
+    assert err.value.file.endswith("float.tif")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels is then over twice the limit
+    with pytest.raises(PatchError, match=r"unreadable image: .*exceeds limit"):
+        imagefolder.read_item(by_key["cls_big"])
