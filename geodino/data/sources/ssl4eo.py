@@ -17,12 +17,14 @@ folder names. Seasons without a partner (one modality has fewer) are rejected, n
 from __future__ import annotations
 
 import os
+import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from geodino.data.shards.format import SampleParts, group_bands
+from geodino.data.sources import PatchError
 from geodino.data.sources.raster import grid_georef, place_bands, read_band
 
 L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -42,9 +44,12 @@ class SSL4EOSample:
 
 
 def _band_id(file_stem: str) -> str:
-    # "B1" and "B01" name the same band; "B8A" stays itself.
+    # "B1", "b01" and "B01" name band B01; "B8A", "b8a" and "B08A" name B8A, as the band lists spell it.
     match = re.fullmatch(r"B0*(\d+)(A?)", file_stem.upper())
-    return f"B{int(match.group(1)):02d}{match.group(2)}" if match else file_stem.upper()
+    if not match:
+        return file_stem.upper()
+    number, a = int(match.group(1)), match.group(2)
+    return f"B{number}A" if a else f"B{number:02d}"
 
 
 def _file_name(band: str) -> str:
@@ -52,8 +57,43 @@ def _file_name(band: str) -> str:
     return f"B{int(band[1:3])}{band[3:]}" if band[1:3].isdigit() else band
 
 
-def _band_files(folder: Path) -> dict[str, Path]:
-    return {_band_id(p.stem): p for p in folder.glob("*.tif")}
+def _band_files(folder: Path, key: str) -> dict[str, Path]:
+    """The band files of a season folder by band; two spellings of one band (``B2.tif`` beside
+    ``B02.tif``) are a :class:`PatchError`: which one is meant cannot be guessed."""
+    files: dict[str, Path] = {}
+    for path in sorted(p for p in folder.glob("*") if p.suffix.lower() in (".tif", ".tiff")):
+        band = _band_id(path.stem)
+        if band in files:
+            raise PatchError(key, str(path), f"{files[band].name} and {path.name} both hold band {band}")
+        files[band] = path
+    return files
+
+
+def _date(season: str) -> datetime.date | None:
+    """The first acquisition date in a season folder's name (S2 ``20200612T101031_..._T32TMM``,
+    S1 ``S1A_IW_GRDH_1SDV_20200611T170436_...``), if any."""
+    match = re.search(r"(?<!\d)(\d{8})(?=T|_|$)", season)
+    try:
+        return datetime.datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
+    except ValueError:
+        return None
+
+
+def _pair_seasons(s2: list[str], s1: list[str]) -> list[tuple[str | None, str | None]]:
+    """S2 and S1 season folders of one location, paired. Equal counts pair in date order, as the
+    release does. Otherwise, when every name holds its date, each pair is the closest in date
+    still free, and the rest stay alone (a missing season no longer shifts every later pair onto
+    the wrong dates); without dates, by position."""
+    dates2, dates1 = [_date(s) for s in s2], [_date(s) for s in s1]
+    if len(s2) == len(s1) or None in dates2 + dates1:
+        return [(s2[i] if i < len(s2) else None, s1[i] if i < len(s1) else None) for i in range(max(len(s2), len(s1)))]
+    gaps = sorted((abs((d2 - d1).days), i, j) for i, d2 in enumerate(dates2) for j, d1 in enumerate(dates1))
+    pairs: dict[int, int] = {}
+    for _, i, j in gaps:
+        if i not in pairs and j not in pairs.values():
+            pairs[i] = j
+    out: list[tuple[str | None, str | None]] = [(s2[i], s1[pairs[i]] if i in pairs else None) for i in range(len(s2))]
+    return out + [(None, s1[j]) for j in range(len(s1)) if j not in pairs.values()]
 
 
 def _subdirs(folder: Path) -> list[str]:
@@ -73,24 +113,24 @@ def list_samples(root: str | Path, product: str = "l2a") -> tuple[list[SSL4EOSam
     for location in _subdirs(root / s2_name):
         s2_seasons = _subdirs(root / s2_name / location)
         s1_seasons = _subdirs(root / "s1" / location)
-        for i in range(max(len(s2_seasons), len(s1_seasons))):
+        for i, (s2_season, s1_season) in enumerate(_pair_seasons(s2_seasons, s1_seasons)):
             key = f"{location}_{i}"
-            if i >= len(s2_seasons) or i >= len(s1_seasons):
-                lacking = "S2" if i >= len(s2_seasons) else "S1"
-                rejects.append({"patch": key, "split": "train", "file": str(root / location),
+            if s2_season is None or s1_season is None:
+                lacking, alone = ("S2", f"s1/{location}/{s1_season}") if s2_season is None \
+                    else ("S1", f"{s2_name}/{location}/{s2_season}")
+                rejects.append({"patch": key, "split": "train", "file": str(root / alone),
                                 "reason": f"no {lacking} season to pair with (S2 has {len(s2_seasons)}, "
                                           f"S1 has {len(s1_seasons)})"})
                 continue
-            samples.append(SSL4EOSample(key, "train", location,
-                                        str(root / s2_name / location / s2_seasons[i]),
-                                        str(root / "s1" / location / s1_seasons[i]), product))
+            samples.append(SSL4EOSample(key, "train", location, str(root / s2_name / location / s2_season),
+                                        str(root / "s1" / location / s1_season), product))
     return samples, rejects
 
 
 def read_sample(s: SSL4EOSample) -> SampleParts:
     """One (location, season) pair: S2 bands then S1 VH, VV as stored, on B02's grid."""
     s2_dir, s1_dir = Path(s.s2_dir), Path(s.s1_dir)
-    s2_files, s1_files = _band_files(s2_dir), _band_files(s1_dir)
+    s2_files, s1_files = _band_files(s2_dir, s.key), _band_files(s1_dir, s.key)
     names = PRODUCTS[s.product][1]
     rasters = [(band, read_band(s2_files.get(band, s2_dir / f"{_file_name(band)}.tif"), s.key)) for band in names]
     rasters += [(band, read_band(s1_files.get(band, s1_dir / f"{band}.tif"), s.key)) for band in S1_BANDS]

@@ -86,3 +86,28 @@ def test_bands_are_placed_by_footprint(ssl4eo_tree, tmp_path, decode) -> None:
                                          r"5300030\)\) disagrees with the reference band B2.tif \(EPSG:32632 bounds "
                                          r"\(500000, 5297360, 502640, 5300000\)\)"):
         ssl4eo.read_sample(s)
+
+
+def test_a_missing_season_does_not_shift_the_others_onto_wrong_dates(ssl4eo_tree, tmp_path) -> None:
+    """Seasons were paired by position: without the first S1 season, every S2 season was paired
+    with the S1 season of the next date. Now the closest dates pair and the lone season is a reject."""
+    shutil.copytree(ssl4eo_tree, tmp_path / "tree")
+    s1_location = tmp_path / "tree" / "s1" / "0000000"
+    shutil.rmtree(sorted(s1_location.iterdir())[0])  # the March S1 season of location 0 (3 of 4 S2 left paired)
+    samples, rejects = ssl4eo.list_samples(tmp_path / "tree", "l2a")
+    for s in (s for s in samples if s.location == "0000000"):
+        assert ssl4eo._date(Path(s.s2_dir).name) == ssl4eo._date(Path(s.s1_dir).name), (s.s2_dir, s.s1_dir)
+    lone = [r for r in rejects if r["patch"].startswith("0000000")]
+    assert len(lone) == 2 and all("no S1 season" in r["reason"] for r in lone)  # March, and the fixture's 4th
+    assert ssl4eo._date("S1A_IW_GRDH_1SDV_20200611T170436_20200611T170501_031024").isoformat() == "2020-06-11"
+
+
+@pytest.mark.parametrize("spelling", ["b8a", "B08A"])
+def test_band_files_in_other_spellings_are_found_and_two_spellings_of_one_band_refused(ssl4eo_tree, tmp_path,
+                                                                                        spelling) -> None:
+    s = _copy_sample(ssl4eo_tree, tmp_path)
+    (Path(s.s2_dir) / "B8A.tif").rename(Path(s.s2_dir) / f"{spelling}.tif")  # was "B8A.tif: file is missing"
+    assert ssl4eo.read_sample(s).key == s.key
+    shutil.copy(Path(s.s2_dir) / "B2.tif", Path(s.s2_dir) / "B02.tif")  # one was picked at random
+    with pytest.raises(PatchError, match=r"B02\.tif and B2\.tif both hold band B02"):
+        ssl4eo.read_sample(s)
