@@ -70,7 +70,11 @@ def plan_shards(items: Iterable[Item], shard_size: int, seed: int = 0) -> list[P
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, not {shard_size}")
     by_split: dict[str, list[Any]] = {}
+    split_of: dict[str, str] = {}
     for item in items:
+        # A sample in two splits is leakage between training and evaluation, not a choice.
+        if split_of.setdefault(item.key, item.split) != item.split:
+            raise ValueError(f"{item.key!r} is listed in both the {split_of[item.key]!r} and the {item.split!r} split")
         by_split.setdefault(item.split, []).append(item)
     plan = []
     for split in sorted(by_split):
@@ -78,7 +82,7 @@ def plan_shards(items: Iterable[Item], shard_size: int, seed: int = 0) -> list[P
         keys = [i.key for i in ordered]
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
-            raise ValueError(f"split {split!r} lists {dup!r} more than once")
+            raise ValueError(f"split {split!r} lists {dup!r} more than once (two sources of one sample key)")
         random.Random(f"{seed}:{split}").shuffle(ordered)
         for n, start in enumerate(range(0, len(ordered), shard_size)):
             plan.append(PlannedShard(shard_name(split, n), split, tuple(ordered[start:start + shard_size])))

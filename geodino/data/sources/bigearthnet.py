@@ -210,7 +210,11 @@ def list_v2(
     patches, rejects = [], []
     for row in table.itertuples(index=False):
         key, s1 = str(row.patch_id), str(row.s1_name)
-        split = split_name(str(row.split)) or str(row.split)
+        split = split_name(str(row.split).strip())
+        if split is None:  # "train ", "dev", a null: a shard of that name would be trained on by nobody
+            rejects.append(_reject(key, str(row.split), str(metadata),
+                                   f"split {row.split!r} is not train, val (validation) or test"))
+            continue
         if key not in s2_dirs or s1 not in s1_dirs:
             root, name = (s2_root, key) if key not in s2_dirs else (s1_root, s1)
             rejects.append(_reject(key, split, f"{root}/*/{name}", "patch folder not found"))

@@ -12,8 +12,10 @@ both by :class:`ImageFolderDataset` and when streaming ``image.jpg`` from shards
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from geodino.data.shards.format import RGB8_KEY, PatchError, SampleParts, load_r
 
 __all__ = ["ImageFolderDataset", "ImageItem", "find_classes", "list_images", "load_rgb", "read_item"]
 
+log = logging.getLogger("geodino")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -46,16 +49,25 @@ def list_images(root: str | Path, split: str = "train") -> tuple[list[ImageItem]
     """Every image under ``root/<class>/`` (recursively) and the sorted class names."""
     root = Path(root)
     classes = find_classes(root)
-    items = []
+    items, by_key, skipped = [], {}, Counter()
     for label, name in enumerate(classes):
         for dirpath, _, files in os.walk(root / name):
             for file in sorted(files):
-                if file.lower().endswith(IMAGE_SUFFIXES):
-                    path = Path(dirpath) / file
-                    rel = path.relative_to(root).with_suffix("")
-                    # Keys may not contain '.' or '/' (webdataset splits member names at the first dot).
-                    key = re.sub(r"[./]", "_", rel.as_posix())
-                    items.append(ImageItem(key, split, str(path), label, name))
+                path = Path(dirpath) / file
+                if not file.lower().endswith(IMAGE_SUFFIXES):
+                    skipped[path.suffix.lower() or file] += 1
+                    continue
+                rel = path.relative_to(root).with_suffix("")
+                # Keys may not contain '.' or '/' (webdataset splits member names at the first dot).
+                key = re.sub(r"[./]", "_", rel.as_posix())
+                if key in by_key:
+                    raise ValueError(f"{by_key[key]} and {path} would both be sample {key!r}: rename one")
+                by_key[key] = path
+                items.append(ImageItem(key, split, str(path), label, name))
+    if skipped:  # said, with what they were, so that a .gif or .jfif class is not lost unseen
+        log.warning("%s: %d file(s) that are not %s images left out (%s)", root, sum(skipped.values()),
+                    "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES),
+                    ", ".join(f"{k}: {v}" for k, v in skipped.most_common(8)))
     return items, classes
 
 

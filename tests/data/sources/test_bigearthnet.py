@@ -159,3 +159,20 @@ def test_unknown_label_is_rejected_with_its_name(ben_v1_copy) -> None:
     with pytest.raises(PatchError, match="Moon dust") as err:
         ben.read_patch(p)
     assert err.value.file == str(path)
+
+
+def test_v2_split_values_that_name_no_split_are_rejects(ben_v2, tmp_path) -> None:
+    """"train " made a shard named 'train -000000.tar' that no run reads; null made 'nan', 'dev' 'dev'."""
+    import pandas as pd
+
+    table = pd.read_parquet(ben_v2["metadata"])
+    table["split"] = table["split"].astype(object)
+    table.loc[0, "split"], table.loc[1, "split"], table.loc[2, "split"] = "train ", None, "dev"
+    metadata = tmp_path / "metadata.parquet"
+    table.to_parquet(metadata)
+    patches, rejects = ben.list_v2(ben_v2["s2_root"], ben_v2["s1_root"], metadata, ben_v2["reference_maps"])
+    assert {p.split for p in patches} <= {"train", "val", "test"}
+    assert table.loc[0, "patch_id"] in {p.key for p in patches}  # "train " is train
+    reasons = {r["patch"]: r["reason"] for r in rejects}
+    assert "is not train, val (validation) or test" in reasons[table.loc[1, "patch_id"]]
+    assert "'dev'" in reasons[table.loc[2, "patch_id"]]

@@ -81,3 +81,14 @@ def test_excluded_patches_are_counted_and_a_bom_list_still_excludes(ben_v1, tmp_
 
     index = json.loads((out / "index.json").read_text())
     assert index["source"]["excluded_patches"] == 1, index["source"]
+
+
+def test_a_patch_listed_in_two_splits_is_refused_naming_it(ben_v1, tmp_path, capsys) -> None:
+    """It was written to both train and val: leakage between training and evaluation."""
+    train, val = (Path(p) for p in ben_v1["split_csvs"][:2])
+    (tmp_path / "val.csv").write_text(val.read_text() + train.read_text().splitlines()[0] + "\n")
+    rc = main(["shard", "bigearthnet", "--s2-root", str(ben_v1["s2_root"]), "--s1-root", str(ben_v1["s1_root"]),
+               "--split-csv", str(train), str(tmp_path / "val.csv"), "--out", str(tmp_path / "out"),
+               "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is listed in both the 'train' and the 'val' split" in err, err

@@ -100,3 +100,25 @@ def test_a_float_tiff_and_an_oversized_image_are_rejected_naming_the_file(tmp_pa
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels is then over twice the limit
     with pytest.raises(PatchError, match=r"unreadable image: .*exceeds limit"):
         imagefolder.read_item(by_key["cls_big"])
+
+
+def test_files_that_would_share_a_key_are_named_and_non_images_are_counted(tmp_path, caplog) -> None:
+    """cat/gray.png beside cat/gray.jpg stopped the conversion with "split 'train' lists 'cat_gray'
+    more than once"; .gif and .txt files were left out without a word."""
+    import logging
+
+    from PIL import Image
+
+    folder = tmp_path / "train" / "cat"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "gray.png")
+    Image.new("RGB", (8, 8)).save(folder / "gray.jpg")
+    with pytest.raises(ValueError, match=r"gray\.jpg and .*gray\.png would both be sample 'cat_gray': rename one"):
+        imagefolder.list_images(tmp_path / "train")
+    (folder / "gray.jpg").unlink()
+    Image.new("RGB", (8, 8)).save(folder / "anim.gif")
+    (folder / "notes.txt").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="geodino"):
+        items, _ = imagefolder.list_images(tmp_path / "train")
+    assert [i.key for i in items] == ["cat_gray"]
+    assert "2 file(s) that are not" in caplog.text and ".gif: 1" in caplog.text and ".txt: 1" in caplog.text
