@@ -37,6 +37,7 @@ from geodino.data.shards.format import (
     SUMMARY_FILE,
     SampleParts,
     add_members,
+    card_spec,
     encode_sample,
     shard_name,
 )
@@ -89,10 +90,18 @@ def plan_shards(items: Iterable[Item], shard_size: int, seed: int = 0) -> list[P
     return plan
 
 
-def _read_encoded(read: Callable[[Any], SampleParts], item: Any) -> list[tuple[str, bytes]] | PatchError:
+def _read_encoded(read: Callable[[Any], SampleParts], grid: tuple[int, int] | None,
+                  item: Any) -> list[tuple[str, bytes]] | PatchError:
     # Runs in a worker: a rejected item comes back as a value so the pool keeps going.
     try:
-        return encode_sample(read(item))
+        parts = read(item)
+        # Checked now, not by every later reader: a conversion that "succeeds" into shards each
+        # command then refuses helps nobody.
+        if grid is not None and parts.grid is not None and tuple(parts.grid) != tuple(grid):
+            raise PatchError(parts.key, str(parts.meta.get("path", "")),
+                             f"image is {parts.grid[0]}x{parts.grid[1]} px, not the {grid[0]}x{grid[1]} grid of "
+                             "the dataset card")
+        return encode_sample(parts)
     except PatchError as err:
         return err
 
@@ -103,9 +112,10 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core already; avoid oversubscription
 
 
-def _results(read: Callable, items: list[Any], workers: int) -> Iterator[list[tuple[str, bytes]] | PatchError]:
-    """Encoded samples (or rejects) in item order."""
-    task = functools.partial(_read_encoded, read)
+def _results(read: Callable, items: list[Any], workers: int,
+             grid: tuple[int, int] | None = None) -> Iterator[list[tuple[str, bytes]] | PatchError]:
+    """Encoded samples (or rejects, among them samples off the card's ``grid``) in item order."""
+    task = functools.partial(_read_encoded, read, grid)
     if workers <= 1:
         yield from map(task, items)
         return
@@ -306,7 +316,7 @@ def write_shards(
     todo = [item for shard in pending for item in shard.items]
     bar = tqdm(total=len(todo), unit="patch", desc="shard" if parts == 1 else f"shard part {part_i}/{parts}",
                disable=not progress, smoothing=0.1)
-    results = _results(read, todo, workers)
+    results = _results(read, todo, workers, card_spec(card).grid)
     last_save = time.perf_counter()
     try:
         for shard in pending:

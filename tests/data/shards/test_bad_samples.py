@@ -95,8 +95,21 @@ def test_too_many_bad_samples_stop_a_skipping_run(tmp_path) -> None:
         list(_loader(folder, policy, steps_per_epoch=3))
 
 
-def test_wrong_shape_is_a_bad_sample_not_a_collate_error(tmp_path) -> None:
-    folder = write_tiny(tmp_path / "d", tiny_items(s002={"size": 16}))
+def test_wrong_shape_is_rejected_when_written_and_a_bad_sample_when_read(tmp_path) -> None:
+    import dataclasses
+
+    from geodino.data.shards.writer import write_shards
+
+    # The writer holds samples to the card's grid (SSL4EO patches of another size converted "fine"
+    # into shards every later command refused).
+    folder = write_tiny(tmp_path / "w", tiny_items(s002={"size": 16}))
+    rejects = [json.loads(line) for line in (folder / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["patch"], r["reason"]) for r in rejects] == [
+        ("s002", "image is 16x16 px, not the 8x8 grid of the dataset card")]
+    # Shards written without a grid (another tool, an older geodino) are checked as they are read.
+    folder = tmp_path / "d"
+    write_shards(folder, tiny_items(s002={"size": 16}), read_tiny, dataclasses.replace(tiny_card(), extra={}),
+                 shard_size=2, progress=False)
     with pytest.raises(BadDataError, match=r"sample s002: image is 16x16 px, not the 8x8 grid of the card"):
         list(_loader(folder))
     # Without a card grid every sample is held to the first sample of the data, on every rank,
