@@ -89,7 +89,8 @@ class BadSamplePolicy:
     unreadable shard as the samples it held), appends it to ``log_path`` (JSON lines) and raises
     only once more than ``max_fraction`` of ``total`` samples were lost. ``known`` holds the
     samples already recorded (a resumed run does not count them twice); ``context`` (e.g. the
-    rank) goes into every record."""
+    rank) goes into every record; ``hint`` ends an ``error``'s message (how the command at hand
+    would skip such samples, when it can)."""
 
     mode: str = "error"
     max_fraction: float = 0.001
@@ -98,6 +99,7 @@ class BadSamplePolicy:
     context: dict[str, Any] = field(default_factory=dict)
     count: int = 0
     known: set[str] = field(default_factory=set)
+    hint: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in POLICIES:
@@ -127,7 +129,7 @@ class BadSamplePolicy:
         else:
             where = f"bad sample: {record.get('shard')}: sample {record.get('key')}: {record.get('reason')}"
         if self.mode == "error":
-            raise BadDataError(f"{where} (data.bad_samples=skip skips and records such samples)")
+            raise BadDataError(f"{where} ({self.hint})" if self.hint else where)
         ident = _record_id(record)
         if ident in self.known:
             return

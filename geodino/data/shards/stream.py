@@ -437,7 +437,7 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = BadSamplePolicy(d.bad_samples, d.max_bad_fraction, total=samples,
                              log_path=out_dir / "bad_samples.jsonl" if d.bad_samples == "skip" else None,
-                             context={"rank": rank})
+                             context={"rank": rank}, hint="data.bad_samples=skip skips and records such samples")
     loader = make_shard_loader(paths, batch_size=d.batch_size, num_workers=d.num_workers,
                                shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, rank=rank,
                                world_size=world_size, steps_per_epoch=steps, image_size=image_size,
