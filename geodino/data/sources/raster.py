@@ -12,6 +12,7 @@ equals the reference band's and its bounds agree within half a 10 m pixel (see
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,26 @@ class Raster:
         return f"{crs} bounds ({', '.join(f'{v:.10g}' for v in self.bounds)})"
 
 
+def _band_word(name: str) -> str:
+    """The band a file name ends with, in one spelling: ``X_B08A.TIF`` and ``b8a.tif`` -> ``B8A``,
+    ``B2.tif`` -> ``B02``, ``X_vh.tif`` -> ``VH``."""
+    word = name.rsplit(".", 1)[0].rsplit("_", 1)[-1].upper()
+    match = re.fullmatch(r"B0*(\d+)(A?)", word)
+    if not match:
+        return word
+    return f"B{int(match.group(1))}A" if match.group(2) else f"B{int(match.group(1)):02d}"
+
+
 def missing_reason(path: Path) -> str:
     """Why a file is missing, with the files that look like it (a misnamed copy is common)."""
     if not path.parent.is_dir():
         return f"file is missing (folder {path.parent} does not exist)"
-    # "<patch>_VH.tif" -> look for anything ending in "_VH.tif"; "B2.tif" -> anything ending in it.
-    suffix = "_" + path.name.rsplit("_", 1)[1] if "_" in path.name else path.name
-    similar = sorted(p.name for p in path.parent.glob(f"*{suffix}"))
+    # "<patch>_B8A.tif" -> any GeoTIFF whose last "_" word names the same band in another
+    # spelling or case: "_B08A.tif", "_b8a.TIF", "B8A.tif" without the patch name.
+    # Other files: anything ending as it does ("<patch>_labels_metadata.json").
+    band, suffix = _band_word(path.name), "_" + path.name.rsplit("_", 1)[1] if "_" in path.name else path.name
+    similar = sorted(p.name for p in path.parent.iterdir() if p.name.endswith(suffix) or (
+        p.suffix.lower() in (".tif", ".tiff") and _band_word(p.name) == band))
     if similar:
         return f"file is missing; the folder holds {', '.join(similar)} instead (misnamed?)"
     return "file is missing"

@@ -53,6 +53,11 @@ def test_missing_file_lists_what_looks_like_it(tmp_path) -> None:
         read_band(tmp_path / "patch_VH.tif", "p")
     with pytest.raises(PatchError, match="folder .* does not exist"):
         read_band(tmp_path / "nope" / "patch_VH.tif", "p")
+    # Other spellings, cases and extensions of the band are pointed at too (they got a plain "missing").
+    for name in ("patch_B08A.tif", "patch_b8a.TIF", "B8A.tif"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(PatchError, match=r"holds B8A.tif, patch_B08A.tif, patch_b8a.TIF instead \(misnamed\?\)"):
+        read_band(tmp_path / "patch_B8A.tif", "p")
 
 
 def _raster(shape, crs="EPSG:32633", transform=Affine(10.0, 0, 500000.0, 0, -10.0, 6000000.0), name="b.tif"):
