@@ -110,7 +110,11 @@ def list_samples(root: str | Path, product: str = "l2a") -> tuple[list[SSL4EOSam
         if not folder.is_dir():
             raise FileNotFoundError(f"SSL4EO-S12 folder {folder} is missing (expected s1/, s2a/ or s2c/ under {root})")
     samples, rejects = [], []
-    for location in _subdirs(root / s2_name):
+    s2_locations = _subdirs(root / s2_name)
+    for location in sorted(set(_subdirs(root / "s1")) - set(s2_locations)):  # said, not passed over
+        rejects.append({"patch": location, "split": "train", "file": str(root / "s1" / location),
+                        "reason": f"location has S1 seasons but no {s2_name}/ folder"})
+    for location in s2_locations:
         s2_seasons = _subdirs(root / s2_name / location)
         s1_seasons = _subdirs(root / "s1" / location)
         for i, (s2_season, s1_season) in enumerate(_pair_seasons(s2_seasons, s1_seasons)):

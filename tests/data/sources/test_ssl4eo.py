@@ -111,3 +111,13 @@ def test_band_files_in_other_spellings_are_found_and_two_spellings_of_one_band_r
     shutil.copy(Path(s.s2_dir) / "B2.tif", Path(s.s2_dir) / "B02.tif")  # one was picked at random
     with pytest.raises(PatchError, match=r"B02\.tif and B2\.tif both hold band B02"):
         ssl4eo.read_sample(s)
+
+
+def test_a_location_with_only_s1_seasons_is_a_reject(ssl4eo_tree, tmp_path) -> None:
+    """It was passed over without a word (only the S2 side was listed)."""
+    shutil.copytree(ssl4eo_tree, tmp_path / "tree")
+    shutil.rmtree(tmp_path / "tree" / "s2a" / "0000001")
+    samples, rejects = ssl4eo.list_samples(tmp_path / "tree", "l2a")
+    assert {s.location for s in samples} == {"0000000"}
+    assert {"patch": "0000001", "split": "train", "file": str(tmp_path / "tree" / "s1" / "0000001"),
+            "reason": "location has S1 seasons but no s2a/ folder"} in rejects
