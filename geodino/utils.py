@@ -79,6 +79,13 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def one_line(err: BaseException, limit: int = 600) -> str:
+    """``err``'s message on one line: libraries' multi-line messages (PyTorch's unpickling and
+    state-dict errors, timm's assertions) are joined, and very long ones cut."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def comma_list(text: str | None, what: str, kind: type = str) -> list:
     """``"a,b,c"`` → ``[kind("a"), ...]`` for a comma-separated option (``what`` names it in
     errors). An empty item (``",a"``, ``"a,,b"``) or one ``kind`` cannot read is an error: it is

@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from geodino.utils import one_line
+
 # Order is the order shown by ``geodino --help``.
 COMMANDS = ["pretrain", "shard", "stats", "inspect", "bench", "eval", "finetune", "export", "attention", "plot",
             "compare", "doctor", "recipes"]
@@ -69,13 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _debug(args: argparse.Namespace) -> bool:
     return bool(args.debug or getattr(args, "traceback", False) or os.environ.get("GEODINO_DEBUG") == "1")
-
-
-def one_line(err: BaseException, limit: int = 600) -> str:
-    """``err``'s message on one line: libraries' multi-line messages (PyTorch's unpickling and
-    state-dict errors) are joined, and very long ones cut."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

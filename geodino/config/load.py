@@ -16,7 +16,7 @@ import yaml
 
 from geodino.config.schema import Config
 from geodino.resources import RECIPES, packaged_file, packaged_folder, packaged_names
-from geodino.utils import parse_yaml, yaml_problem
+from geodino.utils import read_yaml, yaml_problem
 
 RECIPES_DIR = packaged_folder(RECIPES)
 DEFAULT_RECIPE = RECIPES_DIR / "quickstart.yaml"
@@ -142,9 +142,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"recipe {str(path)!r} not found: give a YAML file or a packaged recipe "
                           f"({', '.join(packaged_names(RECIPES))}; `geodino recipes` lists them)")
     try:
-        data = parse_yaml(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+        data = read_yaml(path, expect=None)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if data is None:  # an empty file would run every default under a name that says otherwise
         raise ConfigError(f"{path}: the recipe is empty (run without a recipe for the defaults)")
     if not isinstance(data, dict):

@@ -175,7 +175,7 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
                         backbone_name(cfg, options))
         n_blocks, avgpool = 0, False
     depth = len(getattr(backbone.model, "blocks", ()))
-    if backbone.is_vit and depth and n_blocks > depth:
+    if depth and n_blocks > depth:
         log.warning("--n-last-blocks %d: the backbone has %d blocks; using all of them", n_blocks, depth)
         n_blocks = depth
     embed = probe_embedding(n_blocks, avgpool)

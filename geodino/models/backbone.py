@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from geodino.speedups import cls_only_block, supports_cls_only
+from geodino.utils import one_line
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Backbone(nn.Module):
                 fmap = self.model.forward_features(x)  # [B, C, h, w]
             except AssertionError as err:  # timm's check of a model built for one input size (Swin, ...)
                 raise ValueError(f"{type(self.model).__name__} cannot take a {x.shape[-2]}x{x.shape[-1]} input "
-                                 f"({' '.join(str(err).split())}); multi-crop needs a backbone of any input size: "
+                                 f"({one_line(err)}); multi-crop needs a backbone of any input size: "
                                  f"a CNN, or a ViT of timm's {', '.join(RESIZABLE_VIT_MODULES)} families") from None
             pooled = self.model.forward_head(fmap, pre_logits=True)
             grid = (fmap.shape[-2], fmap.shape[-1])
@@ -78,12 +79,12 @@ class Backbone(nn.Module):
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
 
-    def check_size(self, height: int, width: int, what: str = "an input") -> None:
+    def check_size(self, height: int, width: int) -> None:
         """A ViT cuts its input into whole patches: other sizes are an error naming both (timm's
         own check is an assertion, a traceback to the user)."""
         p = self.patch_size
         if p and (height % p or width % p):
-            raise ValueError(f"{what} of {height}x{width} px is not a whole number of this model's {p}-px patches")
+            raise ValueError(f"an input of {height}x{width} px is not a whole number of this model's {p}-px patches")
 
     def _cls_only_supported(self) -> bool:
         m = self.model

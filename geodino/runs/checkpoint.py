@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geodino.utils import atomic_path
+from geodino.utils import atomic_path, one_line
 
 log = logging.getLogger("geodino")
 
@@ -91,7 +91,7 @@ def unreadable_reason(err: BaseException, path: str | Path | None = None) -> str
     if "Weights only load failed" in text:
         return ("not a PyTorch file of tensors: it is corrupt, or holds objects geodino does not load, "
                 "since loading those would run code from the file")
-    return f"{type(err).__name__}: {' '.join(text.split())[:300]}"
+    return f"{type(err).__name__}: {one_line(err, 300)}"
 
 
 # What a pretraining checkpoint holds; the one-line message says what a file is when it is not one.

@@ -13,19 +13,21 @@ from geodino.runs.metrics import MetricsLog
 from geodino.utils import read_json, read_yaml
 
 
-def test_bad_json_and_yaml_name_the_file_and_the_place(tmp_path):
-    (tmp_path / "a.json").write_text('{"x": 1,\n  oops}')
-    with pytest.raises(ValueError, match=r"a\.json: not valid JSON \(Expecting property name .* at line 2, column 3\)"):
-        read_json(tmp_path / "a.json")
+@pytest.mark.parametrize("name,text,message", [
+    ("a.json", '{"x": 1,\n  oops}', r"a\.json: not valid JSON \(Expecting property name .* at line 2, column 3\)"),
+    ("b.json", "[1]", r"b\.json: expected a JSON object, found list"),
+    ("c.yaml", "bands: [B02, B03\nname: x\n", r"c\.yaml: not valid YAML \(.* at line \d+, column \d+\)"),
+    ("d.yaml", "", r"d\.yaml: expected a YAML mapping, found nothing"),
+])
+def test_bad_json_and_yaml_name_the_file_and_the_place(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    read = read_json if name.endswith(".json") else read_yaml
+    with pytest.raises(ValueError, match=message):
+        read(tmp_path / name)
+
+
+def test_other_top_levels_and_inline_text_when_asked_for(tmp_path):
     (tmp_path / "b.json").write_text("[1]")
-    with pytest.raises(ValueError, match=r"b\.json: expected a JSON object, found list"):
-        read_json(tmp_path / "b.json")
-    (tmp_path / "c.yaml").write_text("bands: [B02, B03\nname: x\n")
-    with pytest.raises(ValueError, match=r"c\.yaml: not valid YAML \(.* at line \d+, column \d+\)"):
-        read_yaml(tmp_path / "c.yaml")
-    (tmp_path / "d.yaml").write_text("")
-    with pytest.raises(ValueError, match=r"d\.yaml: expected a YAML mapping, found nothing"):
-        read_yaml(tmp_path / "d.yaml")
     assert read_yaml("inline", "a: 1") == {"a": 1} and read_json(tmp_path / "b.json", expect=list) == [1]
 
 

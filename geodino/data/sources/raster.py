@@ -63,14 +63,19 @@ class Raster:
         return f"{crs} bounds ({', '.join(f'{v:.10g}' for v in self.bounds)})"
 
 
-def _band_word(name: str) -> str:
-    """The band a file name ends with, in one spelling: ``X_B08A.TIF`` and ``b8a.tif`` -> ``B8A``,
-    ``B2.tif`` -> ``B02``, ``X_vh.tif`` -> ``VH``."""
-    word = name.rsplit(".", 1)[0].rsplit("_", 1)[-1].upper()
+def band_id(word: str) -> str:
+    """A band name in one spelling, as geodino's band lists write it: ``B2``, ``b02`` -> ``B02``;
+    ``b8a``, ``B08A`` -> ``B8A``; anything else upper-cased (``vh`` -> ``VH``)."""
+    word = word.upper()
     match = re.fullmatch(r"B0*(\d+)(A?)", word)
     if not match:
         return word
     return f"B{int(match.group(1))}A" if match.group(2) else f"B{int(match.group(1)):02d}"
+
+
+def _band_word(name: str) -> str:
+    """The band a file name ends with: ``X_B08A.TIF`` and ``b8a.tif`` -> ``B8A``."""
+    return band_id(name.rsplit(".", 1)[0].rsplit("_", 1)[-1])
 
 
 def missing_reason(path: Path) -> str:

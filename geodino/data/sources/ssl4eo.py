@@ -25,7 +25,7 @@ from typing import Any
 
 from geodino.data.shards.format import SampleParts, group_bands
 from geodino.data.sources import PatchError
-from geodino.data.sources.raster import grid_georef, place_bands, read_band
+from geodino.data.sources.raster import band_id, grid_georef, place_bands, read_band
 
 L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 L1C_BANDS = L2A_BANDS[:10] + ("B10",) + L2A_BANDS[10:]
@@ -43,15 +43,6 @@ class SSL4EOSample:
     product: str
 
 
-def _band_id(file_stem: str) -> str:
-    # "B1", "b01" and "B01" name band B01; "B8A", "b8a" and "B08A" name B8A, as the band lists spell it.
-    match = re.fullmatch(r"B0*(\d+)(A?)", file_stem.upper())
-    if not match:
-        return file_stem.upper()
-    number, a = int(match.group(1)), match.group(2)
-    return f"B{number}A" if a else f"B{number:02d}"
-
-
 def _file_name(band: str) -> str:
     # The release spells bands without the leading zero ("B2"), which a missing file is named by.
     return f"B{int(band[1:3])}{band[3:]}" if band[1:3].isdigit() else band
@@ -62,7 +53,7 @@ def _band_files(folder: Path, key: str) -> dict[str, Path]:
     ``B02.tif``) are a :class:`PatchError`: which one is meant cannot be guessed."""
     files: dict[str, Path] = {}
     for path in sorted(p for p in folder.glob("*") if p.suffix.lower() in (".tif", ".tiff")):
-        band = _band_id(path.stem)
+        band = band_id(path.stem)  # B1, b01, B01 are B01; b8a, B08A are B8A
         if band in files:
             raise PatchError(key, str(path), f"{files[band].name} and {path.name} both hold band {band}")
         files[band] = path
