@@ -60,6 +60,7 @@ class _MaterialisedPrototypes(nn.Module):
 
 def _referencify(net: nn.Module) -> None:
     net.skip_unread_patch_tokens = False  # the reference runs the whole last block
+    net.pack_crop_sizes = False  # and the backbone once per crop size
     for block in net.backbone.model.blocks:
         block.attn = _ExplicitAttention(block.attn)
     net.head.last_layer = _MaterialisedPrototypes(net.head.last_layer)

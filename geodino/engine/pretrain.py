@@ -95,29 +95,48 @@ class NonFiniteLossError(RuntimeError):
 
 
 class LossGuard:
-    """Watches every step's (all-reduced) losses on the device and says, when asked, whether one
-    was not finite: the first such step and its values.
+    """Watches every step's (all-reduced) losses and says, when asked, whether one was not
+    finite: the first such step and its values.
 
-    Checking each step's loss on the host before its backward pass would stall a GPU every step;
-    here ``observe`` only queues device operations, and ``check`` (one synchronisation) runs where
-    it matters: before a checkpoint is written or promoted, and on steps that log. A bad step found
+    Checking each step's loss on the host before its backward pass would stall a GPU every step,
+    and even judging it on the device costs a handful of kernel launches a step. ``observe`` only
+    keeps the step's loss tensor; every ``FOLD`` steps the kept ones are judged in one batch of
+    device operations (no synchronisation), and ``check`` (one synchronisation) runs where it
+    matters: before a checkpoint is written or promoted, and on steps that log. A bad step found
     late has already applied its update, but nothing after the last check was saved as good.
     """
 
+    FOLD = 64  # steps kept before they are judged on the device (bounds the memory held)
+
     def __init__(self) -> None:
+        self._kept: list[tuple[int, torch.Tensor]] = []  # (step, losses) not judged yet
         self._first: torch.Tensor | None = None  # step index of the first non-finite loss, -1: none
         self._values: torch.Tensor | None = None  # its losses
 
     def observe(self, step: int, reduced: torch.Tensor) -> None:
+        self._kept.append((step, reduced))
+        if len(self._kept) >= self.FOLD:
+            self._judge()
+
+    def _judge(self) -> None:
+        """Fold the kept steps into the running verdict, on the device."""
+        if not self._kept:
+            return
+        steps, losses = zip(*self._kept)
+        self._kept = []
+        values = torch.stack(losses)  # [steps, losses]
         if self._first is None:
-            self._first = torch.full((), -1, dtype=torch.long, device=reduced.device)
-            self._values = torch.zeros_like(reduced)
-        new = (~torch.isfinite(reduced).all()) & (self._first < 0)
-        self._first = torch.where(new, step, self._first)
-        self._values = torch.where(new, reduced, self._values)
+            self._first = torch.full((), -1, dtype=torch.long, device=values.device)
+            self._values = torch.zeros_like(values[0])
+        bad = ~torch.isfinite(values).all(dim=1)
+        at = bad.to(torch.uint8).argmax()  # the first bad one (0 when none is)
+        new = bad.any() & (self._first < 0)
+        self._first = torch.where(new, torch.tensor(steps, device=values.device)[at], self._first)
+        self._values = torch.where(new, values[at], self._values)
 
     def check(self, names: list[str]) -> None:
         """Raise :class:`NonFiniteLossError` if any step observed so far had a non-finite loss."""
+        self._judge()
         if self._first is None:
             return
         first = int(self._first)

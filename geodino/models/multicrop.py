@@ -68,7 +68,10 @@ class MultiCropWrapper(nn.Module):
         self.head = head
         self.role = role
         self.extra_heads = nn.ModuleDict()
-        self.skip_unread_patch_tokens = True  # False computes them anyway (the reference-style baseline)
+        # The reference-style baseline sets both to False: it computes the patch tokens nobody reads,
+        # and runs the backbone once per crop size (geodino.speedups.cls_block, .packing).
+        self.skip_unread_patch_tokens = True
+        self.pack_crop_sizes = True
 
     def forward(
         self,
@@ -93,13 +96,15 @@ class MultiCropWrapper(nn.Module):
         return MultiCropOutput(logits=list(logits.split([v.shape[0] for v in views])), features=features, extra=extra)
 
     def _features(self, crops: list[torch.Tensor], masks: list[torch.Tensor | None]) -> list[BackboneOutput]:
-        features: list[BackboneOutput] = []
         token = self._mask_token()
         cls_only = self.skip_unread_patch_tokens and not self.extra_heads
+        batches: list[torch.Tensor] = []  # one per crop size, in crop order
+        batch_masks: list[torch.Tensor | None] = []
+        sizes: list[list[int]] = []  # the crops of each
         start = 0
         for _, same_size in groupby(crops, key=lambda v: tuple(v.shape[-2:])):
             same_size = list(same_size)
-            sizes = [v.shape[0] for v in same_size]
+            sizes.append([v.shape[0] for v in same_size])
             group_masks = masks[start : start + len(same_size)]
             start += len(same_size)
             mask = None
@@ -108,11 +113,15 @@ class MultiCropWrapper(nn.Module):
                     raise ValueError("masks were given but no extra head defines a mask token")
                 grid = self._grid(same_size[0])
                 mask = torch.cat([m if m is not None else torch.zeros(s, *grid, dtype=torch.bool, device=v.device)
-                                  for m, s, v in zip(group_masks, sizes, same_size)]).to(same_size[0].device)
-            out = self.backbone(torch.cat(same_size), mask=mask, mask_token=token if mask is not None else None,
-                                cls_only=cls_only)
-            patches = out.patches.split(sizes) if out.patches is not None else [None] * len(sizes)
-            for cls, tokens in zip(out.cls.split(sizes), patches):
+                                  for m, s, v in zip(group_masks, sizes[-1], same_size)]).to(same_size[0].device)
+            batches.append(torch.cat(same_size))
+            batch_masks.append(mask)
+        outs = self.backbone.forward_sizes(batches, batch_masks, mask_token=token, cls_only=cls_only,
+                                           pack=self.pack_crop_sizes)
+        features: list[BackboneOutput] = []
+        for out, group_sizes in zip(outs, sizes):
+            patches = out.patches.split(group_sizes) if out.patches is not None else [None] * len(group_sizes)
+            for cls, tokens in zip(out.cls.split(group_sizes), patches):
                 features.append(BackboneOutput(cls=cls, patches=tokens, grid=out.grid))
         return features
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
-from geodino.speedups import onednn_linear
+from geodino.speedups.packing import Layout, cls_only_rows
 from geodino.speedups.switch import feature_on
 
 
@@ -33,24 +32,5 @@ def supports_cls_only(block: nn.Module) -> bool:
 
 def cls_only_block(block: Block, tokens: torch.Tensor) -> torch.Tensor:
     """``block(tokens)[:, :1]`` for ``tokens`` ``[B, N, D]`` (CLS first), without the other rows."""
-    attn = block.attn
-    b, n, _ = tokens.shape
-    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
-    h = block.norm1(tokens)
-    weight, bias = attn.qkv.weight, attn.qkv.bias
-    project = onednn_linear.linear if isinstance(attn.qkv, onednn_linear.OneDNNLinear) else F.linear
-    # timm's qkv projection stacks the query, key and value weights in that order. A split, not two
-    # slices: its backward is one concatenation, where each slice's fills a zero buffer the size of
-    # the whole weight and the two are then added.
-    w_q, w_kv = weight.split([width, weight.shape[0] - width])
-    b_q, b_kv = (None, None) if bias is None else bias.split([width, bias.shape[0] - width])
-    q = project(h[:, :1], w_q, b_q)
-    kv = project(h, w_kv, b_kv)
-    q = q.reshape(b, 1, heads, head_dim).transpose(1, 2)
-    k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    dropout = attn.attn_drop.p if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=attn.scale)
-    out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(b, 1, width))))
-    cls = tokens[:, :1] + block.drop_path1(block.ls1(out))
-    return cls + block.drop_path2(block.ls2(block.mlp(block.norm2(cls))))
+    b, n, width = tokens.shape
+    return cls_only_rows(block, tokens.reshape(b * n, width), Layout(((b, n),))).unsqueeze(1)

@@ -31,6 +31,39 @@ def test_run_writes_config_metrics_checkpoint_and_curve(tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("bad_step", [None, 0, 5, 63, 64, 130])
+def test_the_loss_guard_names_the_first_non_finite_step_and_costs_no_op_a_step(bad_step):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from geodino.engine.pretrain import LossGuard
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    guard, names = LossGuard(), ["loss", "loss_dino"]
+    losses = [torch.tensor([1.0 + i, 2.0]) for i in range(140)]
+    if bad_step is not None:
+        losses[bad_step] = torch.tensor([float("nan"), 2.0])
+        losses[bad_step + 2] = torch.tensor([float("inf"), float("inf")])  # a later one is not the first
+    for step, reduced in enumerate(losses[:40]):
+        with Count():
+            guard.observe(step, reduced)
+    assert Count.ops == 0  # nothing dispatched between folds (every LossGuard.FOLD steps)
+    for step, reduced in enumerate(losses[40:], start=40):
+        guard.observe(step, reduced)
+    if bad_step is None:
+        guard.check(names)
+        return
+    with pytest.raises(NonFiniteLossError, match=f"non-finite loss at step {bad_step + 1} ") as err:
+        guard.check(names)
+    assert err.value.step == bad_step
+    assert "loss=nan" in str(err.value) and "loss_dino=2" in str(err.value)
+
+
 @pytest.mark.parametrize("warmup", [0, 1])
 def test_a_diverged_state_is_never_saved_as_good(tmp_path, warmup):
     # lr=1e30: the first update leaves huge but finite weights, and the next step's loss is not

@@ -1,0 +1,132 @@
+"""Crops of several sizes through a ViT's blocks as one table of tokens.
+
+Multi-crop gives the student two crop sizes (and a teacher that sees every crop, two as well), so
+a plain forward runs the backbone once per size. Yet all of a ViT block but the attention treats
+each token on its own: the layer norms, the qkv, projection and MLP linears, layer scale, the
+residual adds. Run once per size, each of those is a kernel launch per size, a backward per size,
+and one more gradient to add up for every parameter. Here the tokens of every size sit in one
+``[rows, D]`` table: the per-token layers run once over all of it, and only the attention runs
+per size (its context is one crop). The numbers are those of one pass per size up to float
+rounding; stochastic depth still keeps or drops whole samples.
+
+For ViT-S/16 with 2 global and 10 local crops, it takes the student's DINO step from 1386 to
+about 1000 launching ops (``geodino bench host``; BENCHMARKS.md has the figures). It covers
+timm's plain ``Block`` / ``Attention`` (:func:`supports_packing`); other blocks run one pass per
+size. ``GEODINO_PACKED=0`` (or ``GEODINO_SPEEDUPS=off``) always does.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import Attention, DropPath
+from timm.models.vision_transformer import Block
+
+from geodino.speedups import onednn_linear
+from geodino.speedups.switch import feature_on
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a token table is made: per crop size, in table order, ``(samples, tokens per sample)``;
+    each sample's tokens are consecutive rows, its CLS token first."""
+
+    groups: tuple[tuple[int, int], ...]
+
+    @property
+    def samples(self) -> list[int]:
+        return [b for b, _ in self.groups]
+
+    @property
+    def rows(self) -> list[int]:
+        return [b * n for b, n in self.groups]
+
+    def sample_of_row(self, device: torch.device) -> torch.Tensor:
+        """``[rows]``: the index of each row's sample (built once per layout and device)."""
+        return _sample_of_row(self.groups, device)
+
+
+@functools.lru_cache(maxsize=32)
+def _sample_of_row(groups: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
+    counts = torch.tensor([n for b, n in groups for _ in range(b)])
+    return torch.repeat_interleave(torch.arange(len(counts)), counts).to(device)
+
+
+def supports_packing(block: nn.Module) -> bool:
+    """True for a timm ViT ``Block`` with timm's plain ``Attention`` (no gate) and plain
+    stochastic depth, unless ``GEODINO_PACKED=0`` or ``GEODINO_SPEEDUPS=off``."""
+    return (feature_on("GEODINO_PACKED") and type(block) is Block and type(block.attn) is Attention
+            and block.attn.gate is None
+            and all(type(d) in (nn.Identity, DropPath) for d in (block.drop_path1, block.drop_path2)))
+
+
+def drop_samples(drop: nn.Module, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """timm's stochastic depth (``drop``, a ``DropPath`` or identity) on a token table ``x``: one
+    draw per sample, shared by its rows (timm's own layer would draw one per row here)."""
+    if not isinstance(drop, DropPath) or not drop.training or drop.drop_prob == 0.0:
+        return x
+    keep = 1.0 - drop.drop_prob
+    kept = x.new_empty(sum(layout.samples), 1).bernoulli_(keep)
+    if keep > 0.0 and drop.scale_by_keep:
+        kept.div_(keep)
+    return x * kept[layout.sample_of_row(x.device)]
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """timm's attention core on ``[B, heads, N, head_dim]`` queries, keys and values."""
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    dropout = attn.attn_drop.p if attn.training else 0.0
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=attn.scale)
+
+
+def packed_block(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """``block`` over the token table ``x`` ``[rows, D]``: what each size's tokens would get from
+    ``block(tokens)``, in the same rows."""
+    attn = block.attn
+    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    qkv = attn.qkv(block.norm1(x))
+    outs = []
+    for (b, n), part in zip(layout.groups, qkv.split(layout.rows)):
+        q, k, v = part.reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        outs.append(_attend(attn, q, k, v).transpose(1, 2).reshape(b * n, width))
+    out = attn.proj_drop(attn.proj(attn.norm(_cat(outs))))
+    x = x + drop_samples(block.drop_path1, block.ls1(out), layout)
+    return x + drop_samples(block.drop_path2, block.ls2(block.mlp(block.norm2(x))), layout)
+
+
+def cls_only_rows(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """``[samples, D]``: the CLS rows of ``packed_block(block, x, layout)``, computed without the
+    other rows' queries, attention output, projection and MLP, which feed nothing (see
+    :mod:`geodino.speedups.cls_block`). The other rows still give keys and values."""
+    attn = block.attn
+    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    h = block.norm1(x)
+
+    def firsts(table: torch.Tensor) -> torch.Tensor:  # each sample's first row (a view per size)
+        return _cat([part.view(b, n, -1)[:, 0] for part, (b, n) in zip(table.split(layout.rows), layout.groups)])
+
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    project = onednn_linear.linear if isinstance(attn.qkv, onednn_linear.OneDNNLinear) else F.linear
+    # timm's qkv projection stacks the query, key and value weights in that order. A split, not two
+    # slices: its backward is one concatenation, where each slice's fills a zero buffer the size of
+    # the whole weight and the two are then added.
+    w_q, w_kv = weight.split([width, weight.shape[0] - width])
+    b_q, b_kv = (None, None) if bias is None else bias.split([width, bias.shape[0] - width])
+    q = project(firsts(h), w_q, b_q)
+    kv = project(h, w_kv, b_kv)
+    outs = []
+    for (b, n), q_part, kv_part in zip(layout.groups, q.split(layout.samples), kv.split(layout.rows)):
+        k, v = kv_part.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = _attend(attn, q_part.reshape(b, 1, heads, head_dim).transpose(1, 2), k, v)
+        outs.append(out.reshape(b, width))  # [b, heads, 1, head_dim]: heads already in order
+    out = attn.proj_drop(attn.proj(attn.norm(_cat(outs))))
+    cls = firsts(x) + block.drop_path1(block.ls1(out))  # one row per sample: timm's per-sample draw
+    return cls + block.drop_path2(block.ls2(block.mlp(block.norm2(cls))))

@@ -1,0 +1,125 @@
+"""Crops of several sizes through the blocks as one token table give what one pass per size gives."""
+
+import pytest
+import torch
+
+from geodino.models import build_backbone
+from geodino.speedups.onednn_linear import use_onednn_linears
+from geodino.speedups.packing import Layout, drop_samples, supports_packing
+
+
+def _vit(**kwargs):
+    torch.manual_seed(0)
+    return build_backbone("vit_tiny_patch16_224", in_chans=4, img_size=32, patch_size=8, depth=3, **kwargs)
+
+
+def _crops(masked: bool = False):
+    g = torch.Generator().manual_seed(3)
+    crops = [torch.randn(4, 4, 32, 32, generator=g), torch.randn(6, 4, 16, 16, generator=g)]
+    masks = [None, None]
+    if masked:
+        masks = [torch.rand(4, 4, 4, generator=g) < 0.4, torch.rand(6, 2, 2, generator=g) < 0.4]
+    return crops, masks
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-6))
+
+
+def _run(backbone, pack: bool, cls_only: bool, masked: bool):
+    backbone.zero_grad()
+    crops, masks = _crops(masked)
+    token = torch.nn.Parameter(torch.full((192,), 0.5)) if masked else None
+    outs = backbone.forward_sizes(crops, masks, mask_token=token, cls_only=cls_only, pack=pack)
+    loss = sum(o.cls.pow(2).sum() + (o.patches.sin().sum() if o.patches is not None else 0) for o in outs)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in backbone.named_parameters() if p.grad is not None}
+    if token is not None:
+        grads["mask_token"] = token.grad.clone()
+    return outs, grads
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+@pytest.mark.parametrize(("cls_only", "masked"), [(False, False), (True, False), (False, True)])
+def test_packed_sizes_equal_one_pass_per_size(cls_only, masked, onednn):
+    backbone = _vit().train()
+    if onednn:  # the trained networks' linears (a no-op where oneDNN loses on this machine)
+        use_onednn_linears(backbone)
+    assert backbone._packing_supported()
+    (plain, plain_grads), (packed, packed_grads) = (_run(backbone, pack, cls_only, masked) for pack in (False, True))
+    for want, got, crop in zip(plain, packed, _crops()[0]):
+        assert got.cls.shape == want.cls.shape == (crop.shape[0], 192)
+        torch.testing.assert_close(got.cls, want.cls, atol=1e-5, rtol=1e-5)
+        assert got.grid == want.grid
+        if cls_only:
+            assert got.patches is None and want.patches is None
+        else:
+            torch.testing.assert_close(got.patches, want.patches, atol=1e-5, rtol=1e-5)
+    assert packed_grads.keys() == plain_grads.keys()
+    for name, want in plain_grads.items():
+        assert _relative_error(packed_grads[name], want) < 1e-4, name
+
+
+def test_stochastic_depth_keeps_or_drops_whole_samples():
+    drop = _vit(drop_path_rate=0.5).model.blocks[-1].drop_path1.train()  # rate 0.5 in the last block
+    layout = Layout(((3, 5), (4, 2)))
+    torch.manual_seed(0)
+    kept = drop_samples(drop, torch.ones(3 * 5 + 4 * 2, 7), layout)
+    per_sample = kept.split([5, 5, 5, 2, 2, 2, 2])
+    scale = 1.0 / (1.0 - drop.drop_prob)
+    values = []
+    for rows in per_sample:  # one value per sample, over all its rows and channels
+        assert rows.unique().numel() == 1
+        values.append(float(rows[0, 0]))
+    assert all(v == 0.0 or v == pytest.approx(scale) for v in values)
+    assert 0.0 in values and max(values) == pytest.approx(scale)  # seed 0 draws both
+    assert drop_samples(drop.eval(), torch.ones(23, 7), layout).eq(1).all()
+
+
+def test_stochastic_depth_statistics_match_timm():
+    """Over many draws each sample is kept with the block's probability, and the mean is kept."""
+    drop = _vit(drop_path_rate=0.5).model.blocks[-1].drop_path2.train()
+    layout = Layout(((64, 3), (128, 1)))
+    torch.manual_seed(1)
+    out = torch.stack([drop_samples(drop, torch.ones(64 * 3 + 128, 1), layout) for _ in range(50)])
+    assert abs(float(out.gt(0).float().mean()) - (1 - drop.drop_prob)) < 0.02
+    assert abs(float(out.mean()) - 1.0) < 0.05
+
+
+def test_packing_trains_like_one_pass_per_size_with_stochastic_depth():
+    """With stochastic depth the two paths draw differently, but a packed backbone still trains:
+    it gives finite outputs and gradients to every parameter one pass per size reaches."""
+    backbone = _vit(drop_path_rate=0.3).train()
+    _, plain_grads = _run(backbone, False, False, False)
+    packed, packed_grads = _run(backbone, True, False, False)
+    assert packed_grads.keys() == plain_grads.keys()
+    assert all(g.isfinite().all() for g in packed_grads.values())
+    assert all(o.cls.isfinite().all() for o in packed)
+
+
+def test_blocks_packing_does_not_cover_run_one_pass_per_size(monkeypatch):
+    backbone = _vit()
+    assert all(supports_packing(b) for b in backbone.model.blocks)
+    monkeypatch.setenv("GEODINO_PACKED", "0")
+    assert not backbone._packing_supported()
+    monkeypatch.setenv("GEODINO_PACKED", "1")
+    monkeypatch.setenv("GEODINO_SPEEDUPS", "off")
+    assert not backbone._packing_supported()
+    monkeypatch.delenv("GEODINO_SPEEDUPS")
+    backbone.model.set_grad_checkpointing(True)
+    assert not backbone._packing_supported()
+    eva = build_backbone("eva02_tiny_patch14_224", in_chans=3, img_size=28)  # rotary positions per grid
+    assert not eva._packing_supported()
+    outs = eva.forward_sizes([torch.randn(2, 3, 28, 28), torch.randn(3, 3, 14, 14)], [None, None])
+    assert [o.cls.shape[0] for o in outs] == [2, 3]
+
+
+def test_packing_launches_fewer_ops():
+    """The point of it: one launch per per-token layer instead of one per crop size."""
+    from geodino.bench.host import count_ops
+
+    backbone = _vit().train()
+    counts = {}
+    for pack in (False, True):
+        counts[pack] = count_ops(lambda _k, pack=pack: _run(backbone, pack, False, False), 0)[2]
+    assert counts[True] < 0.8 * counts[False], counts
