@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
 from geodino.speedups import cls_only_block, supports_cls_only
-from geodino.speedups.packing import Layout, cls_only_rows, packed_block, supports_packing
+from geodino.speedups.packing import Layout, SampleDrops, cls_only_rows, packed_block, supports_packing
 from geodino.utils import one_line
 
 
@@ -142,12 +142,15 @@ class Backbone(nn.Module):
         layout = Layout(tuple(groups))
         table = torch.cat(tables)
         *blocks, last = model.blocks
-        for block in blocks:
-            table = packed_block(block, table, layout)
-        if cls_only and all(m is None for m in masks) and self._cls_only_supported():
+        cls_only = cls_only and all(m is None for m in masks) and self._cls_only_supported()
+        packed = blocks if cls_only else [*blocks, last]  # a CLS-only last block has one row per sample
+        drops = SampleDrops([d for b in packed for d in (b.drop_path1, b.drop_path2)], layout, table.device)
+        for block in packed:
+            table = packed_block(block, table, layout, drops)
+        if cls_only:
             cls = model.norm(cls_only_rows(last, table, layout))
             return [BackboneOutput(cls=c, patches=None, grid=None) for c in cls.split(layout.samples)]
-        table = model.norm(packed_block(last, table, layout))
+        table = model.norm(table)
         n_prefix = model.num_prefix_tokens
         outs = []
         for part, (b, n), grid in zip(table.split(layout.rows), groups, grids):

@@ -114,7 +114,7 @@ class MultiCropWrapper(nn.Module):
                 grid = self._grid(same_size[0])
                 mask = torch.cat([m if m is not None else torch.zeros(s, *grid, dtype=torch.bool, device=v.device)
                                   for m, s, v in zip(group_masks, sizes[-1], same_size)]).to(same_size[0].device)
-            batches.append(torch.cat(same_size))
+            batches.append(_join(same_size))
             batch_masks.append(mask)
         outs = self.backbone.forward_sizes(batches, batch_masks, mask_token=token, cls_only=cls_only,
                                            pack=self.pack_crop_sizes)
@@ -137,3 +137,20 @@ class MultiCropWrapper(nn.Module):
         if len(tokens) > 1:
             raise ValueError("more than one extra head defines a mask token")
         return tokens[0] if tokens else None
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts)``, as a view of their buffer when they already lie back to back in it
+    (the augmentation's crops of one size are slices of one tensor): a copy of every image of
+    the step saved, a kernel launch on a GPU."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    adjacent = all(
+        p.is_contiguous() and not p.requires_grad and p.shape[1:] == first.shape[1:] and p.dtype == first.dtype
+        and p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr() for p in parts
+    ) and all(b.data_ptr() == a.data_ptr() + a.numel() * a.element_size() for a, b in zip(parts, parts[1:]))
+    if not adjacent:
+        return torch.cat(parts)
+    shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
+    return first.as_strided(shape, torch.empty(shape, device="meta").stride(), first.storage_offset())

@@ -64,16 +64,35 @@ def supports_packing(block: nn.Module) -> bool:
             and all(type(d) in (nn.Identity, DropPath) for d in (block.drop_path1, block.drop_path2)))
 
 
-def drop_samples(drop: nn.Module, x: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """timm's stochastic depth (``drop``, a ``DropPath`` or identity) on a token table ``x``: one
-    draw per sample, shared by its rows (timm's own layer would draw one per row here)."""
-    if not isinstance(drop, DropPath) or not drop.training or drop.drop_prob == 0.0:
-        return x
-    keep = 1.0 - drop.drop_prob
-    kept = x.new_empty(sum(layout.samples), 1).bernoulli_(keep)
-    if keep > 0.0 and drop.scale_by_keep:
-        kept.div_(keep)
-    return x * kept[layout.sample_of_row(x.device)]
+class SampleDrops:
+    """Stochastic depth for a forward over a token table: for each of ``layers`` (timm ``DropPath``
+    or identity) one keep-or-drop factor per sample, spread to its rows, as timm's layer gives one
+    per sample of a ``[B, N, D]`` batch (0, or ``1 / keep`` with ``scale_by_keep``).
+
+    All layers are drawn at once, in about five kernels, where each layer drawing for itself
+    costs four launches (twelve per block for two crop sizes through timm's own layers).
+    """
+
+    def __init__(self, layers: list[nn.Module], layout: Layout, device: torch.device) -> None:
+        active = [d for d in layers if isinstance(d, DropPath) and d.training and d.drop_prob > 0.0]
+        self._at = {id(d): i for i, d in enumerate(active)}
+        self._rows: dict[torch.dtype, torch.Tensor] = {}
+        if not active:
+            return
+        keep = [1.0 - d.drop_prob for d in active]
+        scale = [1.0 / k if k > 0.0 and d.scale_by_keep else 1.0 for k, d in zip(keep, active)]
+        table = torch.tensor([keep, scale]).to(device, non_blocking=True)  # one small copy
+        kept = (torch.rand(len(active), sum(layout.samples), device=device) < table[0, :, None]) * table[1, :, None]
+        self._rows[kept.dtype] = kept[:, layout.sample_of_row(device)]  # [layers, rows]
+
+    def __call__(self, layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """``y`` ``[rows, D]`` after ``layer``'s stochastic depth (``y`` itself when it drops nothing)."""
+        at = self._at.get(id(layer))
+        if at is None:
+            return y
+        if y.dtype not in self._rows:  # the dtype timm's layer would draw in (autocast's, say): one cast
+            self._rows[y.dtype] = next(iter(self._rows.values())).to(y.dtype)
+        return y * self._rows[y.dtype][at, :, None]
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -87,9 +106,9 @@ def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=attn.scale)
 
 
-def packed_block(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+def packed_block(block: Block, x: torch.Tensor, layout: Layout, drops: SampleDrops) -> torch.Tensor:
     """``block`` over the token table ``x`` ``[rows, D]``: what each size's tokens would get from
-    ``block(tokens)``, in the same rows."""
+    ``block(tokens)``, in the same rows; ``drops`` holds the stochastic depth of its layers."""
     attn = block.attn
     heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
     qkv = attn.qkv(block.norm1(x))
@@ -98,8 +117,8 @@ def packed_block(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor:
         q, k, v = part.reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         outs.append(_attend(attn, q, k, v).transpose(1, 2).reshape(b * n, width))
     out = attn.proj_drop(attn.proj(attn.norm(_cat(outs))))
-    x = x + drop_samples(block.drop_path1, block.ls1(out), layout)
-    return x + drop_samples(block.drop_path2, block.ls2(block.mlp(block.norm2(x))), layout)
+    x = x + drops(block.drop_path1, block.ls1(out))
+    return x + drops(block.drop_path2, block.ls2(block.mlp(block.norm2(x))))
 
 
 def cls_only_rows(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor:

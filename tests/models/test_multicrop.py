@@ -42,3 +42,20 @@ def test_teacher_runs_extra_views_only_for_heads_that_ask():
 def test_unknown_role_is_refused():
     with pytest.raises(ValueError, match="role"):
         _net("critic")
+
+
+def test_crops_of_one_size_are_joined_without_a_copy_when_they_lie_back_to_back():
+    from geodino.models.multicrop import _join
+
+    views = torch.randn(3, 4, 2, 5, 5)
+    joined = _join(list(views.unbind(0)))
+    assert torch.equal(joined, views.reshape(12, 2, 5, 5))
+    assert joined.data_ptr() == views.data_ptr()  # a view: nothing copied
+    apart = [views[0], views[2]]  # a gap between them: copied
+    assert torch.equal(_join(apart), torch.cat(apart)) and _join(apart).data_ptr() != views.data_ptr()
+    backwards = [views[1], views[0]]
+    assert torch.equal(_join(backwards), torch.cat(backwards))
+    other = [views[0], torch.randn(4, 2, 5, 5)]
+    assert torch.equal(_join(other), torch.cat(other))
+    needs_grad = [v.clone().requires_grad_() for v in views.unbind(0)]
+    assert _join(needs_grad).grad_fn is not None

@@ -5,7 +5,7 @@ import torch
 
 from geodino.models import build_backbone
 from geodino.speedups.onednn_linear import use_onednn_linears
-from geodino.speedups.packing import Layout, drop_samples, supports_packing
+from geodino.speedups.packing import Layout, SampleDrops, supports_packing
 
 
 def _vit(**kwargs):
@@ -61,10 +61,12 @@ def test_packed_sizes_equal_one_pass_per_size(cls_only, masked, onednn):
 
 
 def test_stochastic_depth_keeps_or_drops_whole_samples():
-    drop = _vit(drop_path_rate=0.5).model.blocks[-1].drop_path1.train()  # rate 0.5 in the last block
+    blocks = _vit(drop_path_rate=0.5).model.blocks.train()
+    drop = blocks[-1].drop_path1  # rate 0.5 in the last block
     layout = Layout(((3, 5), (4, 2)))
     torch.manual_seed(0)
-    kept = drop_samples(drop, torch.ones(3 * 5 + 4 * 2, 7), layout)
+    drops = SampleDrops([blocks[0].drop_path1, drop, blocks[1].drop_path2], layout, torch.device("cpu"))
+    kept = drops(drop, torch.ones(3 * 5 + 4 * 2, 7))
     per_sample = kept.split([5, 5, 5, 2, 2, 2, 2])
     scale = 1.0 / (1.0 - drop.drop_prob)
     values = []
@@ -73,7 +75,13 @@ def test_stochastic_depth_keeps_or_drops_whole_samples():
         values.append(float(rows[0, 0]))
     assert all(v == 0.0 or v == pytest.approx(scale) for v in values)
     assert 0.0 in values and max(values) == pytest.approx(scale)  # seed 0 draws both
-    assert drop_samples(drop.eval(), torch.ones(23, 7), layout).eq(1).all()
+    assert drops(blocks[0].drop_path1, torch.ones(23, 7)).eq(1).all()  # the first block's rate is 0
+    in_bf16 = drops(drop, torch.ones(23, 7, dtype=torch.bfloat16))  # the same draw, in the input's dtype
+    assert in_bf16.dtype == torch.bfloat16 and torch.equal(in_bf16, kept.bfloat16())
+    ones = torch.ones(23, 7)
+    assert drops(blocks[-1].drop_path2, ones) is ones  # a layer it was not given: passed through
+    blocks.eval()
+    assert SampleDrops([drop], layout, torch.device("cpu"))(drop, torch.ones(23, 7)).eq(1).all()
 
 
 def test_stochastic_depth_statistics_match_timm():
@@ -81,7 +89,8 @@ def test_stochastic_depth_statistics_match_timm():
     drop = _vit(drop_path_rate=0.5).model.blocks[-1].drop_path2.train()
     layout = Layout(((64, 3), (128, 1)))
     torch.manual_seed(1)
-    out = torch.stack([drop_samples(drop, torch.ones(64 * 3 + 128, 1), layout) for _ in range(50)])
+    out = torch.stack([SampleDrops([drop], layout, torch.device("cpu"))(drop, torch.ones(64 * 3 + 128, 1))
+                       for _ in range(50)])
     assert abs(float(out.gt(0).float().mean()) - (1 - drop.drop_prob)) < 0.02
     assert abs(float(out.mean()) - 1.0) < 0.05
 
