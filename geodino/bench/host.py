@@ -36,6 +36,12 @@ TINY_MODEL = ("model.arch=vit_tiny_patch16_224", "model.depth=1", "model.patch_s
               "objective.patch_hidden_dim=64", "objective.patch_bottleneck_dim=32", "augment.global_size=32",
               "augment.local_size=16", "augment.n_local=4", "data.image_size=32", "train.precision=no",
               "optim.epochs=1", "optim.warmup_epochs=0", "optim.freeze_last_layer=0", "model.drop_path_rate=0")
+# The same step with the layers of the recipes' ViT-S/16 (12 blocks, stochastic depth 0.1, 10 local
+# crops) on the same tiny crops: its op counts are those of a real ViT-S/16 step (they do not depend
+# on the crop size), its times are not.
+VITS16_LAYERS = (*TINY_MODEL, "model.arch=vit_small_patch16_224", "model.depth=12", "model.drop_path_rate=0.1",
+                 "augment.n_local=10")
+MODELS = {"tiny": TINY_MODEL, "vits16": VITS16_LAYERS}
 
 
 def _cpu_model() -> str:
@@ -46,7 +52,7 @@ def _cpu_model() -> str:
     return cpu_model()
 
 
-def _step_fn(objective: str, images: int):
+def _step_fn(objective: str, images: int, model: str = "tiny"):
     """``step(k)``: augmentation of a fixed raw batch, then one update, as the engine runs them."""
     from geodino.augment import MultiCropAugment
     from geodino.config import load_config
@@ -54,7 +60,7 @@ def _step_fn(objective: str, images: int):
     from geodino.engine.pretrain import DINOStep, augment_kwargs, make_accelerator
 
     patch = {"dino": "none"}.get(objective, objective)
-    cfg = load_config(None, [*TINY_MODEL, f"objective.patch={patch}", f"data.batch_size={images}"])
+    cfg = load_config(None, [*MODELS[model], f"objective.patch={patch}", f"data.batch_size={images}"])
     card = synthetic_card()
     acc = make_accelerator(cfg.train.precision)
     core = DINOStep(cfg, card.num_bands, 10_000, acc)
@@ -128,8 +134,8 @@ def count_ops(step, k: int) -> tuple[int, int, int]:
     return from_python, every, launching
 
 
-def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
-    step = _step_fn(objective, images)
+def measure(objective: str, images: int, steps: int = 10, warmup: int = 3, model: str = "tiny") -> dict[str, Any]:
+    step = _step_fn(objective, images, model)
     for k in range(warmup):
         step(k)
     times = []
@@ -138,7 +144,7 @@ def measure(objective: str, images: int, steps: int = 10, warmup: int = 3) -> di
         step(k)
         times.append(time.perf_counter() - started)
     from_python, every, launching = count_ops(step, warmup + steps)
-    return {"objective": objective, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
+    return {"objective": objective, "model": model, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
             "ops_per_step": from_python, "all_ops_per_step": every, "launches_per_step": launching}
 
 
@@ -194,6 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", default="64,1024", help="images per step, comma-separated (default 64,1024)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting (median; default 10)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--model", default="tiny", choices=sorted(MODELS),
+                        help="tiny: a 1-block ViT-Tiny (default); vits16: the layers of a ViT-S/16 on the same "
+                             "tiny crops, for its op counts")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,12 +210,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        rows = [measure(o, int(n), args.steps) for o in args.objectives.split(",") for n in args.images.split(",")]
+        threads = torch.get_num_threads()
+        model = getattr(args, "model", "tiny")
+        rows = [measure(o, int(n), args.steps, model=model)
+                for o in args.objectives.split(",") for n in args.images.split(",")]
         draws = [{"images": n, "global_batch": total, "draw_ms": draw_ms(n, total, masks=False),
                   "draw_and_mask_ms": draw_ms(n, total, masks=True)} for n, total in DRAW_SHAPES]
     finally:  # a library call must not leave the process on another thread count
         torch.set_num_threads(previous)
-    line = {"bench": "host", "cpu": _cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    line = {"bench": "host", "cpu": _cpu_model(), "threads": threads, "torch": torch.__version__,
             "rows": rows, "draws": draws}
     print(json.dumps(line), flush=True)
     return line

@@ -4,7 +4,9 @@
   only where a one-time measurement on this machine finds them faster;
 - :mod:`~geodino.speedups.cpu_memory`: glibc's malloc told to keep freed memory (CPU training);
 - :mod:`~geodino.speedups.cls_block`: the last ViT block computed for the CLS token alone when
-  nothing reads the other tokens.
+  nothing reads the other tokens;
+- :mod:`~geodino.speedups.packing`: crops of several sizes through a ViT's blocks as one table of
+  tokens (per-token layers once, attention per size).
 
 Each gives the same numbers as the plain path up to float rounding, and all of them answer to one
 switch, ``GEODINO_SPEEDUPS=off`` (:mod:`~geodino.speedups.switch`). The engine, evaluation and

@@ -9,8 +9,9 @@ and one more gradient to add up for every parameter. Here the tokens of every si
 per size (its context is one crop). The numbers are those of one pass per size up to float
 rounding; stochastic depth still keeps or drops whole samples.
 
-For ViT-S/16 with 2 global and 10 local crops, it takes the student's DINO step from 1386 to
-about 1000 launching ops (``geodino bench host``; BENCHMARKS.md has the figures). It covers
+With stochastic depth drawn for all blocks at once (:class:`SampleDrops`), it takes a ViT-S/16
+DINO step (2 global and 10 local crops) from 1386 to 815 launching ops, the kernel launches a
+GPU's host queues (``geodino bench host``; BENCHMARKS.md has the figures). It covers
 timm's plain ``Block`` / ``Attention`` (:func:`supports_packing`); other blocks run one pass per
 size. ``GEODINO_PACKED=0`` (or ``GEODINO_SPEEDUPS=off``) always does.
 """

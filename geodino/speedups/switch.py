@@ -2,10 +2,10 @@
 
 ``on`` (the default): each speed-up decides for itself, as its module says (the oneDNN linears by
 a measurement on this machine, malloc tuning where the C library is glibc, the CLS-only last
-block where the ViT block is timm's plain one). ``off``: none of them; the plain PyTorch path, to
-compare against or to rule them out when something looks wrong. Each also has its own variable
-(``GEODINO_ONEDNN_LINEAR=0|1``, ``GEODINO_KEEP_FREED_MEMORY=0``, ``GEODINO_CLS_ONLY=0``),
-consulted only while the switch is on.
+block and the packed crop sizes where the ViT block is timm's plain one). ``off``: none of them;
+the plain PyTorch path, to compare against or to rule them out when something looks wrong. Each
+also has its own variable (``GEODINO_ONEDNN_LINEAR=0|1``, ``GEODINO_KEEP_FREED_MEMORY=0``,
+``GEODINO_CLS_ONLY=0``, ``GEODINO_PACKED=0``), consulted only while the switch is on.
 """
 
 from __future__ import annotations
