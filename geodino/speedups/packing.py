@@ -70,8 +70,8 @@ class SampleDrops:
     or identity) one keep-or-drop factor per sample, spread to its rows, as timm's layer gives one
     per sample of a ``[B, N, D]`` batch (0, or ``1 / keep`` with ``scale_by_keep``).
 
-    All layers are drawn at once, in about five kernels, where each layer drawing for itself
-    costs four launches (twelve per block for two crop sizes through timm's own layers).
+    All layers are drawn at once, in four kernels (five under autocast), where each layer drawing
+    for itself costs four launches (twelve per block for two crop sizes through timm's own layers).
     """
 
     def __init__(self, layers: list[nn.Module], layout: Layout, device: torch.device) -> None:
@@ -80,9 +80,7 @@ class SampleDrops:
         self._rows: dict[torch.dtype, torch.Tensor] = {}
         if not active:
             return
-        keep = [1.0 - d.drop_prob for d in active]
-        scale = [1.0 / k if k > 0.0 and d.scale_by_keep else 1.0 for k, d in zip(keep, active)]
-        table = torch.tensor([keep, scale]).to(device, non_blocking=True)  # one small copy
+        table = _keep_and_scale(tuple((float(d.drop_prob), bool(d.scale_by_keep)) for d in active), device)
         kept = (torch.rand(len(active), sum(layout.samples), device=device) < table[0, :, None]) * table[1, :, None]
         self._rows[kept.dtype] = kept[:, layout.sample_of_row(device)]  # [layers, rows]
 
@@ -94,6 +92,15 @@ class SampleDrops:
         if y.dtype not in self._rows:  # the dtype timm's layer would draw in (autocast's, say): one cast
             self._rows[y.dtype] = next(iter(self._rows.values())).to(y.dtype)
         return y * self._rows[y.dtype][at, :, None]
+
+
+@functools.lru_cache(maxsize=32)
+def _keep_and_scale(layers: tuple[tuple[float, bool], ...], device: torch.device) -> torch.Tensor:
+    """``[2, layers]`` on ``device``: each layer's probability to keep a sample, and the factor
+    of a kept one (copied to the device once per set of layers)."""
+    keep = [1.0 - p for p, _ in layers]
+    scale = [1.0 / k if k > 0.0 and by_keep else 1.0 for k, (_, by_keep) in zip(keep, layers)]
+    return torch.tensor([keep, scale]).to(device)
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

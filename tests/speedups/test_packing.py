@@ -132,3 +132,14 @@ def test_packing_launches_fewer_ops():
     for pack in (False, True):
         counts[pack] = count_ops(lambda _k, pack=pack: _run(backbone, pack, False, False), 0)[2]
     assert counts[True] < 0.8 * counts[False], counts
+
+
+def test_a_compiled_backbone_runs_its_compiled_per_size_paths():
+    """``train.compile`` compiles the per-size forward; packing would run around it."""
+    from geodino.engine.build import compile_backbone
+    from geodino.models import DINOHead, MultiCropWrapper
+
+    net = MultiCropWrapper(_vit(), DINOHead(192, 16, 32, 8))
+    assert net.pack_crop_sizes
+    compile_backbone(net)  # lazy: nothing is compiled until called
+    assert not net.pack_crop_sizes
