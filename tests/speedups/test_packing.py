@@ -143,3 +143,28 @@ def test_a_compiled_backbone_runs_its_compiled_per_size_paths():
     assert net.pack_crop_sizes
     compile_backbone(net)  # lazy: nothing is compiled until called
     assert not net.pack_crop_sizes
+
+
+@pytest.mark.parametrize("variant", [
+    dict(reg_tokens=4), dict(class_token=False, global_pool="avg"), dict(qkv_bias=False, init_values=1e-2),
+    dict(qk_norm=True), dict(no_embed_class=True),
+])
+def test_packing_holds_for_timm_vit_variants(variant):
+    """Register tokens, no class token, layer scale, QK norm, position table without the class
+    token: the packed forward equals one pass per size."""
+    import timm
+
+    from geodino.models.backbone import Backbone
+
+    torch.manual_seed(0)
+    backbone = Backbone(timm.create_model("vit_tiny_patch16_224", num_classes=0, in_chans=4, img_size=32,
+                                          patch_size=8, depth=2, dynamic_img_size=True, **variant)).train()
+    assert backbone._packing_supported()
+    for cls_only in (False, True):
+        (plain, plain_grads), (packed, packed_grads) = (_run(backbone, pack, cls_only, False) for pack in (False, True))
+        for want, got in zip(plain, packed):
+            torch.testing.assert_close(got.cls, want.cls, atol=1e-5, rtol=1e-5)
+            if want.patches is not None:
+                torch.testing.assert_close(got.patches, want.patches, atol=1e-5, rtol=1e-5)
+        for name, want in plain_grads.items():
+            assert _relative_error(packed_grads[name], want) < 1e-4, name
