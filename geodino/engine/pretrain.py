@@ -131,7 +131,11 @@ class LossGuard:
         bad = ~torch.isfinite(values).all(dim=1)
         at = bad.to(torch.uint8).argmax()  # the first bad one (0 when none is)
         new = bad.any() & (self._first < 0)
-        self._first = torch.where(new, torch.tensor(steps, device=values.device)[at], self._first)
+        if all(b - a == 1 for a, b in zip(steps, steps[1:])):  # the usual case: no host-to-device copy
+            found = at + steps[0]
+        else:
+            found = torch.tensor(steps, device=values.device)[at]
+        self._first = torch.where(new, found, self._first)
         self._values = torch.where(new, values[at], self._values)
 
     def check(self, names: list[str]) -> None:

@@ -64,6 +64,17 @@ def test_the_loss_guard_names_the_first_non_finite_step_and_costs_no_op_a_step(b
     assert "loss=nan" in str(err.value) and "loss_dino=2" in str(err.value)
 
 
+def test_the_loss_guard_also_names_steps_observed_out_of_order():
+    from geodino.engine.pretrain import LossGuard
+
+    guard = LossGuard()
+    for step in (7, 3, 12):
+        guard.observe(step, torch.tensor([float("nan") if step == 3 else 1.0]))
+    with pytest.raises(NonFiniteLossError) as err:
+        guard.check(["loss"])
+    assert err.value.step == 3
+
+
 @pytest.mark.parametrize("warmup", [0, 1])
 def test_a_diverged_state_is_never_saved_as_good(tmp_path, warmup):
     # lr=1e30: the first update leaves huge but finite weights, and the next step's loss is not
