@@ -208,6 +208,16 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def to_device_async(host: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A CPU tensor on ``device`` without making the host wait. A GPU copies only from pinned
+    memory without waiting: from ordinary memory, CUDA first waits for the stream's queued work,
+    so the host could not run ahead of the device. So ``host`` is pinned first there (PyTorch's
+    pinned blocks are cached, and kept until the copy is done)."""
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, dtype, non_blocking=True)
+
+
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     """``t`` in float32 when it is half or bfloat16; as it is otherwise, without dispatching an op
     (every op is host time on a GPU, issue 14)."""

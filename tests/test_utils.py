@@ -68,3 +68,16 @@ def test_comma_lists_refuse_empty_or_unreadable_items_by_option():
             comma_list(text, "--opt")
     with pytest.raises(ValueError, match=r"--steps '1,x': expected comma-separated int values"):
         comma_list("1,x", "--steps", int)
+
+
+def test_to_device_async_copies_and_casts():
+    import torch
+
+    from geodino.utils import to_device_async
+
+    host = torch.arange(6, dtype=torch.float64).view(2, 3)
+    out = to_device_async(host, torch.device("cpu"), torch.float32)
+    assert out.dtype == torch.float32 and torch.equal(out, host.float())
+    if torch.cuda.is_available():  # pinned first, so the copy can overlap the device's work
+        on_gpu = to_device_async(host, torch.device("cuda"))
+        assert torch.equal(on_gpu.cpu(), host)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geodino.utils import to_device_async
+
 
 def crop_grid_coordinates(
     boxes: np.ndarray | torch.Tensor, flip: np.ndarray | torch.Tensor, size: int, height: int, width: int
@@ -70,7 +72,7 @@ def resized_crops(
     # Only the per-row coordinate vectors travel to the device, in one copy; the full grid (V N
     # size^2 points) is built there by broadcasting.
     host = torch.from_numpy(np.stack([gx, gy]))
-    gx, gy = host.to(images.device, images.dtype, non_blocking=True).unbind(0)
+    gx, gy = to_device_async(host, images.device, images.dtype).unbind(0)
     grid = torch.stack(
         [gx[:, :, None, :].expand(v, n, size, size), gy[:, :, :, None].expand(v, n, size, size)], dim=-1
     )

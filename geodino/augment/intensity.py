@@ -44,6 +44,7 @@ selected rows are computed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Union
 
 import numpy as np
@@ -53,44 +54,99 @@ from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_hue
 
 from geodino.augment.params import JITTER_OPS
+from geodino.utils import to_device_async
 
-RowOp = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
-HostArray = Union[np.ndarray, torch.Tensor]  # per-row parameters on the host: numpy, or a CPU tensor
+RowOp = Callable[[torch.Tensor, Union[torch.Tensor, None]], torch.Tensor]
+HostArray = Union[np.ndarray, torch.Tensor]  # per-row values on the host: numpy, or a CPU tensor
 
 
-def on_rows(x: torch.Tensor, selected: HostArray, op: RowOp) -> torch.Tensor:
-    """Apply ``op(x[rows], rows)`` to the rows where the host mask ``selected`` is true, in place.
+@dataclass
+class Pass:
+    """One op over a subset of rows: ``op(x[rows], params[rows])`` written back to those rows.
 
-    ``op`` receives the selected rows and their indices on the host (a numpy array, to pick its
-    per-row parameters).
+    ``selected``: host ``bool [N]``, the rows it applies to. ``params``: host ``[N, m]`` values per
+    row (or None), which ``op`` receives for its rows as ``[k, m]`` on ``x``'s device and dtype.
     """
-    rows = np.flatnonzero(np.asarray(selected))
-    if rows.size == 0:
-        return x
-    if rows.size == x.shape[0]:
-        x.copy_(op(x, rows))
-        return x
-    rows_device = _to_device(rows, x.device)
-    x.index_copy_(0, rows_device, op(x.index_select(0, rows_device), rows))
+
+    selected: HostArray
+    op: RowOp
+    params: HostArray | None = None
+
+
+def run_passes(x: torch.Tensor, passes: list[Pass]) -> torch.Tensor:
+    """Apply ``passes`` to ``x`` in order, in place.
+
+    Which rows each pass takes, and their parameters, are known on the host before any of them
+    runs, so all of them go to ``x``'s device in one copy (on a GPU, one transfer per view group
+    instead of one or two per pass; ``geodino bench host``). Each pass computes only its rows.
+    """
+    staged = _Staging(x.dtype)
+    plans = []
+    for p in passes:
+        rows = np.flatnonzero(np.asarray(p.selected))
+        if rows.size == 0:
+            continue
+        every = rows.size == x.shape[0]
+        at_rows = None if every else staged.add(rows.astype(np.int64))
+        at_params = None if p.params is None else staged.add(np.asarray(p.params)[rows].reshape(rows.size, -1))
+        plans.append((p.op, rows.size, at_rows, at_params))
+    device_buffer = staged.to(x.device)
+    for op, k, at_rows, at_params in plans:
+        params = None if at_params is None else staged.read(device_buffer, at_params, x.dtype).view(k, -1)
+        if at_rows is None:
+            x.copy_(op(x, params))
+        else:
+            rows = staged.read(device_buffer, at_rows, torch.int64)
+            x.index_copy_(0, rows, op(x.index_select(0, rows), params))
     return x
 
 
-def _to_device(values: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """One host array as a tensor on ``device``: a single copy (and cast), no op on the host side."""
-    return torch.from_numpy(np.ascontiguousarray(values)).to(device, dtype, non_blocking=True)
+_TORCH_TYPES = {np.int64: torch.int64, np.float16: torch.float16, np.float32: torch.float32, np.float64: torch.float64}
 
 
-def _per_row(values: HostArray, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """Parameters of ``rows`` as a ``[k, 1, 1, 1]`` tensor on ``like``'s device and dtype, or
-    ``[k, m, 1, 1]`` for ``m`` columns of parameters (one copy for all of them)."""
-    picked = np.asarray(values)[rows]
-    return _to_device(picked, like.device, like.dtype).view(len(rows), -1, 1, 1)
+class _Staging:
+    """Host arrays packed into one byte buffer (each part 8-byte aligned), copied once, and read
+    back on the device as typed views of that copy."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        # Parameters are cast on the host to the images' dtype when numpy has it (float32, float64).
+        self.float_type = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}.get(dtype)
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, values: np.ndarray) -> tuple[int, int, torch.dtype]:
+        if values.dtype != np.int64:
+            values = values.astype(self.float_type or np.float32)
+        raw = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+        where = (self.size, raw.size, _TORCH_TYPES[values.dtype.type])
+        self.parts.append(raw)
+        padding = -raw.size % 8
+        if padding:
+            self.parts.append(np.zeros(padding, dtype=np.uint8))
+        self.size += raw.size + padding
+        return where
+
+    def to(self, device: torch.device) -> torch.Tensor | None:
+        if not self.parts:
+            return None
+        return to_device_async(torch.from_numpy(np.concatenate(self.parts)), device)
+
+    @staticmethod
+    def read(buffer: torch.Tensor, where: tuple[int, int, torch.dtype], dtype: torch.dtype) -> torch.Tensor:
+        start, size, stored = where
+        values = buffer[start : start + size].view(stored)
+        return values if stored == dtype else values.to(dtype)  # bfloat16 images: one cast
 
 
 # ---------------------------------------------------------------- colour jitter
 
 
 def rgb_color_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray, order: HostArray) -> torch.Tensor:
+    """torchvision ``ColorJitter`` on ``[N, 3, H, W]`` images in [0, 1], in place (:func:`rgb_color_jitter_passes`)."""
+    return run_passes(x, rgb_color_jitter_passes(jitter, factors, order))
+
+
+def rgb_color_jitter_passes(jitter: HostArray, factors: HostArray, order: HostArray) -> list[Pass]:
     """torchvision ``ColorJitter`` on ``[N, 3, H, W]`` images in [0, 1], a random op order per row.
 
     Args:
@@ -109,50 +165,61 @@ def rgb_color_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray, ord
     active = factors != np.array([1.0, 1.0, 1.0, 0.0])
     hue_op = JITTER_OPS.index("hue")
     every = np.arange(len(order))
+    passes = []
     for step in range(len(JITTER_OPS)):
         op_at = order[:, step]
         takes = jitter & active[every, op_at]
         factor_at = factors[every, op_at]
-        # Per row: the blend's factor and which reference (0 black, 1 mean gray, 2 gray image) as one
-        # table, so that each pass copies one small array to the device.
+        # Per row: the blend's factor and which reference (0 black, 1 mean gray, 2 gray image).
         blend_table = np.stack([factor_at, op_at == 1, op_at == 2], axis=1)
+        passes.append(Pass(takes & (op_at != hue_op), _blend, blend_table))
+        passes.append(Pass(takes & (op_at == hue_op), _hue, factor_at[:, None]))
+    return passes
 
-        def blend(sub: torch.Tensor, rows: np.ndarray, table=blend_table) -> torch.Tensor:
-            f, to_mean, to_gray = _per_row(table, rows, sub).unbind(1)
-            f, to_mean, to_gray = f[:, None], to_mean[:, None] > 0, to_gray[:, None] > 0
-            gray = rgb_to_grayscale(sub)
-            ref = torch.where(to_gray, gray, torch.where(to_mean, gray.mean((-2, -1), keepdim=True), 0.0))
-            return (sub * f + ref * (1 - f)).clamp_(0.0, 1.0)
 
-        def hue(sub: torch.Tensor, rows: np.ndarray, factor_at=factor_at) -> torch.Tensor:
-            # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
-            return adjust_hue(sub, _per_row(factor_at, rows, sub).view(-1) * (2 * math.pi))
+def _blend(sub: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    f, to_mean, to_gray = table.view(len(sub), 3, 1, 1, 1).unbind(1)
+    gray = rgb_to_grayscale(sub)
+    ref = torch.where(to_gray > 0, gray, torch.where(to_mean > 0, gray.mean((-2, -1), keepdim=True), 0.0))
+    return (sub * f + ref * (1 - f)).clamp_(0.0, 1.0)
 
-        on_rows(x, takes & (op_at != hue_op), blend)
-        on_rows(x, takes & (op_at == hue_op), hue)
-    return x
+
+def _hue(sub: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
+    return adjust_hue(sub, shift.view(-1) * (2 * math.pi))
 
 
 def multispectral_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray) -> torch.Tensor:
+    """:func:`multispectral_jitter_passes` applied to ``x`` in place."""
+    return run_passes(x, multispectral_jitter_passes(jitter, factors))
+
+
+def multispectral_jitter_passes(jitter: HostArray, factors: HostArray) -> list[Pass]:
     """One brightness and one contrast factor for all bands, in unit space, no clipping.
 
     ``u -> b * (c * u + (1 - c) * mean(u))`` with the mean over all bands and pixels of the row;
     scaling commutes with blending toward the mean, so this equals either order of the two ops.
     """
-    factors = np.asarray(factors)
 
-    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        b, c = _per_row(factors[:, :2], rows, sub).unsqueeze(1).unbind(2)
+    def op(sub: torch.Tensor, bc: torch.Tensor) -> torch.Tensor:
+        b, c = bc.view(len(sub), 1, 2, 1, 1).unbind(2)
         mean = sub.mean(dim=(1, 2, 3), keepdim=True)
         return b * (c * sub + (1 - c) * mean)
 
-    return on_rows(x, jitter, op)
+    return [Pass(jitter, op, np.asarray(factors)[:, :2])]
 
 
 def physical_jitter(
     x: torch.Tensor, jitter: HostArray, factors: HostArray, gain_offset: torch.Tensor,
     db_step: torch.Tensor, is_db: torch.Tensor,
 ) -> torch.Tensor:
+    """:func:`physical_jitter_passes` applied to ``x`` in place."""
+    return run_passes(x, physical_jitter_passes(jitter, factors, gain_offset, db_step, is_db))
+
+
+def physical_jitter_passes(
+    jitter: HostArray, factors: HostArray, gain_offset: torch.Tensor, db_step: torch.Tensor, is_db: torch.Tensor,
+) -> list[Pass]:
     """Brightness as a gain on each band's physical quantity and contrast toward each band's mean.
 
     Per band ``k`` in unit space: a linear-unit band maps ``u -> b u + (b - 1) gain_offset[k]``
@@ -162,24 +229,22 @@ def physical_jitter(
     affine per band, so they commute.
 
     Args:
-        gain_offset, db_step: ``[C]`` per-band constants on ``x``'s device and dtype.
-        is_db: ``bool [C]`` on ``x``'s device, the bands whose unit is dB.
+        gain_offset, db_step: ``[C]`` per-band constants on the images' device and dtype.
+        is_db: ``bool [C]`` on the images' device, the bands whose unit is dB.
     """
-    lin = (~is_db).to(x.dtype)[None, :, None, None]
+    lin = (~is_db).to(gain_offset.dtype)[None, :, None, None]
     offset = gain_offset[None, :, None, None]
     step = db_step[None, :, None, None]
 
-    factors = np.asarray(factors)
-
-    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        b, c = _per_row(factors[:, :2], rows, sub).unsqueeze(1).unbind(2)
+    def op(sub: torch.Tensor, bc: torch.Tensor) -> torch.Tensor:
+        b, c = bc.view(len(sub), 1, 2, 1, 1).unbind(2)
         mean = sub.mean(dim=(2, 3), keepdim=True)
         blended = c * sub + (1 - c) * mean
         scale = 1 + lin * (b - 1)
         shift = lin * (b - 1) * offset + (1 - lin) * torch.log10(b) * step
         return scale * blended + shift
 
-    return on_rows(x, jitter, op)
+    return [Pass(jitter, op, np.asarray(factors)[:, :2])]
 
 
 # ---------------------------------------------------------------- grayscale, blur, solarize
@@ -187,24 +252,35 @@ def physical_jitter(
 
 def rgb_grayscale(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
     """ITU-R 601 luma of the selected rows, copied to all three channels."""
-    return on_rows(x, selected, lambda sub, rows: rgb_to_grayscale(sub).expand_as(sub))
+    return run_passes(x, rgb_grayscale_passes(selected))
+
+
+def rgb_grayscale_passes(selected: HostArray) -> list[Pass]:
+    return [Pass(selected, lambda sub, _: rgb_to_grayscale(sub).expand_as(sub))]
 
 
 def band_mean_grayscale(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
     """Mean over all bands of the selected rows, copied to every band."""
-    return on_rows(x, selected, lambda sub, rows: sub.mean(dim=1, keepdim=True).expand_as(sub))
+    return run_passes(x, band_mean_grayscale_passes(selected))
+
+
+def band_mean_grayscale_passes(selected: HostArray) -> list[Pass]:
+    return [Pass(selected, lambda sub, _: sub.mean(dim=1, keepdim=True).expand_as(sub))]
 
 
 def modality_grayscale(x: torch.Tensor, selected: HostArray, groups: list[list[int]]) -> torch.Tensor:
     """Per group of bands (a modality), the mean over the group copied to its bands."""
+    return run_passes(x, modality_grayscale_passes(selected, groups))
 
-    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+
+def modality_grayscale_passes(selected: HostArray, groups: list[list[int]]) -> list[Pass]:
+    def op(sub: torch.Tensor, _: None) -> torch.Tensor:
         out = sub.clone()
         for channels in groups:
             out[:, channels] = sub[:, channels].mean(dim=1, keepdim=True)
         return out
 
-    return on_rows(x, selected, op)
+    return [Pass(selected, op)]
 
 
 def blur_kernel_size(sigma_max: float, image_size: int) -> int:
@@ -225,32 +301,45 @@ def gaussian_kernels(sigma: np.ndarray, kernel_size: int) -> np.ndarray:
 
 
 def gaussian_blur(x: torch.Tensor, selected: HostArray, sigma: HostArray, kernel_size: int) -> torch.Tensor:
+    """:func:`gaussian_blur_passes` applied to ``x`` in place."""
+    return run_passes(x, gaussian_blur_passes(selected, sigma, kernel_size, x.shape[1]))
+
+
+def gaussian_blur_passes(selected: HostArray, sigma: HostArray, kernel_size: int, bands: int) -> list[Pass]:
     """Gaussian blur of the selected rows, each with its own sigma (host ``[N]``), reflect borders.
 
     The same separable filter as kornia's ``gaussian_blur2d`` (a horizontal then a vertical pass,
-    each on a reflect-padded input), with the taps computed on the host and copied once. Ours
-    because kornia builds the per-row taps on the device from a sigma tensor: about 35 small ops
-    (kernel launches on a GPU) per call, against 5 here (``geodino bench host``, issue 14).
+    each on a reflect-padded input), with the taps computed on the host. Ours because kornia
+    builds the per-row taps on the device from a sigma tensor: about 35 small ops (kernel launches
+    on a GPU) per call, against 4 here (``geodino bench host``, issue 14).
     """
-    if kernel_size < 3:
-        return x
-    sigma = np.asarray(sigma)
+    selected = np.asarray(selected)
+    if kernel_size < 3 or not selected.any():
+        return []
     half = kernel_size // 2
+    # Per row, its taps once per band (one filter per (row, band)); rows not blurred get none.
+    taps = np.zeros((len(selected), bands * kernel_size))
+    rows = np.flatnonzero(selected)
+    taps[rows] = np.tile(gaussian_kernels(np.asarray(sigma)[rows], kernel_size), bands)
 
-    def op(sub: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    def op(sub: torch.Tensor, row_taps: torch.Tensor) -> torch.Tensor:
         k, c, height, width = sub.shape
-        # One filter per (row, band): depthwise convolutions over the [1, k c, H, W] stack.
-        taps = _to_device(np.repeat(gaussian_kernels(sigma[rows], kernel_size), c, axis=0), sub.device, sub.dtype)
+        # Depthwise convolutions over the [1, k c, H, W] stack.
+        filters = row_taps.reshape(k * c, kernel_size)
         planes = sub.reshape(1, k * c, height, width)
-        planes = F.conv2d(F.pad(planes, (half, half, 0, 0), mode="reflect"), taps.view(k * c, 1, 1, -1),
+        planes = F.conv2d(F.pad(planes, (half, half, 0, 0), mode="reflect"), filters.view(k * c, 1, 1, -1),
                           groups=k * c)
-        planes = F.conv2d(F.pad(planes, (0, 0, half, half), mode="reflect"), taps.view(k * c, 1, -1, 1),
+        planes = F.conv2d(F.pad(planes, (0, 0, half, half), mode="reflect"), filters.view(k * c, 1, -1, 1),
                           groups=k * c)
         return planes.view(k, c, height, width)
 
-    return on_rows(x, selected, op)
+    return [Pass(selected, op, taps)]
 
 
 def solarize(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
     """Reflect the upper half of unit space: ``u >= 0.5 -> 1 - u`` (PIL's threshold 128 of 255)."""
-    return on_rows(x, selected, lambda sub, rows: torch.where(sub >= 0.5, 1.0 - sub, sub))
+    return run_passes(x, solarize_passes(selected))
+
+
+def solarize_passes(selected: HostArray) -> list[Pass]:
+    return [Pass(selected, lambda sub, _: torch.where(sub >= 0.5, 1.0 - sub, sub))]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from geodino.rng import RowRandom
+from geodino.utils import to_device_async
 
 Modalities = Mapping[str, Sequence[int]]
 
@@ -85,7 +86,7 @@ def apply_modality_drop(
         return z
     # Row i's channel mask: the table row of its dropped modality, or all-False.
     mask = table[dropped.clamp_min(0)] & hit[:, None]
-    mask = mask.to(z.device, non_blocking=True)[:, :, None, None]
+    mask = to_device_async(mask, z.device)[:, :, None, None]
     return z.masked_fill_(mask, fill) if inplace else z.masked_fill(mask, fill)
 
 

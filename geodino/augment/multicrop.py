@@ -274,22 +274,24 @@ class MultiCropAugment:
         """Crop, augment and standardise a group of same-size views: returns ``[V, B, C, s, s]``."""
         v, b = params.num_views, params.num_samples
         x = resized_crops(unit, params.boxes, params.flip, size)
+        jitter, factors, gray = params.flat("jitter"), params.flat("factors"), params.flat("grayscale")
         if self.mode == "rgb":
             # The reference pipeline works on 8-bit images: bicubic overshoot never leaves [0, 1].
             x.clamp_(0.0, 1.0)
-            intensity.rgb_color_jitter(x, params.flat("jitter"), params.flat("factors"), params.flat("order"))
-            intensity.rgb_grayscale(x, params.flat("grayscale"))
+            passes = [*intensity.rgb_color_jitter_passes(jitter, factors, params.flat("order")),
+                      *intensity.rgb_grayscale_passes(gray)]
         elif self.band_ops == "physical":
             offset, step, is_db = self._physical_constants(x.device, x.dtype)
-            intensity.physical_jitter(x, params.flat("jitter"), params.flat("factors"), offset, step, is_db)
-            intensity.modality_grayscale(x, params.flat("grayscale"), self.gray_groups)
+            passes = [*intensity.physical_jitter_passes(jitter, factors, offset, step, is_db),
+                      *intensity.modality_grayscale_passes(gray, self.gray_groups)]
         else:
-            intensity.multispectral_jitter(x, params.flat("jitter"), params.flat("factors"))
-            intensity.band_mean_grayscale(x, params.flat("grayscale"))
+            passes = [*intensity.multispectral_jitter_passes(jitter, factors),
+                      *intensity.band_mean_grayscale_passes(gray)]
         kernel = intensity.blur_kernel_size(self.blur_sigma[1], size)
-        intensity.gaussian_blur(x, params.flat("blur"), params.flat("sigma"), kernel)
-        intensity.solarize(x, params.flat("solarize"))
-        x = self._standardise(x)
+        passes += intensity.gaussian_blur_passes(params.flat("blur"), params.flat("sigma"), kernel, x.shape[1])
+        passes += intensity.solarize_passes(params.flat("solarize"))
+        # Every pass's rows and parameters reach the device in one copy.
+        x = self._standardise(intensity.run_passes(x, passes))
         return x.view(v, b, *x.shape[1:])
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:

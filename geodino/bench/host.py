@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 TINY_MODEL = ("model.arch=vit_tiny_patch16_224", "model.depth=1", "model.patch_size=16", "model.out_dim=256",
               "model.hidden_dim=64", "model.bottleneck_dim=32", "objective.patch_out_dim=256",
@@ -76,7 +77,41 @@ def _step_fn(objective: str, images: int, model: str = "tiny"):
         def step(k: int) -> None:
             core(augment(raw, k), k, False)
 
+        step.augment, step.raw = augment, raw  # for count_copies
     return step
+
+
+class HostToDeviceCopies(TorchDispatchMode):
+    """Counts the ops that take a CPU tensor and return one on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args) and any(
+                isinstance(o, torch.Tensor) and o.device.type == "meta" for o in (out if isinstance(out, (list, tuple)) else [out])):
+            self.copies += 1
+        return out
+
+
+def count_copies(step, k: int) -> int | None:
+    """Host-to-device copies in one augmentation call of ``step`` (after one that fills the
+    caches), its batch on PyTorch's meta device: a device that computes nothing, so that every
+    copy from the host shows, as it would on a GPU (on the CPU a copy to itself is no op). None
+    for checkouts whose augmentation cannot say."""
+    augment = getattr(step, "augment", None)
+    if augment is None:
+        return None
+    raw = step.raw.to("meta")
+    try:
+        augment(raw, k)
+        with HostToDeviceCopies() as mode:
+            augment(raw, k + 1)
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel in that checkout
+        return None
+    return mode.copies
 
 
 # Allocations launch no kernel; neither do views (checked from the op's schema, below).
@@ -145,7 +180,8 @@ def measure(objective: str, images: int, steps: int = 10, warmup: int = 3, model
         times.append(time.perf_counter() - started)
     from_python, every, launching = count_ops(step, warmup + steps)
     return {"objective": objective, "model": model, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
-            "ops_per_step": from_python, "all_ops_per_step": every, "launches_per_step": launching}
+            "ops_per_step": from_python, "all_ops_per_step": every, "launches_per_step": launching,
+            "augment_host_to_device_copies": count_copies(step, warmup + steps + 1)}
 
 
 def draw_ms(images: int, total: int, masks: bool, repeats: int = 5) -> float:

@@ -40,7 +40,7 @@ from geodino.runs.metrics import MetricsLog
 from geodino.runs.schedules import Schedules
 from geodino.runs.stop import RunStopped, StopRequests
 from geodino.speedups import prepare_model, prepare_process
-from geodino.utils import allow_tf32, at_least_float32, flatten_dict, write_json_atomic
+from geodino.utils import allow_tf32, at_least_float32, flatten_dict, to_device_async, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -257,9 +257,7 @@ class DINOStep:
 
         masks = self._masks_ahead.take(step, (tuple(grids), n_global, offset, batch), build)
         device = views.student[0].device
-        if device.type == "cuda":  # pinned, so that the copy does not wait for the device
-            return [m.pin_memory().to(device, non_blocking=True) if m is not None else None for m in masks]
-        return [m.to(device) if m is not None else None for m in masks]
+        return [to_device_async(m, device) if m is not None else None for m in masks]
 
 
 class Pretrainer:
