@@ -209,10 +209,11 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
 
 
 def to_device_async(host: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A CPU tensor on ``device`` without making the host wait. A GPU copies only from pinned
-    memory without waiting: from ordinary memory, CUDA first waits for the stream's queued work,
-    so the host could not run ahead of the device. So ``host`` is pinned first there (PyTorch's
-    pinned blocks are cached, and kept until the copy is done)."""
+    """A CPU tensor on ``device`` without making the host wait. From ordinary (pageable) memory
+    the CUDA driver may first wait for the work already queued on the stream (NVIDIA's notes on
+    API synchronisation), and then the host cannot run ahead of the device; from pinned memory
+    the copy is only queued. So ``host`` is pinned first there (PyTorch caches pinned blocks and
+    keeps one until its copy is done)."""
     if device.type == "cuda":
         host = host.pin_memory()
     return host.to(device, dtype, non_blocking=True)
