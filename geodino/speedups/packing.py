@@ -10,7 +10,7 @@ per size (its context is one crop). The numbers are those of one pass per size u
 rounding; stochastic depth still keeps or drops whole samples.
 
 With stochastic depth drawn for all blocks at once (:class:`SampleDrops`), it takes a ViT-S/16
-DINO step (2 global and 10 local crops) from 1386 to 815 launching ops, the kernel launches a
+DINO step (2 global and 10 local crops) from 1386 to 810 launching ops, the kernel launches a
 GPU's host queues (``geodino bench host``; BENCHMARKS.md has the figures). It covers
 timm's plain ``Block`` / ``Attention`` (:func:`supports_packing`); other blocks run one pass per
 size. ``GEODINO_PACKED=0`` (or ``GEODINO_SPEEDUPS=off``) always does.
