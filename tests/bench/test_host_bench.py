@@ -11,6 +11,7 @@ def test_host_bench_reports_time_and_ops_per_objective_and_batch(capsys):
     line = run(parser.parse_args(["--objectives", "dino,masked", "--images", "4", "--steps", "1", "--threads", "1"]))
     assert [(r["objective"], r["images"]) for r in line["rows"]] == [("dino", 4), ("masked", 4)]
     assert all(r["ms_per_step"] > 0 and r["ops_per_step"] > 100 for r in line["rows"])
+    assert all(r["augment_host_to_device_copies"] == 4 for r in line["rows"])  # 2 per view group
     assert line["cpu"] and '"bench": "host"' in capsys.readouterr().out
 
 
