@@ -214,9 +214,9 @@ def to_device_async(host: torch.Tensor, device: torch.device, dtype: torch.dtype
     API synchronisation), and then the host cannot run ahead of the device; from pinned memory
     the copy is only queued. So ``host`` is pinned first there (PyTorch caches pinned blocks and
     keeps one until its copy is done)."""
-    if device.type == "cuda":
-        host = host.pin_memory()
-    return host.to(device, dtype, non_blocking=True)
+    if device.type != "cuda":  # elsewhere (MPS) a non-blocking copy of a freed source can go wrong
+        return host.to(device, dtype)
+    return host.pin_memory().to(device, dtype, non_blocking=True)
 
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:

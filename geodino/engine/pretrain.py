@@ -131,12 +131,13 @@ class LossGuard:
         bad = ~torch.isfinite(values).all(dim=1)
         at = bad.to(torch.uint8).argmax()  # the first bad one (0 when none is)
         new = bad.any() & (self._first < 0)
+        at = at.reshape(1)  # indexing with a 0-d device tensor would read it back to the host
         if all(b - a == 1 for a, b in zip(steps, steps[1:])):  # the usual case: no host-to-device copy
-            found = at + steps[0]
+            found = at[0] + steps[0]
         else:
-            found = torch.tensor(steps, device=values.device)[at]
+            found = to_device_async(torch.tensor(steps), values.device).index_select(0, at)[0]
         self._first = torch.where(new, found, self._first)
-        self._values = torch.where(new, values[at], self._values)
+        self._values = torch.where(new, values.index_select(0, at)[0], self._values)
 
     def check(self, names: list[str]) -> None:
         """Raise :class:`NonFiniteLossError` if any step observed so far had a non-finite loss."""

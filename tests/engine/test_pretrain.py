@@ -64,6 +64,18 @@ def test_the_loss_guard_names_the_first_non_finite_step_and_costs_no_op_a_step(b
     assert "loss=nan" in str(err.value) and "loss_dino=2" in str(err.value)
 
 
+@pytest.mark.parametrize("steps", [range(130), [*range(60), *range(100, 170)]])
+def test_the_loss_guard_reads_nothing_back_from_the_device_between_checks(steps):
+    """Judging the kept losses (every LossGuard.FOLD steps) queues device work only: on the meta
+    device, which holds no values, any read back to the host would raise."""
+    from geodino.engine.pretrain import LossGuard
+
+    guard = LossGuard()
+    for step in steps:
+        guard.observe(step, torch.ones(2, device="meta"))
+    assert guard._first is not None and guard._first.device.type == "meta"
+
+
 def test_the_loss_guard_also_names_steps_observed_out_of_order():
     from geodino.engine.pretrain import LossGuard
 
