@@ -110,7 +110,7 @@ class _Staging:
 
     def __init__(self, dtype: torch.dtype) -> None:
         # Parameters are cast on the host to the images' dtype when numpy has it (float32, float64).
-        self.float_type = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}.get(dtype)
+        self.float_type = {t: n for n, t in _TORCH_TYPES.items() if t.is_floating_point}.get(dtype)
         self.parts: list[np.ndarray] = []
         self.size = 0
 
@@ -140,10 +140,6 @@ class _Staging:
 
 # ---------------------------------------------------------------- colour jitter
 
-
-def rgb_color_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray, order: HostArray) -> torch.Tensor:
-    """torchvision ``ColorJitter`` on ``[N, 3, H, W]`` images in [0, 1], in place (:func:`rgb_color_jitter_passes`)."""
-    return run_passes(x, rgb_color_jitter_passes(jitter, factors, order))
 
 
 def rgb_color_jitter_passes(jitter: HostArray, factors: HostArray, order: HostArray) -> list[Pass]:
@@ -189,10 +185,6 @@ def _hue(sub: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return adjust_hue(sub, shift.view(-1) * (2 * math.pi))
 
 
-def multispectral_jitter(x: torch.Tensor, jitter: HostArray, factors: HostArray) -> torch.Tensor:
-    """:func:`multispectral_jitter_passes` applied to ``x`` in place."""
-    return run_passes(x, multispectral_jitter_passes(jitter, factors))
-
 
 def multispectral_jitter_passes(jitter: HostArray, factors: HostArray) -> list[Pass]:
     """One brightness and one contrast factor for all bands, in unit space, no clipping.
@@ -208,13 +200,6 @@ def multispectral_jitter_passes(jitter: HostArray, factors: HostArray) -> list[P
 
     return [Pass(jitter, op, np.asarray(factors)[:, :2])]
 
-
-def physical_jitter(
-    x: torch.Tensor, jitter: HostArray, factors: HostArray, gain_offset: torch.Tensor,
-    db_step: torch.Tensor, is_db: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`physical_jitter_passes` applied to ``x`` in place."""
-    return run_passes(x, physical_jitter_passes(jitter, factors, gain_offset, db_step, is_db))
 
 
 def physical_jitter_passes(
@@ -250,30 +235,21 @@ def physical_jitter_passes(
 # ---------------------------------------------------------------- grayscale, blur, solarize
 
 
-def rgb_grayscale(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
-    """ITU-R 601 luma of the selected rows, copied to all three channels."""
-    return run_passes(x, rgb_grayscale_passes(selected))
-
 
 def rgb_grayscale_passes(selected: HostArray) -> list[Pass]:
+    """ITU-R 601 luma of the selected rows, copied to all three channels."""
     return [Pass(selected, lambda sub, _: rgb_to_grayscale(sub).expand_as(sub))]
 
 
-def band_mean_grayscale(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
-    """Mean over all bands of the selected rows, copied to every band."""
-    return run_passes(x, band_mean_grayscale_passes(selected))
-
 
 def band_mean_grayscale_passes(selected: HostArray) -> list[Pass]:
+    """Mean over all bands of the selected rows, copied to every band."""
     return [Pass(selected, lambda sub, _: sub.mean(dim=1, keepdim=True).expand_as(sub))]
 
 
-def modality_grayscale(x: torch.Tensor, selected: HostArray, groups: list[list[int]]) -> torch.Tensor:
-    """Per group of bands (a modality), the mean over the group copied to its bands."""
-    return run_passes(x, modality_grayscale_passes(selected, groups))
-
 
 def modality_grayscale_passes(selected: HostArray, groups: list[list[int]]) -> list[Pass]:
+    """Per group of bands (a modality), the mean over the group copied to its bands."""
     def op(sub: torch.Tensor, _: None) -> torch.Tensor:
         out = sub.clone()
         for channels in groups:
@@ -299,10 +275,6 @@ def gaussian_kernels(sigma: np.ndarray, kernel_size: int) -> np.ndarray:
     taps = np.exp(-(offsets**2) / (2.0 * np.asarray(sigma, dtype=np.float64)[:, None] ** 2))
     return taps / taps.sum(axis=1, keepdims=True)
 
-
-def gaussian_blur(x: torch.Tensor, selected: HostArray, sigma: HostArray, kernel_size: int) -> torch.Tensor:
-    """:func:`gaussian_blur_passes` applied to ``x`` in place."""
-    return run_passes(x, gaussian_blur_passes(selected, sigma, kernel_size, x.shape[1]))
 
 
 def gaussian_blur_passes(selected: HostArray, sigma: HostArray, kernel_size: int, bands: int) -> list[Pass]:
@@ -336,10 +308,7 @@ def gaussian_blur_passes(selected: HostArray, sigma: HostArray, kernel_size: int
     return [Pass(selected, op, taps)]
 
 
-def solarize(x: torch.Tensor, selected: HostArray) -> torch.Tensor:
-    """Reflect the upper half of unit space: ``u >= 0.5 -> 1 - u`` (PIL's threshold 128 of 255)."""
-    return run_passes(x, solarize_passes(selected))
-
 
 def solarize_passes(selected: HostArray) -> list[Pass]:
+    """Reflect the upper half of unit space: ``u >= 0.5 -> 1 - u`` (PIL's threshold 128 of 255)."""
     return [Pass(selected, lambda sub, _: torch.where(sub >= 0.5, 1.0 - sub, sub))]

@@ -129,9 +129,10 @@ class LossGuard:
             self._first = torch.full((), -1, dtype=torch.long, device=values.device)
             self._values = torch.zeros_like(values[0])
         bad = ~torch.isfinite(values).all(dim=1)
-        at = bad.to(torch.uint8).argmax()  # the first bad one (0 when none is)
+        # The first bad one (0 when none is), as a 1-element index: indexing with a 0-d device
+        # tensor would read it back to the host.
+        at = bad.to(torch.uint8).argmax().reshape(1)
         new = bad.any() & (self._first < 0)
-        at = at.reshape(1)  # indexing with a 0-d device tensor would read it back to the host
         if all(b - a == 1 for a, b in zip(steps, steps[1:])):  # the usual case: no host-to-device copy
             found = at[0] + steps[0]
         else:

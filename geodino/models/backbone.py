@@ -70,16 +70,15 @@ class Backbone(nn.Module):
         self.check_size(x.shape[-2], x.shape[-1])
         if cls_only and mask is None and self._cls_only_supported():
             return BackboneOutput(cls=self.cls_embedding(x), patches=None, grid=None)
-        if mask is None:
-            tokens = self.model.forward_features(x)  # already passed through the final norm
-        elif mask_token is None:
-            raise ValueError("a mask was given without a mask token")
-        else:
-            tokens = self._masked_tokens(x, mask, mask_token)
-        n_prefix = self.model.num_prefix_tokens
+        # Both already passed through the final norm.
+        tokens = self.model.forward_features(x) if mask is None else self._masked_tokens(x, mask, mask_token)
+        return self._output(tokens, x)
+
+    def _output(self, tokens: torch.Tensor, x: torch.Tensor) -> BackboneOutput:
+        """A ViT's normed tokens ``[B, N, D]`` for the input ``x``, as a :class:`BackboneOutput`."""
         p = self.patch_size
-        grid = (x.shape[-2] // p, x.shape[-1] // p)
-        return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid)
+        return BackboneOutput(cls=tokens[:, 0], patches=tokens[:, self.model.num_prefix_tokens:],
+                              grid=(x.shape[-2] // p, x.shape[-1] // p))
 
     def check_size(self, height: int, width: int) -> None:
         """A ViT cuts its input into whole patches: other sizes are an error naming both (timm's
@@ -103,7 +102,7 @@ class Backbone(nn.Module):
             tokens = block(tokens)
         return m.norm(cls_only_block(last, tokens))[:, 0]
 
-    def _masked_tokens(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+    def _masked_tokens(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor | None) -> torch.Tensor:
         # timm's own forward_features, with the masked embeddings swapped in at the output of the
         # patch embedding, i.e. before the position embedding. Done as a hook on that layer, it
         # holds for every family whatever its positions are made of (Eva's rotary ones included).
@@ -127,18 +126,13 @@ class Backbone(nn.Module):
             return [self.forward(x, mask=m, mask_token=mask_token if m is not None else None, cls_only=cls_only)
                     for x, m in zip(crops, masks)]
         model = self.model
-        tables, groups, grids = [], [], []
+        tables, groups = [], []
         for x, mask in zip(crops, masks):
             self.check_size(x.shape[-2], x.shape[-1])
             emb = model.patch_embed(x)
-            if mask is not None:
-                if mask_token is None:
-                    raise ValueError("a mask was given without a mask token")
-                emb = _swap_masked(emb, mask, mask_token)
-            tokens = self._prepare_tokens(emb)
+            tokens = self._prepare_tokens(emb if mask is None else _swap_masked(emb, mask, mask_token))
             tables.append(tokens.reshape(-1, tokens.shape[-1]))
             groups.append((tokens.shape[0], tokens.shape[1]))
-            grids.append((x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size))
         layout = Layout(tuple(groups))
         table = torch.cat(tables)
         *blocks, last = model.blocks
@@ -151,12 +145,7 @@ class Backbone(nn.Module):
             cls = model.norm(cls_only_rows(last, table, layout))
             return [BackboneOutput(cls=c, patches=None, grid=None) for c in cls.split(layout.samples)]
         table = model.norm(table)
-        n_prefix = model.num_prefix_tokens
-        outs = []
-        for part, (b, n), grid in zip(table.split(layout.rows), groups, grids):
-            tokens = part.view(b, n, -1)
-            outs.append(BackboneOutput(cls=tokens[:, 0], patches=tokens[:, n_prefix:], grid=grid))
-        return outs
+        return [self._output(part.view(b, n, -1), x) for part, (b, n), x in zip(table.split(layout.rows), groups, crops)]
 
     def _packing_supported(self) -> bool:
         m = self.model
@@ -191,9 +180,11 @@ def _registered_in(arch: str, modules: tuple[str, ...]) -> bool:
         return False
 
 
-def _swap_masked(emb: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+def _swap_masked(emb: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor | None) -> torch.Tensor:
     """Patch embeddings ``emb`` (``[B, h*w, D]``, or ``[B, h, w, D]`` with dynamic_img_size) with
     those under the boolean ``[B, h, w]`` ``mask`` replaced by ``mask_token``."""
+    if mask_token is None:
+        raise ValueError("a mask was given without a mask token")
     grid_mask = mask if emb.ndim == 4 else mask.flatten(1)
     if grid_mask.shape != emb.shape[:-1]:
         raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(emb.shape[:-1])}")

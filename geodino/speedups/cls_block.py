@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
-from geodino.speedups.packing import Layout, cls_only_rows
+from geodino.speedups.packing import Layout, cls_only_rows, plain_block
 from geodino.speedups.switch import feature_on
 
 
 def supports_cls_only(block: nn.Module) -> bool:
     """True for a timm ViT ``Block`` whose attention is timm's plain ``Attention`` (no gating),
     unless ``GEODINO_CLS_ONLY=0`` or ``GEODINO_SPEEDUPS=off``."""
-    return (feature_on("GEODINO_CLS_ONLY") and type(block) is Block and type(block.attn) is Attention
-            and getattr(block.attn, "gate", None) is None)
+    return feature_on("GEODINO_CLS_ONLY") and plain_block(block)
 
 
 def cls_only_block(block: Block, tokens: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,16 @@ def _sample_of_row(groups: tuple[tuple[int, int], ...], device: torch.device) ->
     return torch.repeat_interleave(torch.arange(len(counts)), counts).to(device)
 
 
+def plain_block(block: nn.Module) -> bool:
+    """A timm ViT ``Block`` with timm's plain ``Attention`` (no gating): the block this module's
+    functions (and :mod:`geodino.speedups.cls_block`) compute."""
+    return type(block) is Block and type(block.attn) is Attention and getattr(block.attn, "gate", None) is None
+
+
 def supports_packing(block: nn.Module) -> bool:
-    """True for a timm ViT ``Block`` with timm's plain ``Attention`` (no gate) and plain
-    stochastic depth, unless ``GEODINO_PACKED=0`` or ``GEODINO_SPEEDUPS=off``."""
-    return (feature_on("GEODINO_PACKED") and type(block) is Block and type(block.attn) is Attention
-            and block.attn.gate is None
+    """True for a :func:`plain_block` with plain stochastic depth, unless ``GEODINO_PACKED=0`` or
+    ``GEODINO_SPEEDUPS=off``."""
+    return (feature_on("GEODINO_PACKED") and plain_block(block)
             and all(type(d) in (nn.Identity, DropPath) for d in (block.drop_path1, block.drop_path2)))
 
 

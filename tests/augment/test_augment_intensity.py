@@ -24,7 +24,7 @@ def test_rgb_jitter_follows_each_rows_own_order() -> None:
     factors = torch.tensor([[1.4, 0.6, 1.0, 0.0], [1.4, 0.6, 1.0, 0.0]], dtype=torch.float64)
     # Row 0: brightness then contrast; row 1: contrast then brightness.
     order = torch.tensor([[0, 1, 2, 3], [1, 0, 2, 3]])
-    out = intensity.rgb_color_jitter(x.clone(), torch.tensor([True, True]), factors, order)
+    out = intensity.run_passes(x.clone(), intensity.rgb_color_jitter_passes(torch.tensor([True, True]), factors, order))
     b = torch.tensor([1.4])
     c = torch.tensor([0.6])
     first = adjust_contrast_with_mean_subtraction(adjust_brightness_accumulative(x[:1], b), c)
@@ -50,7 +50,7 @@ def test_rgb_jitter_in_8_passes_equals_kornias_ops_one_row_at_a_time() -> None:
     factors[::7, 3] = 0.0  # some skip hue
     order = torch.argsort(torch.rand(n, 4, generator=g), dim=1)
     jitter = torch.rand(n, generator=g) < 0.8
-    out = intensity.rgb_color_jitter(x.clone(), jitter, factors, order)
+    out = intensity.run_passes(x.clone(), intensity.rgb_color_jitter_passes(jitter, factors, order))
     ops = [adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction,
            adjust_saturation_with_gray_subtraction, lambda img, f: adjust_hue(img, f * (2 * math.pi))]
     identity = (1.0, 1.0, 1.0, 0.0)
@@ -66,7 +66,7 @@ def test_rgb_jitter_skips_rows_not_selected_and_stays_in_unit_range() -> None:
     x = torch.rand(4, 3, 8, 8)
     factors = torch.tensor([[1.4, 1.4, 1.2, 0.1]] * 4, dtype=torch.float64)
     order = torch.arange(4).expand(4, 4)
-    out = intensity.rgb_color_jitter(x.clone(), torch.tensor([True, False, True, False]), factors, order)
+    out = intensity.run_passes(x.clone(), intensity.rgb_color_jitter_passes(torch.tensor([True, False, True, False]), factors, order))
     assert torch.equal(out[1], x[1]) and torch.equal(out[3], x[3])
     assert not torch.allclose(out[0], x[0])
     assert out.min() >= 0 and out.max() <= 1
@@ -75,7 +75,7 @@ def test_rgb_jitter_skips_rows_not_selected_and_stays_in_unit_range() -> None:
 def test_multispectral_jitter_one_factor_for_all_bands() -> None:
     u = torch.rand(2, 14, 6, 6) * 3 - 1  # unit space is not clipped: values outside [0, 1] are fine
     factors = torch.tensor([[1.3, 0.7, 1.0, 0.0], [0.8, 1.2, 1.0, 0.0]], dtype=torch.float64)
-    out = intensity.multispectral_jitter(u.clone(), torch.tensor([True, True]), factors)
+    out = intensity.run_passes(u.clone(), intensity.multispectral_jitter_passes(torch.tensor([True, True]), factors))
     for i, (b, c) in enumerate([(1.3, 0.7), (0.8, 1.2)]):
         mean = u[i].mean()
         torch.testing.assert_close(out[i], b * (c * u[i] + (1 - c) * mean))
@@ -85,7 +85,7 @@ def test_blur_keeps_constant_images_and_unselected_rows() -> None:
     x = torch.rand(3, 2, 16, 16)
     x[0] = 0.25
     sigma = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
-    out = intensity.gaussian_blur(x.clone(), torch.tensor([True, True, False]), sigma, 13)
+    out = intensity.run_passes(x.clone(), intensity.gaussian_blur_passes(torch.tensor([True, True, False]), sigma, 13, x.shape[1]))
     torch.testing.assert_close(out[0], x[0])
     assert torch.equal(out[2], x[2])
     assert out[1].std() < x[1].std()  # smoothing lowers the pixel-to-pixel variation
@@ -95,16 +95,16 @@ def test_blur_keeps_constant_images_and_unselected_rows() -> None:
 
 def test_grayscales_and_solarize() -> None:
     x = torch.rand(2, 3, 4, 4)
-    g = intensity.rgb_grayscale(x.clone(), torch.tensor([True, False]))
+    g = intensity.run_passes(x.clone(), intensity.rgb_grayscale_passes(torch.tensor([True, False])))
     luma = 0.299 * x[0, 0] + 0.587 * x[0, 1] + 0.114 * x[0, 2]
     for ch in range(3):
         torch.testing.assert_close(g[0, ch], luma)
     assert torch.equal(g[1], x[1])
     m = torch.randn(1, 5, 4, 4)
     torch.testing.assert_close(
-        intensity.band_mean_grayscale(m.clone(), torch.tensor([True])), m.mean(1, keepdim=True).expand_as(m)
+        intensity.run_passes(m.clone(), intensity.band_mean_grayscale_passes(torch.tensor([True]))), m.mean(1, keepdim=True).expand_as(m)
     )
-    s = intensity.solarize(x.clone(), torch.tensor([True, False]))
+    s = intensity.run_passes(x.clone(), intensity.solarize_passes(torch.tensor([True, False])))
     torch.testing.assert_close(s[0], torch.where(x[0] >= 0.5, 1 - x[0], x[0]))
     assert torch.equal(s[1], x[1])
 
@@ -118,12 +118,12 @@ def test_physical_jitter_is_a_gain_in_raw_units_and_a_shift_in_db() -> None:
     unit = (raw - (mean - 2 * std)[:, None, None]) / (4 * std)[:, None, None]
     offset, step = (mean - 2 * std) / (4 * std), 10.0 / (4 * std)
     factors = torch.tensor([[1.3, 1.0, 1.0, 0.0]], dtype=torch.float64)  # brightness 1.3, no contrast
-    out = intensity.physical_jitter(unit.clone(), torch.tensor([True]), factors, offset, step, is_db)
+    out = intensity.run_passes(unit.clone(), intensity.physical_jitter_passes(torch.tensor([True]), factors, offset, step, is_db))
     back = out * (4 * std)[:, None, None] + (mean - 2 * std)[:, None, None]
     torch.testing.assert_close(back[0, :2], 1.3 * raw[0, :2])  # illumination: x -> 1.3 x
     torch.testing.assert_close(back[0, 2], raw[0, 2] + 10 * math.log10(1.3))  # +1.14 dB
     # The ratio between reflectance bands (the spectrum's shape) survives; the joint op's does not.
-    joint = intensity.multispectral_jitter(unit.clone(), torch.tensor([True]), factors)
+    joint = intensity.run_passes(unit.clone(), intensity.multispectral_jitter_passes(torch.tensor([True]), factors))
     joint_back = joint * (4 * std)[:, None, None] + (mean - 2 * std)[:, None, None]
     torch.testing.assert_close(back[0, 0] / back[0, 1], raw[0, 0] / raw[0, 1])
     assert not torch.allclose(joint_back[0, 0] / joint_back[0, 1], raw[0, 0] / raw[0, 1])
@@ -133,7 +133,8 @@ def test_physical_contrast_blends_each_band_toward_its_own_mean() -> None:
     u = torch.rand(1, 3, 5, 5, dtype=torch.float64) + torch.tensor([0.0, 2.0, -1.0], dtype=torch.float64)[:, None, None]
     factors = torch.tensor([[1.0, 0.5, 1.0, 0.0]], dtype=torch.float64)
     zeros = torch.zeros(3, dtype=torch.float64)
-    out = intensity.physical_jitter(u.clone(), torch.tensor([True]), factors, zeros, zeros, torch.zeros(3, dtype=torch.bool))
+    out = intensity.run_passes(u.clone(), intensity.physical_jitter_passes(torch.tensor([True]), factors, zeros, zeros,
+                                                                    torch.zeros(3, dtype=torch.bool)))
     band_mean = u.mean(dim=(2, 3), keepdim=True)
     torch.testing.assert_close(out, 0.5 * u + 0.5 * band_mean)
     torch.testing.assert_close(out.mean(dim=(2, 3)), u.mean(dim=(2, 3)))  # every band keeps its level
@@ -141,7 +142,7 @@ def test_physical_contrast_blends_each_band_toward_its_own_mean() -> None:
 
 def test_modality_grayscale_never_mixes_sensors() -> None:
     x = torch.randn(2, 5, 3, 3)
-    out = intensity.modality_grayscale(x.clone(), torch.tensor([True, False]), [[0, 1, 2], [3, 4]])
+    out = intensity.run_passes(x.clone(), intensity.modality_grayscale_passes(torch.tensor([True, False]), [[0, 1, 2], [3, 4]]))
     torch.testing.assert_close(out[0, :3], x[0, :3].mean(0, keepdim=True).expand(3, 3, 3))
     torch.testing.assert_close(out[0, 3:], x[0, 3:].mean(0, keepdim=True).expand(2, 3, 3))
     assert torch.equal(out[1], x[1])
@@ -156,7 +157,7 @@ def test_blur_is_kornias_gaussian_blur_with_taps_built_on_the_host() -> None:
     sigma = torch.tensor([0.1, 0.5, 1.0, 1.7, 2.0], dtype=torch.float64)
     for kernel, size in [(13, 32), (13, 96), (7, 8), (3, 5)]:
         x = torch.rand(5, 3, size, size)
-        out = intensity.gaussian_blur(x.clone(), torch.ones(5, dtype=torch.bool), sigma, kernel)
+        out = intensity.run_passes(x.clone(), intensity.gaussian_blur_passes(torch.ones(5, dtype=torch.bool), sigma, kernel, x.shape[1]))
         want = gaussian_blur2d(x, (kernel, kernel), sigma.float()[:, None].expand(-1, 2), border_type="reflect")
         torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
     taps = intensity.gaussian_kernels(np.array([1.0]), 5)
