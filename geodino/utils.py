@@ -231,6 +231,18 @@ def at_least_float32(t: torch.Tensor) -> torch.Tensor:
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
+def split_heads(rows: torch.Tensor, items: int, tokens: int, parts: int, heads: int) -> tuple[torch.Tensor, ...]:
+    """A fused attention projection ``[items * tokens, parts * width]`` (timm's qkv, a kv) as
+    ``parts`` tensors ``[items, heads, tokens, width // heads]`` (query, key, value order).
+
+    The same views as timm's ``reshape(...).permute(2, 0, 3, 1, 4).unbind(0)``, split on the
+    axis before the permutation: autograd then stacks their gradients straight back in the
+    projection's layout, where the permuted split stacks them permuted and copies them back
+    (one kernel launch fewer per attention call in the backward; issue 14).
+    """
+    return tuple(t.transpose(1, 2) for t in rows.reshape(items, tokens, parts, heads, -1).unbind(2))
+
+
 def cpu_model() -> str:
     """The CPU, so every figure and every per-machine choice names the machine (Linux): its model
     name, then its family and model numbers and the instruction sets that decide kernel choices,

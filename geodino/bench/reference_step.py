@@ -104,8 +104,8 @@ class ReferenceStyleStep:
             if i == 0:
                 group["weight_decay"] = s.weight_decay[step]
         with torch.no_grad():
-            teacher_out = self.teacher(views.teacher).logits
-        student_out = self.student(views.student).logits
+            teacher_out = list(self.teacher(views.teacher).logits)  # per-view chunks, as the published code
+        student_out = list(self.student(views.student).logits)
         loss = self.loss(student_out, teacher_out, s.teacher_temperature(step))
         if not torch.isfinite(loss).item():
             raise RuntimeError("non-finite loss")

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from geodino.utils import split_heads
+
 
 class Pool(NamedTuple):
     """``items`` summaries of consecutive runs of ``tokens`` rows from row ``start``: item ``i``
@@ -67,7 +69,7 @@ class ClassAttentionBlock(nn.Module):
         attended = []
         for (context_kv, mask), q, own_kv in zip(contexts, queries, own):
             kv = torch.cat([own_kv, context_kv], dim=1)  # [S_i, 1+M_i, 2D]
-            k, v = kv.view(q.shape[0], -1, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each [S_i, h, 1+M_i, d/h]
+            k, v = split_heads(kv, q.shape[0], kv.shape[1], 2, h)  # each [S_i, h, 1+M_i, d/h]
             attended.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))  # [S_i, h, 1, d/h]
         attended_rows = (attended[0] if len(attended) == 1 else torch.cat(attended)).view(s, d)
         summary = summary + self.proj(attended_rows)

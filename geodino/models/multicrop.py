@@ -30,7 +30,9 @@ class ExtraHeads(nn.Module):
 
 @dataclass
 class MultiCropOutput:
-    logits: list[torch.Tensor]  # one [B, K] tensor per view, in view order
+    # [views, B, K]: the image head's output, one [B, K] slice per view in view order (it indexes,
+    # iterates and has a len like a list of views; one tensor, so a loss needs no stack of them).
+    logits: torch.Tensor
     features: list[BackboneOutput]  # backbone output per crop (CLS and patch tokens)
     extra: dict[str, Any] = field(default_factory=dict)  # each extra head's output, by name
 
@@ -89,13 +91,34 @@ class MultiCropWrapper(nn.Module):
         input_masks: list[torch.Tensor | None] = [None] * len(crops)
         if self.role == "student" and masks is not None:
             input_masks = [*masks, *input_masks][: len(crops)]
-        features = self._features(crops, input_masks)
-        logits = self.head(torch.cat([f.cls for f in features[: len(views)]]))
+        features, cls_by_size = self._features(crops, input_masks)
+        batch = {v.shape[0] for v in views}
+        if len(batch) != 1:
+            raise ValueError(f"the views must hold the same number of images, got {[v.shape[0] for v in views]}")
+        logits = self.head(self._views_cls(features, cls_by_size, len(views))).unflatten(0, (len(views), batch.pop()))
         extra = {name: head(features, role=self.role, masks=masks, n_views=len(views))
                  for name, head in self.extra_heads.items()}
-        return MultiCropOutput(logits=list(logits.split([v.shape[0] for v in views])), features=features, extra=extra)
+        return MultiCropOutput(logits=logits, features=features, extra=extra)
 
-    def _features(self, crops: list[torch.Tensor], masks: list[torch.Tensor | None]) -> list[BackboneOutput]:
+    @staticmethod
+    def _views_cls(features: list[BackboneOutput], cls_by_size: list[tuple[int, torch.Tensor]], n_views: int
+                   ) -> torch.Tensor:
+        """The CLS embeddings of the first ``n_views`` crops, ``[images, D]``: whole crop-size batches
+        when the views end where one ends (they do: the global crops, or every crop), which
+        spares a copy per crop and its gradient's concatenation per size in the backward."""
+        parts, crops = [], 0
+        for count, cls in cls_by_size:
+            if crops == n_views:
+                break
+            parts.append(cls)
+            crops += count
+        if crops != n_views:
+            return torch.cat([f.cls for f in features[:n_views]])
+        return join_rows(parts)
+
+    def _features(self, crops: list[torch.Tensor], masks: list[torch.Tensor | None]
+                  ) -> tuple[list[BackboneOutput], list[tuple[int, torch.Tensor]]]:
+        """Each crop's backbone output, and per crop size the number of crops and their CLS rows."""
         token = self._mask_token()
         cls_only = self.skip_unread_patch_tokens and not self.extra_heads
         batches: list[torch.Tensor] = []  # one per crop size, in crop order
@@ -123,7 +146,7 @@ class MultiCropWrapper(nn.Module):
             patches = out.patches.split(group_sizes) if out.patches is not None else [None] * len(group_sizes)
             for cls, tokens in zip(out.cls.split(group_sizes), patches):
                 features.append(BackboneOutput(cls=cls, patches=tokens, grid=out.grid))
-        return features
+        return features, [(len(group_sizes), out.cls) for out, group_sizes in zip(outs, sizes)]
 
     def _grid(self, crop: torch.Tensor) -> tuple[int, int]:
         p = self.backbone.patch_size or 1
@@ -137,6 +160,21 @@ class MultiCropWrapper(nn.Module):
         if len(tokens) > 1:
             raise ValueError("more than one extra head defines a mask token")
         return tokens[0] if tokens else None
+
+
+def join_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts)``, or the tensor they were split from when they are all of it, in order
+    (the packed backbone's CLS rows, split per crop size): a copy, and in the backward the
+    concatenation of their gradients, spared. Autograd-safe: the result *is* that tensor."""
+    if len(parts) == 1:
+        return parts[0]
+    base = parts[0]._base  # the tensor a view was taken from (None for a tensor of its own)
+    rows = sum(p.shape[0] for p in parts)
+    whole = (base is not None and base.is_contiguous() and tuple(base.shape) == (rows, *parts[0].shape[1:])
+             and all(p._base is base and p.is_contiguous() for p in parts)
+             and parts[0].data_ptr() == base.data_ptr()
+             and all(b.data_ptr() == a.data_ptr() + a.numel() * a.element_size() for a, b in zip(parts, parts[1:])))
+    return base if whole else torch.cat(parts)
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from geodino.models.multicrop import MultiCropOutput
 from geodino.objectives.base import Objective
 from geodino.utils import at_least_float32
 
@@ -23,9 +24,20 @@ def all_reduce_sum(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     return t, 1
 
 
-def _logits(views: Any) -> list[torch.Tensor]:
-    # Objectives share one call shape: lists of per-view logits, or a MultiCropOutput carrying them.
-    return list(views.logits) if hasattr(views, "logits") else list(views)
+def stacked_views(views: Any) -> torch.Tensor:
+    """The per-view logits of an objective's call as one ``[views, B, K]`` tensor. Objectives share
+    one call shape: a :class:`MultiCropOutput` (whose ``logits`` are already that tensor: no copy),
+    such a tensor, or a list of ``[B, K]`` tensors (stacked)."""
+    if isinstance(views, MultiCropOutput):
+        views = views.logits
+    if isinstance(views, torch.Tensor):
+        if views.ndim != 3:
+            raise ValueError(f"DINOLoss needs views [views, B, K], got a tensor of shape {tuple(views.shape)}")
+        return views
+    views = list(views)
+    if len({tuple(v.shape) for v in views}) > 1:
+        raise ValueError(f"DINOLoss needs views of one shape [B, K], got {[tuple(v.shape) for v in views]}")
+    return torch.stack(views)
 
 
 class DINOLoss(Objective):
@@ -56,30 +68,29 @@ class DINOLoss(Objective):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def teacher_probabilities(self, teacher_logits: Any, teacher_temp: float) -> list[torch.Tensor]:
-        return list(self._probabilities(torch.stack(_logits(teacher_logits)), teacher_temp).unbind(0))
+        return list(self._probabilities(stacked_views(teacher_logits), teacher_temp).unbind(0))
 
     def _probabilities(self, teacher: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         # The center is float32, so a half-precision teacher is promoted by the subtraction.
         return F.softmax((teacher - self.center) / teacher_temp, dim=-1)
 
     def forward(self, student_logits: Any, teacher_logits: Any, teacher_temp: float) -> torch.Tensor:
-        student, teacher = _logits(student_logits), _logits(teacher_logits)
-        if len(student) < 2 or len(teacher) < 1 or len(teacher) > len(student):
-            raise ValueError(f"DINOLoss needs >= 2 student views and 1..n teacher views, got "
-                             f"{len(student)} student and {len(teacher)} teacher views")
-        if len({tuple(v.shape) for v in student + teacher}) != 1:
-            raise ValueError(f"DINOLoss needs views of one shape [B, K], got student "
-                             f"{[tuple(v.shape) for v in student]} and teacher {[tuple(v.shape) for v in teacher]}")
         # All views in one [views, B, K] tensor: a handful of ops whatever the number of crops.
-        teacher_rows = torch.stack(teacher)
+        student, teacher_rows = stacked_views(student_logits), stacked_views(teacher_logits)
+        if len(student) < 2 or len(teacher_rows) < 1 or len(teacher_rows) > len(student):
+            raise ValueError(f"DINOLoss needs >= 2 student views and 1..n teacher views, got "
+                             f"{len(student)} student and {len(teacher_rows)} teacher views")
+        if student.shape[1:] != teacher_rows.shape[1:]:
+            raise ValueError(f"DINOLoss needs views of one shape [B, K], got student views of "
+                             f"{tuple(student.shape[1:])} and teacher views of {tuple(teacher_rows.shape[1:])}")
         if teacher_rows.requires_grad:  # (the engine's teacher runs without a graph: no op then)
             teacher_rows = teacher_rows.detach()
         targets = self._probabilities(teacher_rows, teacher_temp)
-        log_probs = F.log_softmax(at_least_float32(torch.stack(student)) / self.student_temp, dim=-1)
+        log_probs = F.log_softmax(at_least_float32(student) / self.student_temp, dim=-1)
         # Teacher view i against every student view but view i (the same crop): the sum over all
         # student views, less view i.
-        others = log_probs.sum(0) - log_probs[: len(teacher)]
-        n_pairs = len(teacher) * (len(student) - 1)
+        others = log_probs.sum(0) - log_probs[: len(teacher_rows)]
+        n_pairs = len(teacher_rows) * (len(student) - 1)
         loss = (targets * others).sum() * (-1.0 / (n_pairs * targets.shape[1]))
         self.update_center(teacher_rows)
         return loss

@@ -67,9 +67,9 @@ class SelfPatchOutput:
     # cost a full copy each.
     patch_logits: torch.Tensor
     patch_counts: list[int]  # rows per crop
-    # Per crop [B, K]: the summary of all the crop's patch tokens; the student's for every crop, the
-    # teacher's for its image-level views only (the loss reads no other).
-    summary_logits: list[torch.Tensor]
+    # [crops, B, K]: per crop, the summary of all its patch tokens; the student's for every crop,
+    # the teacher's for its image-level views only (the loss reads no other).
+    summary_logits: torch.Tensor
 
 
 class SelfPatchHeads(ExtraHeads):
@@ -105,9 +105,12 @@ class SelfPatchHeads(ExtraHeads):
             head_rows = self.aggregator(rows, _pools(pooled), top_k_neighbour_rows(rows, layout, self.k))
         else:
             head_rows = torch.cat([rows, self.aggregator(rows, _pools(pooled))])
-        sizes = [rows.shape[0], *(f.patches.shape[0] for f in pooled)]
-        patch_logits, *summary_logits = self.head(head_rows).split(sizes)
-        return SelfPatchOutput(patch_logits=patch_logits, patch_counts=counts, summary_logits=summary_logits)
+        batch = {f.patches.shape[0] for f in pooled}
+        if len(batch) != 1:
+            raise ValueError(f"SelfPatch needs crops of one batch size, got {[f.patches.shape[0] for f in pooled]}")
+        patch_logits, summary_logits = self.head(head_rows).split([rows.shape[0], head_rows.shape[0] - rows.shape[0]])
+        return SelfPatchOutput(patch_logits=patch_logits, patch_counts=counts,
+                               summary_logits=summary_logits.unflatten(0, (len(pooled), batch.pop())))
 
 
 def _pools(features: list[BackboneOutput]) -> list[Pool]:

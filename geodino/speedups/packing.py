@@ -29,6 +29,7 @@ from timm.models.vision_transformer import Block
 
 from geodino.speedups import onednn_linear
 from geodino.speedups.switch import feature_on
+from geodino.utils import split_heads
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,11 @@ def packed_block(block: Block, x: torch.Tensor, layout: Layout, drops: SampleDro
     """``block`` over the token table ``x`` ``[rows, D]``: what each size's tokens would get from
     ``block(tokens)``, in the same rows; ``drops`` holds the stochastic depth of its layers."""
     attn = block.attn
-    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    heads, width = attn.num_heads, attn.attn_dim
     qkv = attn.qkv(block.norm1(x))
     outs = []
     for (b, n), part in zip(layout.groups, qkv.split(layout.rows)):
-        q, k, v = part.reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(part, b, n, 3, heads)
         outs.append(_attend(attn, q, k, v).transpose(1, 2).reshape(b * n, width))
     out = attn.proj_drop(attn.proj(attn.norm(_cat(outs))))
     x = x + drops(block.drop_path1, block.ls1(out))
@@ -156,7 +157,7 @@ def cls_only_rows(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor
     kv = project(h, w_kv, b_kv)
     outs = []
     for (b, n), q_part, kv_part in zip(layout.groups, q.split(layout.samples), kv.split(layout.rows)):
-        k, v = kv_part.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = split_heads(kv_part, b, n, 2, heads)
         out = _attend(attn, q_part.reshape(b, 1, heads, head_dim).transpose(1, 2), k, v)
         outs.append(out.reshape(b, width))  # [b, heads, 1, head_dim]: heads already in order
     out = attn.proj_drop(attn.proj(attn.norm(_cat(outs))))

@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from geodino.models import DINOHead
-from geodino.models.head import PrototypeLayer, _WeightNormedLinear
+from geodino.models.head import PrototypeLayer, _WeightNormedLinear, l2_normalize
 
 
 def test_shapes_and_cosine_range():
@@ -86,3 +86,34 @@ def test_prototype_logits_are_fp32_and_exact_under_bf16_autocast(rows):
     assert out.dtype == torch.float32
     exact = x.double() @ layer.weight.double().t()
     assert (out.double() - exact).abs().max() < 1e-6
+
+
+def _launches(fn) -> int:
+    """aten ops with device work that ``fn`` dispatches (the bench's count; see geodino.bench.host)."""
+    from geodino.bench.host import count_ops
+
+    return count_ops(lambda _: fn(), 0)[2]
+
+
+def test_l2_normalize_equals_torch_in_value_and_gradient_in_fewer_launches():
+    torch.manual_seed(4)
+    x = torch.randn(7, 5, dtype=torch.float64)
+    x[2] = 0.0  # a zero row, and a row under the clamp (|x| < eps): gradient g / eps there
+    x[3] *= 1e-14
+    x[4] *= 1e-12 / float(x[4].norm())  # exactly at the clamp
+    grad = torch.randn(7, 5, dtype=torch.float64)
+    ours_x, theirs_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, theirs = l2_normalize(ours_x), F.normalize(theirs_x, dim=-1)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-15)
+    ours.backward(grad)
+    theirs.backward(grad)
+    torch.testing.assert_close(ours_x.grad, theirs_x.grad)
+    assert torch.autograd.gradcheck(lambda t: l2_normalize(t), (torch.randn(3, 4, dtype=torch.float64, requires_grad=True),))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the dtype F.normalize gives there too
+        y = torch.randn(4, 8).bfloat16()
+        assert l2_normalize(y).dtype == F.normalize(y, dim=-1).dtype
+    # On a GPU each launch is host time: autograd's graph through F.normalize launches 13 per call.
+    z = torch.randn(16, 8, requires_grad=True)
+    ours_count = _launches(lambda: l2_normalize(z).sum().backward())
+    theirs_count = _launches(lambda: F.normalize(z, dim=-1).sum().backward())
+    assert ours_count <= theirs_count - 6, (ours_count, theirs_count)
