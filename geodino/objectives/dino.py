@@ -16,9 +16,14 @@ from geodino.objectives.base import Objective
 from geodino.utils import at_least_float32
 
 
+def distributed() -> bool:
+    """Whether this process is one of several (a process group is up)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def all_reduce_sum(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Sum ``t`` over all processes (in place); returns it with the world size."""
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         dist.all_reduce(t)
         return t, dist.get_world_size()
     return t, 1
@@ -99,5 +104,8 @@ class DINOLoss(Objective):
     def update_center(self, teacher_logits: torch.Tensor) -> None:
         """Move the center towards the mean of ``teacher_logits`` ``[..., K]`` over every process."""
         rows = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        if not distributed():  # one process: its mean, in one kernel
+            self.center.lerp_(rows.mean(dim=0, keepdim=True, dtype=torch.float32), 1 - self.center_momentum)
+            return
         batch_sum, world = all_reduce_sum(rows.sum(dim=0, keepdim=True, dtype=torch.float32))
         self.center.lerp_(batch_sum / (rows.shape[0] * world), 1 - self.center_momentum)

@@ -47,7 +47,7 @@ from geodino.objectives.patch_common import (
     TokenCenter,
     build_patch_head,
     concat_rows,
-    token_cross_entropy,
+    weighted_token_cross_entropy,
 )
 from geodino.rng import RowRandom
 
@@ -127,11 +127,11 @@ class MaskedPatchLoss(Objective):
                              "to both networks")
         teacher_rows = teacher.logits.detach()
         probs = self.center.probabilities(teacher_rows, self.teacher_temp or teacher_temp)
-        per_token = token_cross_entropy(student.logits, probs, self.student_temp)
         masks = student.masks  # [crops, N], rows in the same order as the tokens
         per_image = masks.sum(1, keepdim=True).clamp_min(1)
-        weights = (1.0 / per_image).expand_as(masks)[masks]
-        loss = (per_token * weights).sum() / masks.shape[0]
+        # Each crop's mean over its masked tokens, averaged over crops: one weighted sum.
+        weights = (1.0 / (per_image * masks.shape[0])).expand_as(masks)[masks]
+        loss = weighted_token_cross_entropy(student.logits, probs, self.student_temp, weights)
         if self.record_signals:
             self._stats.record(probs)
             self._masked_fraction = masks.float().mean().detach()

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from geodino.models.head import DINOHead
-from geodino.objectives.dino import all_reduce_sum
+from geodino.objectives.dino import all_reduce_sum, distributed
 from geodino.utils import at_least_float32
 
 
@@ -38,6 +38,10 @@ class TokenCenter(nn.Module):
     @torch.no_grad()
     def update(self, teacher_logits: torch.Tensor) -> None:
         rows = teacher_logits.reshape(-1, self.center.shape[-1])
+        if not distributed():  # one process: the count is known here, and the mean is one kernel
+            if rows.shape[0]:
+                self.center.lerp_(rows.mean(0, dtype=torch.float32), 1 - self.momentum)
+            return
         # The row count rides along as a last column: no host-to-device copy for it.
         stats = F.pad(rows.sum(0, dtype=torch.float32), (0, 1), value=float(rows.shape[0]))
         stats, _ = all_reduce_sum(stats)
@@ -46,9 +50,15 @@ class TokenCenter(nn.Module):
         self.center.lerp_(stats[:-1] / count.clamp_min(1), (count > 0) * (1 - self.momentum))
 
 
-def token_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float) -> torch.Tensor:
-    """``[T, K]`` student logits and teacher probabilities → ``[T]`` cross-entropies."""
-    return -(teacher_probs * F.log_softmax(at_least_float32(student_logits) / student_temp, dim=-1)).sum(-1)
+def weighted_token_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float,
+                                 weights: torch.Tensor) -> torch.Tensor:
+    """``Σ_t weights[t] · H(teacher_probs[t], softmax(student_logits[t] / student_temp))`` for ``[T, K]``
+    rows: a weighted sum of per-token cross-entropies, written as one dot product of the weighted
+    targets and the log-probabilities (5 kernels forward, 2 backward, where the per-token
+    cross-entropies then their weighted sum take 7 and 3)."""
+    log_probs = F.log_softmax(at_least_float32(student_logits) / student_temp, dim=-1)
+    targets = teacher_probs * weights.unsqueeze(-1)
+    return torch.dot(targets.reshape(-1), log_probs.reshape(-1)).neg()
 
 
 class TeacherStats:

@@ -31,6 +31,7 @@ separate centers.
 from __future__ import annotations
 
 import functools
+from itertools import groupby
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ from geodino.objectives.patch_common import (
     TeacherStats,
     TokenCenter,
     build_patch_head,
-    token_cross_entropy,
+    weighted_token_cross_entropy,
 )
 
 if TYPE_CHECKING:
@@ -95,7 +96,10 @@ class SelfPatchHeads(ExtraHeads):
         if any(f.patches is None for f in features):
             raise ValueError("SelfPatch needs a backbone that returns patch tokens")
         # Every crop's patch tokens as rows, crop after crop (each image-major, patches row-major).
-        rows = torch.cat([f.patches.reshape(-1, f.patches.shape[-1]) for f in features])
+        # Crops of one size are joined first (one copy per size; a crop's patch tokens are not
+        # contiguous, so flattening them one crop at a time would copy each).
+        rows = torch.cat([torch.cat([f.patches for f in same]).view(-1, features[0].patches.shape[-1])
+                          for _, same in groupby(features, key=lambda f: f.patches.shape[1:])])
         counts = [f.patches.shape[0] * f.patches.shape[1] for f in features]
         # The teacher's crop summaries are only read for its image-level views (the first n_views).
         pooled = features if role == "student" else features[:n_views]
@@ -166,9 +170,9 @@ class SelfPatchLoss(Objective):
         temp = self.teacher_temp or teacher_temp
         teacher_rows = teacher.patch_logits.detach()
         probs = self.center.probabilities(teacher_rows, temp)
-        per_token = token_cross_entropy(student.patch_logits, probs, self.student_temp)
         # Each crop's mean over its tokens, averaged over crops: one weighted sum.
-        patch = (per_token * _crop_mean_weights(tuple(student.patch_counts), str(per_token.device))).sum()
+        weights = _crop_mean_weights(tuple(student.patch_counts), str(probs.device))
+        patch = weighted_token_cross_entropy(student.patch_logits, probs, self.student_temp, weights)
         n_teacher_views = len(teacher_out.logits)  # the image-level teacher views: the global crops
         summary = self.summary(student.summary_logits, teacher.summary_logits[:n_teacher_views], temp)
         if self.record_signals:
