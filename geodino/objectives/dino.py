@@ -96,7 +96,7 @@ class DINOLoss(Objective):
         # student views, less view i.
         others = log_probs.sum(0) - log_probs[: len(teacher_rows)]
         n_pairs = len(teacher_rows) * (len(student) - 1)
-        loss = (targets * others).sum() * (-1.0 / (n_pairs * targets.shape[1]))
+        loss = torch.dot(targets.reshape(-1), others.reshape(-1)) * (-1.0 / (n_pairs * targets.shape[1]))
         self.update_center(teacher_rows)
         return loss
 

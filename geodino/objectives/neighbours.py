@@ -86,7 +86,7 @@ def top_k_neighbour_rows(rows: torch.Tensor, layout: tuple[tuple[int, int, int],
     x = at_least_float32(rows)
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # F.normalize, in one op fewer
     similarity = torch.einsum("nd,njd->nj", x, x[index])  # [R, 8]
-    similarity = similarity.masked_fill(~valid, float("-inf"))
+    similarity = torch.where(valid, similarity, float("-inf"))
     best = similarity.topk(k, dim=-1).indices  # invalid slots sort last
     return index.gather(-1, best), valid.gather(-1, best)
 

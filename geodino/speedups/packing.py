@@ -92,12 +92,38 @@ class SampleDrops:
 
     def __call__(self, layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
         """``y`` ``[rows, D]`` after ``layer``'s stochastic depth (``y`` itself when it drops nothing)."""
+        factor = self._factor(layer, y.dtype)
+        return y if factor is None else y * factor
+
+    def add(self, x: torch.Tensor, layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """``x + self(layer, y)``, the residual add after the layer, in one kernel each way
+        (:class:`_AddScaled`) where autograd's multiply then add take three."""
+        factor = self._factor(layer, y.dtype)
+        return x + y if factor is None else _AddScaled.apply(x, y, factor)
+
+    def _factor(self, layer: nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
+        """``[rows, 1]``: each row's factor for ``layer`` (None: it drops nothing)."""
         at = self._at.get(id(layer))
         if at is None:
-            return y
-        if y.dtype not in self._rows:  # the dtype timm's layer would draw in (autocast's, say): one cast
-            self._rows[y.dtype] = next(iter(self._rows.values())).to(y.dtype)
-        return y * self._rows[y.dtype][at, :, None]
+            return None
+        if dtype not in self._rows:  # the dtype timm's layer would draw in (autocast's, say): one cast
+            self._rows[dtype] = next(iter(self._rows.values())).to(dtype)
+        return self._rows[dtype][at, :, None]
+
+
+class _AddScaled(torch.autograd.Function):
+    """``x + y * factor`` for a ``factor`` without gradient: ``addcmul`` forward, one multiply backward
+    (autograd's ``addcmul`` also multiplies the factor by its scalar weight in the backward)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(factor)
+        return torch.addcmul(x, y, factor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (factor,) = ctx.saved_tensors
+        return grad, grad * factor, None
 
 
 @functools.lru_cache(maxsize=32)
@@ -131,8 +157,8 @@ def packed_block(block: Block, x: torch.Tensor, layout: Layout, drops: SampleDro
         q, k, v = split_heads(part, b, n, 3, heads)
         outs.append(_attend(attn, q, k, v).transpose(1, 2).reshape(b * n, width))
     out = attn.proj_drop(attn.proj(attn.norm(_cat(outs))))
-    x = x + drops(block.drop_path1, block.ls1(out))
-    return x + drops(block.drop_path2, block.ls2(block.mlp(block.norm2(x))))
+    x = drops.add(x, block.drop_path1, block.ls1(out))
+    return drops.add(x, block.drop_path2, block.ls2(block.mlp(block.norm2(x))))
 
 
 def cls_only_rows(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor:

@@ -59,3 +59,27 @@ def test_crops_of_one_size_are_joined_without_a_copy_when_they_lie_back_to_back(
     assert torch.equal(_join(other), torch.cat(other))
     needs_grad = [v.clone().requires_grad_() for v in views.unbind(0)]
     assert _join(needs_grad).grad_fn is not None
+
+
+def test_image_logits_are_one_views_tensor_and_the_views_cls_rows_are_not_copied():
+    from geodino.models.multicrop import join_rows
+    from geodino.objectives import DINOLoss
+
+    net = _net("student")
+    del net.extra_heads["rec"]  # CLS-only: the packed backbone's CLS rows are one tensor
+    views = [torch.randn(2, 3, 32, 32)] * 2 + [torch.randn(2, 3, 16, 16)] * 3
+    out = net(views)
+    assert out.logits.shape == (5, 2, 16) and len(out.logits) == 5  # indexes and iterates like a list of views
+    for view, logits in zip(views, out.logits):
+        torch.testing.assert_close(logits, net(views=[view, view]).logits[0], atol=1e-5, rtol=1e-4)
+    loss = DINOLoss(16)
+    assert torch.allclose(loss(out, out.logits[:2].detach(), 0.04), DINOLoss(16)(list(out.logits), list(out.logits[:2]), 0.04))
+    with pytest.raises(ValueError, match="same number of images"):
+        net([torch.randn(2, 3, 32, 32), torch.randn(3, 3, 32, 32)])
+    # join_rows: the tensor the parts were split from when they are all of it, in order; else a copy.
+    base = torch.randn(7, 4, requires_grad=True) * 1
+    assert join_rows(list(base.split([3, 4]))) is base
+    assert join_rows([base[:3]]) is not base
+    for parts in (list(base.split([3, 4]))[::-1], list(base.split([3, 3, 1]))[:2], [base[:3], torch.randn(4, 4)]):
+        torch.testing.assert_close(join_rows(parts), torch.cat(parts))
+    assert join_rows(list(base.split([3, 4]))) is base

@@ -168,3 +168,32 @@ def test_packing_holds_for_timm_vit_variants(variant):
                 torch.testing.assert_close(got.patches, want.patches, atol=1e-5, rtol=1e-5)
         for name, want in plain_grads.items():
             assert _relative_error(packed_grads[name], want) < 1e-4, name
+
+
+def test_residual_add_after_stochastic_depth_equals_multiply_then_add_in_fewer_launches():
+    from geodino.bench.host import count_ops
+
+    blocks = _vit(drop_path_rate=0.5).model.blocks.train()
+    drop = blocks[-1].drop_path1
+    layout = Layout(((3, 5), (4, 2)))
+    torch.manual_seed(0)
+    drops = SampleDrops([drop], layout, torch.device("cpu"))
+    for dtype in (torch.float32, torch.bfloat16):  # the branch in autocast's dtype, the residual in fp32
+        x = torch.randn(23, 7, requires_grad=True)
+        y = torch.randn(23, 7).to(dtype).requires_grad_()
+        fused = drops.add(x, drop, y)
+        plain = x + drops(drop, y)
+        assert fused.dtype == plain.dtype == torch.float32
+        torch.testing.assert_close(fused, plain, atol=1e-6 if dtype == torch.float32 else 2e-2, rtol=0)
+        grad = torch.randn(23, 7)
+        got = torch.autograd.grad(fused, (x, y), grad)
+        want = torch.autograd.grad(plain, (x, y), grad)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            torch.testing.assert_close(g, w, atol=0, rtol=0)
+    x, y = torch.randn(23, 7), torch.randn(23, 7)
+    assert torch.equal(drops.add(x, blocks[0].drop_path1, y), x + y)  # a layer it was not given: a plain add
+    x, y = x.requires_grad_(), y.requires_grad_()
+    fused = count_ops(lambda _: drops.add(x, drop, y).sum().backward(), 0)[2]
+    plain = count_ops(lambda _: (x + drops(drop, y)).sum().backward(), 0)[2]
+    assert fused < plain, (fused, plain)  # at least one per layer: 24 launches in a ViT-S/16 step
