@@ -33,6 +33,34 @@ class Pool(NamedTuple):
     tokens: int
 
 
+class Contexts(NamedTuple):
+    """Who reads what, as positions in a block's table of ``S`` summaries then ``R`` token rows.
+
+    The summaries come in groups of ``sizes``. If ``index`` is set, the first group's summary
+    ``s`` reads the table rows ``index[s, mask[s, 0, 0, 1:]]`` (already offset by ``S``); then
+    each pool's items read their own runs of token rows (the rows cut at every pool's edges are
+    ``cuts``; pool ``i`` is piece ``pieces[i]``).
+    """
+
+    sizes: list[int]
+    index: torch.Tensor | None
+    mask: torch.Tensor | None
+    pools: Sequence[Pool]
+    cuts: list[int]
+    pieces: list[int]
+
+    def split(self, kv: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], list[tuple[torch.Tensor, torch.Tensor | None]]]:
+        """From the table's keys and values ``kv`` ``[S + R, 2D]``: each group's own ``[S_i, 1, 2D]``,
+        and its ``(context_kv, mask)``, keys and values ``[S_i, M_i, 2D]``. One split (its backward
+        is one concatenation, where a split per level would be one each)."""
+        parts = kv.split([*self.sizes, *self.cuts])
+        own = tuple(p.unsqueeze(1) for p in parts[: len(self.sizes)])
+        rows = parts[len(self.sizes):]
+        groups = [] if self.index is None else [(kv[self.index], self.mask)]
+        groups += [(rows[i].view(p.items, p.tokens, -1), None) for i, p in zip(self.pieces, self.pools)]
+        return own, groups
+
+
 class ClassAttentionBlock(nn.Module):
     """Pre-norm block: the summary attends to itself and the context, then goes through an MLP."""
 
@@ -49,25 +77,23 @@ class ClassAttentionBlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def keys_values(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[..., M, D]`` context tokens → ``[..., M, 2D]`` keys then values."""
-        return self.kv(self.norm1(tokens))
+    def forward(self, summary: torch.Tensor, rows: torch.Tensor, contexts: Contexts) -> torch.Tensor:
+        """Update ``summary`` ``[S, D]``, the summaries of several groups one after another, from
+        the token ``rows`` ``[R, D]`` they read.
 
-    def forward(self, summary: torch.Tensor, contexts: Sequence[tuple[torch.Tensor, torch.Tensor | None]]
-                ) -> torch.Tensor:
-        """Update ``summary`` ``[S, D]``, the summaries of several groups one after another.
-
-        Group ``i`` owns the next ``S_i`` rows and reads ``contexts[i] = (context_kv, mask)``:
-        keys and values ``[S_i, M_i, 2D]`` and a boolean ``[S_i, 1, 1, 1 + M_i]`` (True = read; the
-        first slot is the summary itself, which it always reads) or None for all.
+        Group ``i`` owns the next ``contexts.sizes[i]`` rows of ``summary`` and reads keys and
+        values ``[S_i, M_i, 2D]`` of the rows ``contexts`` names, with a boolean mask ``[S_i, 1, 1,
+        1 + M_i]`` (True = read; the first slot is the summary itself, which it always reads) or
+        None for all.
         """
         s, d, h = summary.shape[0], summary.shape[-1], self.num_heads
-        normed = self.norm1(summary)
-        sizes = [kv.shape[0] for kv, _ in contexts]
-        queries = self.q(normed).view(s, h, 1, d // h).split(sizes)
-        own = self.kv(normed).view(s, 1, 2 * d).split(sizes)
+        # The summaries and the rows through the norm and the key/value projection together (one
+        # launch each, and one each in the backward); the queries are the summaries' alone.
+        normed = self.norm1(torch.cat([summary, rows]))
+        own, groups = contexts.split(self.kv(normed))
+        queries = self.q(normed[:s]).view(s, h, 1, d // h).split(contexts.sizes)  # (a split would add a zero fill)
         attended = []
-        for (context_kv, mask), q, own_kv in zip(contexts, queries, own):
+        for (context_kv, mask), q, own_kv in zip(groups, queries, own):
             kv = torch.cat([own_kv, context_kv], dim=1)  # [S_i, 1+M_i, 2D]
             k, v = split_heads(kv, q.shape[0], kv.shape[1], 2, h)  # each [S_i, h, 1+M_i, d/h]
             attended.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))  # [S_i, h, 1, d/h]
@@ -126,17 +152,13 @@ class SummaryAggregator(nn.Module):
         # The rows cut at every pool's edges, worked out once: each block then splits its keys and
         # values in one call and views each pool's piece.
         edges = sorted({0, rows.shape[0], *(e for span in spans for e in span)})
-        cuts = [b - a for a, b in zip(edges, edges[1:])]
-        pieces = [edges.index(p.start) for p in pools]
-        n = (0 if index is None else index.shape[0]) + sum(p.items for p in pools)
+        sizes = ([] if index is None else [index.shape[0]]) + [p.items for p in pools]
+        n = sum(sizes)
+        contexts = Contexts(sizes, None if index is None else index + n, mask, list(pools),
+                            [b - a for a, b in zip(edges, edges[1:])], [edges.index(p.start) for p in pools])
         summary = self.summary_token.expand(n, -1)
         for block in self.blocks:
-            kv = block.keys_values(rows)
-            contexts = [] if index is None else [(kv[index], mask)]
-            if pools:
-                parts = kv.split(cuts)
-                contexts += [(parts[i].view(p.items, p.tokens, -1), None) for i, p in zip(pieces, pools)]
-            summary = block(summary, contexts)
+            summary = block(summary, rows, contexts)
         return self.norm(summary)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
