@@ -34,8 +34,8 @@ def test_a_step_dispatches_a_fraction_of_the_ops_it_did_before_issue_14(capsys, 
     # so that the count does not depend on what this machine picks. Before issue 14 (89d34ae) one
     # step dispatched, at 64 images, 1242 (DINO), 1982 (SelfPatch) and 2998-3283 (masked: a few per
     # masked crop) ops from Python, and 1593, 2841 and 3423 with the backward pass, the optimiser
-    # and the insides of custom autograd functions. With torch 2.14.1 they are now 283, 509, 320
-    # and 521, 1055, 648 (BENCHMARKS.md, "Host work per step"); the budgets leave ~5 % for other
+    # and the insides of custom autograd functions. With torch 2.14.1 they are now 283, 510, 320
+    # and 521, 1036, 648 (BENCHMARKS.md, "Host work per step"); the budgets leave ~5 % for other
     # torch versions.
     monkeypatch.setenv("GEODINO_ONEDNN_LINEAR", "0")
     parser = argparse.ArgumentParser()
@@ -43,11 +43,11 @@ def test_a_step_dispatches_a_fraction_of_the_ops_it_did_before_issue_14(capsys, 
     line = run(parser.parse_args(["--images", "8", "--steps", "1", "--threads", "1"]))
     ops = {r["objective"]: (r["ops_per_step"], r["all_ops_per_step"], r["launches_per_step"]) for r in line["rows"]}
     assert ops["dino"][0] <= 297 and ops["selfpatch"][0] <= 535 and ops["masked"][0] <= 336, ops
-    assert ops["dino"][1] <= 547 and ops["selfpatch"][1] <= 1108 and ops["masked"][1] <= 680, ops
+    assert ops["dino"][1] <= 547 and ops["selfpatch"][1] <= 1088 and ops["masked"][1] <= 680, ops
     # Launching ops (views and allocations left out): before issue 14 1025, 1765 and 1221 at 8
     # images; session 11 308, 591 and 399; with the crop sizes packed (session 12) 252, 530, 346;
-    # session 13 (fused normalisation, views' logits and CLS rows without copies, ...) 232, 487, 312.
-    assert ops["dino"][2] <= 240 and ops["selfpatch"][2] <= 505 and ops["masked"][2] <= 325, ops
+    # session 13 (fused normalisation, views' logits and CLS rows without copies, ...) 232, 468, 312.
+    assert ops["dino"][2] <= 240 and ops["selfpatch"][2] <= 485 and ops["masked"][2] <= 325, ops
     assert all(launching < every for _, every, launching in ops.values()), ops
 
 
