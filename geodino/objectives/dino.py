@@ -96,7 +96,8 @@ class DINOLoss(Objective):
         # student views, less view i.
         others = log_probs.sum(0) - log_probs[: len(teacher_rows)]
         n_pairs = len(teacher_rows) * (len(student) - 1)
-        loss = torch.dot(targets.reshape(-1), others.reshape(-1)) * (-1.0 / (n_pairs * targets.shape[1]))
+        pairs = torch.dot(targets.reshape(-1).to(others.dtype), others.reshape(-1))  # (dot does not promote)
+        loss = pairs * (-1.0 / (n_pairs * targets.shape[1]))
         self.update_center(teacher_rows)
         return loss
 

@@ -118,7 +118,10 @@ class _AddScaled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(factor)
-        return torch.addcmul(x, y, factor)
+        # addcmul's own type promotion (fp32 residual, bf16 branch: fp32, as x + y * factor gives);
+        # CUDA's autocast would first cast y and factor to fp32, two more kernels.
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.addcmul(x, y, factor)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

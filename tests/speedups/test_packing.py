@@ -191,6 +191,11 @@ def test_residual_add_after_stochastic_depth_equals_multiply_then_add_in_fewer_l
         for g, w in zip(got, want):
             assert g.dtype == w.dtype
             torch.testing.assert_close(g, w, atol=0, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast too: fp32 residual, bf16 branch
+        x, y = torch.randn(23, 7), torch.randn(23, 7).bfloat16()
+        fused, plain = drops.add(x, drop, y), x + drops(drop, y)
+        assert fused.dtype == plain.dtype == torch.float32
+        torch.testing.assert_close(fused, plain, atol=2e-2, rtol=0)
     x, y = torch.randn(23, 7), torch.randn(23, 7)
     assert torch.equal(drops.add(x, blocks[0].drop_path1, y), x + y)  # a layer it was not given: a plain add
     x, y = x.requires_grad_(), y.requires_grad_()
