@@ -243,6 +243,21 @@ def split_heads(rows: torch.Tensor, items: int, tokens: int, parts: int, heads: 
     return tuple(t.transpose(1, 2) for t in rows.reshape(items, tokens, parts, heads, -1).unbind(2))
 
 
+DOT_MAX_ELEMENTS = 2**31 - 1  # CUDA's torch.dot takes no more (cuBLAS's 32-bit sizes)
+
+
+def flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum()`` over all elements, as one dot product (one kernel, no product tensor)
+    where ``torch.dot`` can: it does not promote dtypes (done here) and CUDA's takes at most
+    2^31 - 1 elements (a SelfPatch step at 64 images and 65536 prototypes has more)."""
+    import torch
+
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if a.numel() > DOT_MAX_ELEMENTS:
+        return (a.to(dtype) * b.to(dtype)).sum()
+    return torch.dot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype))
+
+
 def cpu_model() -> str:
     """The CPU, so every figure and every per-machine choice names the machine (Linux): its model
     name, then its family and model numbers and the instruction sets that decide kernel choices,

@@ -81,3 +81,17 @@ def test_to_device_async_copies_and_casts():
     if torch.cuda.is_available():  # pinned first, so the copy can overlap the device's work
         on_gpu = to_device_async(host, torch.device("cuda"))
         assert torch.equal(on_gpu.cpu(), host)
+
+
+def test_flat_dot_promotes_and_falls_back_to_multiply_and_sum_past_cudas_dot_limit(monkeypatch):
+    import torch
+
+    import geodino.utils as utils
+
+    a, b = torch.randn(4, 5), torch.randn(4, 5, dtype=torch.float64)
+    want = (a.double() * b).sum()
+    got = utils.flat_dot(a, b)  # torch.dot alone raises on mixed dtypes
+    assert got.dtype == torch.float64 and torch.allclose(got, want)
+    monkeypatch.setattr(utils, "DOT_MAX_ELEMENTS", 19)  # CUDA's dot takes at most 2^31 - 1
+    got = utils.flat_dot(a, b)
+    assert got.dtype == torch.float64 and torch.allclose(got, want)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 
 from geodino.speedups import matmul_t
 from geodino.utils import at_least_float32
@@ -88,6 +89,7 @@ class _L2Normalize(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # (the saved tensors are not tied to x: a second derivative would be wrong)
     def backward(ctx, grad: torch.Tensor):
         y, norm, divisor = ctx.saved_tensors
         along = (grad * y).sum(-1, keepdim=True).masked_fill_(norm <= ctx.eps, 0.0)

@@ -165,13 +165,18 @@ class MultiCropWrapper(nn.Module):
 def join_rows(parts: list[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(parts)``, or the tensor they were split from when they are all of it, in order
     (the packed backbone's CLS rows, split per crop size): a copy, and in the backward the
-    concatenation of their gradients, spared. Autograd-safe: the result *is* that tensor."""
+    concatenation of their gradients, spared. Autograd-safe: the result *is* that tensor, which
+    must not have been written in place since it was split (views share its version counter, so
+    this cannot be checked here; the wrapper's CLS rows are not)."""
     if len(parts) == 1:
         return parts[0]
     base = parts[0]._base  # the tensor a view was taken from (None for a tensor of its own)
     rows = sum(p.shape[0] for p in parts)
     whole = (base is not None and base.is_contiguous() and tuple(base.shape) == (rows, *parts[0].shape[1:])
-             and all(p._base is base and p.is_contiguous() for p in parts)
+             and not (base.is_conj() or base.is_neg())
+             and (torch.is_grad_enabled() or not base.requires_grad)  # (a cat there would not require grad)
+             and all(p._base is base and p.is_contiguous() and p.dtype == base.dtype
+                     and p.requires_grad == base.requires_grad and not (p.is_conj() or p.is_neg()) for p in parts)
              and parts[0].data_ptr() == base.data_ptr()
              and all(b.data_ptr() == a.data_ptr() + a.numel() * a.element_size() for a, b in zip(parts, parts[1:])))
     return base if whole else torch.cat(parts)

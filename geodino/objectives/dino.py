@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 from geodino.models.multicrop import MultiCropOutput
 from geodino.objectives.base import Objective
-from geodino.utils import at_least_float32
+from geodino.utils import at_least_float32, flat_dot
 
 
 def distributed() -> bool:
-    """Whether this process is one of several (a process group is up)."""
-    return dist.is_available() and dist.is_initialized()
+    """Whether this process is one of several (a process group of more than one is up)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def all_reduce_sum(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -96,8 +96,7 @@ class DINOLoss(Objective):
         # student views, less view i.
         others = log_probs.sum(0) - log_probs[: len(teacher_rows)]
         n_pairs = len(teacher_rows) * (len(student) - 1)
-        pairs = torch.dot(targets.reshape(-1).to(others.dtype), others.reshape(-1))  # (dot does not promote)
-        loss = pairs * (-1.0 / (n_pairs * targets.shape[1]))
+        loss = flat_dot(targets, others) * (-1.0 / (n_pairs * targets.shape[1]))
         self.update_center(teacher_rows)
         return loss
 

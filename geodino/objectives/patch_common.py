@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from geodino.models.head import DINOHead
 from geodino.objectives.dino import all_reduce_sum, distributed
-from geodino.utils import at_least_float32
+from geodino.utils import at_least_float32, flat_dot
 
 
 class TokenCenter(nn.Module):
@@ -57,8 +57,7 @@ def weighted_token_cross_entropy(student_logits: torch.Tensor, teacher_probs: to
     targets and the log-probabilities (5 kernels forward, 2 backward, where the per-token
     cross-entropies then their weighted sum take 7 and 3)."""
     log_probs = F.log_softmax(at_least_float32(student_logits) / student_temp, dim=-1)
-    targets = (teacher_probs * weights.unsqueeze(-1)).to(log_probs.dtype)  # (dot does not promote)
-    return torch.dot(targets.reshape(-1), log_probs.reshape(-1)).neg()
+    return flat_dot(teacher_probs * weights.unsqueeze(-1), log_probs).neg()
 
 
 class TeacherStats:

@@ -108,7 +108,10 @@ def test_l2_normalize_equals_torch_in_value_and_gradient_in_fewer_launches():
     ours.backward(grad)
     theirs.backward(grad)
     torch.testing.assert_close(ours_x.grad, theirs_x.grad)
-    assert torch.autograd.gradcheck(lambda t: l2_normalize(t), (torch.randn(3, 4, dtype=torch.float64, requires_grad=True),))
+    t = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: l2_normalize(t), (t,))
+    with pytest.raises(RuntimeError):  # no second derivative (it would be wrong, not refused)
+        torch.autograd.grad(l2_normalize(t).pow(2).sum(), t, create_graph=True)[0].sum().backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the dtype F.normalize gives there too
         y = torch.randn(4, 8).bfloat16()
         assert l2_normalize(y).dtype == F.normalize(y, dim=-1).dtype

@@ -83,3 +83,5 @@ def test_image_logits_are_one_views_tensor_and_the_views_cls_rows_are_not_copied
     for parts in (list(base.split([3, 4]))[::-1], list(base.split([3, 3, 1]))[:2], [base[:3], torch.randn(4, 4)]):
         torch.testing.assert_close(join_rows(parts), torch.cat(parts))
     assert join_rows(list(base.split([3, 4]))) is base
+    with torch.no_grad():  # as torch.cat there: no gradient
+        assert not join_rows(list(base.split([3, 4]))).requires_grad

@@ -96,3 +96,13 @@ def test_the_weighted_sum_of_the_losses():
     losses = {"dino": torch.tensor(2.0), "selfpatch": torch.tensor(3.0)}
     assert weighted_sum(losses, {"dino": 1.0, "selfpatch": 0.5}).item() == 3.5
     assert weighted_sum({"dino": losses["dino"]}, {"dino": 1.0}) is losses["dino"]
+
+
+def test_loss_of_a_float64_student_against_a_float32_teacher():
+    # The pair sum is one dot product, which does not promote dtypes by itself.
+    torch.manual_seed(5)
+    student = [torch.randn(2, 8, dtype=torch.float64) for _ in range(3)]
+    teacher = [torch.randn(2, 8) for _ in range(2)]
+    got = DINOLoss(8)(student, teacher, 0.04)
+    want = DINOLoss(8)(student, [t.double() for t in teacher], 0.04)
+    assert got.dtype == torch.float64 and torch.allclose(got, want)

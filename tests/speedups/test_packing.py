@@ -173,8 +173,8 @@ def test_packing_holds_for_timm_vit_variants(variant):
 def test_residual_add_after_stochastic_depth_equals_multiply_then_add_in_fewer_launches():
     from geodino.bench.host import count_ops
 
-    blocks = _vit(drop_path_rate=0.5).model.blocks.train()
-    drop = blocks[-1].drop_path1
+    blocks = _vit(drop_path_rate=0.1).model.blocks.train()
+    drop = blocks[-1].drop_path1  # kept rows scaled by 1 / 0.9
     layout = Layout(((3, 5), (4, 2)))
     torch.manual_seed(0)
     drops = SampleDrops([drop], layout, torch.device("cpu"))
@@ -188,9 +188,9 @@ def test_residual_add_after_stochastic_depth_equals_multiply_then_add_in_fewer_l
         grad = torch.randn(23, 7)
         got = torch.autograd.grad(fused, (x, y), grad)
         want = torch.autograd.grad(plain, (x, y), grad)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want):  # bf16: one rounding of the scaled gradient here, two there
             assert g.dtype == w.dtype
-            torch.testing.assert_close(g, w, atol=0, rtol=0)
+            torch.testing.assert_close(g, w, atol=0, rtol=0 if dtype == torch.float32 else 1e-2)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast too: fp32 residual, bf16 branch
         x, y = torch.randn(23, 7), torch.randn(23, 7).bfloat16()
         fused, plain = drops.add(x, drop, y), x + drops(drop, y)
