@@ -252,7 +252,7 @@ def flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     2^31 - 1 elements (a SelfPatch step at 64 images and 65536 prototypes has more)."""
     import torch
 
-    dtype = torch.promote_types(a.dtype, b.dtype)
+    dtype = a.dtype if a.dtype == b.dtype else torch.promote_types(a.dtype, b.dtype)  # (an op of its own)
     if a.numel() > DOT_MAX_ELEMENTS:
         return (a.to(dtype) * b.to(dtype)).sum()
     return torch.dot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype))
