@@ -32,6 +32,7 @@ from geodino.engine.optim import (
     set_hyperparameters,
 )
 from geodino.engine.prefetch import Ahead, batches_on_device
+from geodino.objectives.masking import PatchMasks
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights, weighted_sum
 from geodino.rng import RowRandom, step_key
 from geodino.runs import checkpoint as ckpt
@@ -258,8 +259,7 @@ class DINOStep:
             return makers[0].student_masks(grids, n_global, rng)
 
         masks = self._masks_ahead.take(step, (tuple(grids), n_global, offset, batch), build)
-        device = views.student[0].device
-        return [to_device_async(m, device) if m is not None else None for m in masks]
+        return PatchMasks.to_device(masks, views.student[0].device)
 
 
 class Pretrainer:

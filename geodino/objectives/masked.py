@@ -34,7 +34,7 @@ import torch.nn as nn
 from geodino.config import ConfigError
 from geodino.models.backbone import BackboneOutput
 from geodino.models.multicrop import ExtraHeads
-from geodino.objectives.masking import sample_block_masks
+from geodino.objectives.masking import PatchMasks, sample_block_masks
 from geodino.objectives.base import (
     Objective,
     PatchObjective,
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 class MaskedOutput:
     logits: torch.Tensor  # [M, K] at the masked positions of all masked crops (crop-, then image-major)
     masks: torch.Tensor  # [crops, h*w] boolean: the masks of those crops, one row per image and crop
+    rows: torch.Tensor | None = None  # [M]: the masked positions in masks.reshape(-1) (PatchMasks.rows)
 
 
 class MaskedPatchHeads(ExtraHeads):
@@ -80,9 +81,14 @@ class MaskedPatchHeads(ExtraHeads):
         pairs = [(f, m.flatten(1)) for f, m in zip(features, masks or []) if m is not None]
         if not pairs:  # a forward pass outside training (no masks): nothing to predict
             return None
-        rows, _ = concat_rows([f.patches[m] for f, m in pairs])
+        positions = masks.rows if isinstance(masks, PatchMasks) else None
+        if positions is None:  # boolean indexing: the device must tell the host how many rows
+            rows, _ = concat_rows([f.patches[m] for f, m in pairs])
+        else:  # the positions the host worked out when it drew the masks: no read-back
+            patches = torch.cat([f.patches for f, _ in pairs])
+            rows = patches.reshape(-1, patches.shape[-1]).index_select(0, positions)
         # The head runs even on zero rows, so that its parameters take part in every step (DDP).
-        return MaskedOutput(logits=self.head(rows), masks=torch.cat([m for _, m in pairs]))
+        return MaskedOutput(logits=self.head(rows), masks=torch.cat([m for _, m in pairs]), rows=positions)
 
 
 class MaskedPatchLoss(Objective):
@@ -130,7 +136,11 @@ class MaskedPatchLoss(Objective):
         masks = student.masks  # [crops, N], rows in the same order as the tokens
         per_image = masks.sum(1, keepdim=True).clamp_min(1)
         # Each crop's mean over its masked tokens, averaged over crops: one weighted sum.
-        weights = (1.0 / (per_image * masks.shape[0])).expand_as(masks)[masks]
+        per_row = 1.0 / (per_image * masks.shape[0])
+        if student.rows is None:
+            weights = per_row.expand_as(masks)[masks]
+        else:  # each masked token's image from its position: no read-back
+            weights = per_row.view(-1).index_select(0, student.rows.div(masks.shape[1], rounding_mode="floor"))
         loss = weighted_token_cross_entropy(student.logits, probs, self.student_temp, weights)
         if self.record_signals:
             self._stats.record(probs)

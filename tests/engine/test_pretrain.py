@@ -76,6 +76,46 @@ def test_the_loss_guard_reads_nothing_back_from_the_device_between_checks(steps)
     assert guard._first is not None and guard._first.device.type == "meta"
 
 
+class _DeviceReads:
+    """Counts the ops whose result the device must hand back to the host before the host can go
+    on (on a GPU, a synchronisation): boolean-mask indexing and ``nonzero`` (the host must learn how
+    many), ``item`` and its kin. On the CPU nothing waits, so this is how a test sees them."""
+
+    READS = {"nonzero", "_local_scalar_dense", "is_nonzero", "masked_select", "_unique2", "equal"}
+
+    def __new__(cls):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Mode(TorchDispatchMode):
+            def __init__(self):
+                super().__init__()
+                self.seen = []
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.__name__.split(".")[0]
+                by_mask = name.startswith("index") and len(args) > 1 and isinstance(args[1], (list, tuple)) and any(
+                    isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])
+                if name in cls.READS or by_mask:
+                    self.seen.append(name)
+                return func(*args, **(kwargs or {}))
+
+        return Mode()
+
+
+@pytest.mark.parametrize("objective", ["dino", "selfpatch", "masked"])
+def test_a_training_step_reads_nothing_back_from_the_device(objective):
+    # Issue 14: no host-device synchronisation inside a step outside logging steps. The masked
+    # objective gathered its masked tokens with the boolean masks (the device had to say how many:
+    # a read-back per crop and network, and again in the backward, 7 a step).
+    from geodino.bench.host import _step_fn
+
+    step = _step_fn(objective, 4)
+    step(0)  # one-time tables
+    with _DeviceReads() as reads:
+        step(1)
+    assert reads.seen == [], reads.seen
+
+
 def test_the_loss_guard_also_names_steps_observed_out_of_order():
     from geodino.engine.pretrain import LossGuard
 

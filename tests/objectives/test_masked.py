@@ -30,6 +30,34 @@ def test_loss_and_center_match_hand_computation():
     assert loss_fn.signals()["patch_fraction"] == pytest.approx(3 / 12)
 
 
+def test_the_hand_computation_holds_with_the_positions_worked_out_on_the_host():
+    from geodino.objectives.masking import PatchMasks
+
+    masks = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    rows = PatchMasks.to_device([masks.view(3, 2, 2), None], torch.device("cpu")).rows
+    assert rows.tolist() == [0, 1, 7]  # crop-, image- then patch-major, as masks.reshape(-1)
+    student, teacher = _output([P, P, Q], masks, 0.1), _output([UNIFORM, P, P], masks, 0.04)
+    student.extra["masked"].rows = teacher.extra["masked"].rows = rows
+    loss = MaskedPatchLoss(out_dim=4)(student, teacher, teacher_temp=0.04)
+    assert abs(loss.item() - 4.625 / 3 * LN2) < 1e-5
+
+
+def test_the_heads_gather_the_same_tokens_by_host_positions_as_by_boolean_masks():
+    from geodino.models.backbone import BackboneOutput
+    from geodino.objectives.masked import MaskedPatchHeads
+    from geodino.objectives.masking import PatchMasks
+
+    torch.manual_seed(0)
+    heads = MaskedPatchHeads(16, out_dim=8, hidden_dim=8, bottleneck_dim=4)
+    features = [BackboneOutput(cls=torch.randn(3, 16), patches=torch.randn(3, 4, 16), grid=(2, 2)) for _ in range(3)]
+    masks = [torch.rand(3, 2, 2) < 0.5, torch.rand(3, 2, 2) < 0.5, None]
+    by_mask = heads(features, role="student", masks=masks)
+    by_rows = heads(features, role="student", masks=PatchMasks.to_device(masks, torch.device("cpu")))
+    assert by_mask.rows is None and by_rows.rows is not None
+    torch.testing.assert_close(by_rows.logits, by_mask.logits, rtol=0, atol=0)
+    assert torch.equal(by_rows.masks, by_mask.masks)
+
+
 def test_no_masked_patch_gives_zero_loss_and_keeps_the_center():
     masks = torch.zeros(2, 4, dtype=torch.bool)
     empty = torch.zeros(0, 4)
