@@ -32,7 +32,7 @@ from geodino.engine.optim import (
     set_hyperparameters,
 )
 from geodino.engine.prefetch import Ahead, batches_on_device
-from geodino.objectives.masking import PatchMasks
+from geodino.models.multicrop import PatchMasks
 from geodino.objectives.networks import build_objectives, build_student_teacher, objective_weights, weighted_sum
 from geodino.rng import RowRandom, step_key
 from geodino.runs import checkpoint as ckpt
@@ -206,9 +206,11 @@ class DINOStep:
         masks = self.student_masks(views, step)
         n_teacher = len(views.teacher)
         with acc.autocast():
+            rows = masks.rows if masks is not None else None
             with torch.no_grad():
-                teacher_out = self.teacher(views.teacher, extra_views=views.student[n_teacher:], masks=masks)
-            student_out = self.student(views.student, masks=masks)
+                teacher_out = self.teacher(views.teacher, extra_views=views.student[n_teacher:], masks=masks,
+                                           mask_rows=rows)
+            student_out = self.student(views.student, masks=masks, mask_rows=rows)
         signals = None
         if want_signals:
             signals = collapse_signals(self.objectives["dino"].teacher_probabilities(teacher_out, teacher_temp))
@@ -237,7 +239,7 @@ class DINOStep:
         ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
         return StepResult(self.loss_names, reduced, signals)
 
-    def student_masks(self, views: Views, step: int) -> list[torch.Tensor | None] | None:
+    def student_masks(self, views: Views, step: int) -> PatchMasks | None:
         """Patch masks for the student's crops from the objectives that ask for them (None if none do).
 
         Keyed by the step (apart from the augmentation's key) and each sample's index in the global

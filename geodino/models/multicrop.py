@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from geodino.models.backbone import Backbone, BackboneOutput
+from geodino.utils import to_device_async
 
 ROLES = ("student", "teacher")
 
@@ -35,6 +37,32 @@ class MultiCropOutput:
     logits: torch.Tensor
     features: list[BackboneOutput]  # backbone output per crop (CLS and patch tokens)
     extra: dict[str, Any] = field(default_factory=dict)  # each extra head's output, by name
+
+
+class PatchMasks(list):
+    """The student's per-crop patch masks as the networks take them (a list: a boolean ``[n, h, w]``
+    tensor or None per crop), with ``rows``: where the masked patches are among the patch tokens of
+    the crops that have a mask (crop after crop, image-major, patches row-major), worked out on
+    the host where the masks were drawn and copied ahead with them.
+
+    Gathering the masked tokens by ``rows`` needs nothing back from the device; indexing them with
+    the boolean masks does (the device must say how many are true: a host-device synchronisation
+    in the forward and again in the backward, issue 14). The engine also passes ``rows`` to the
+    networks as a tensor of its own (``mask_rows``): a data-parallel wrapper may rebuild the list
+    as a plain one on its way in.
+    """
+
+    def __init__(self, masks: list[torch.Tensor | None], rows: torch.Tensor | None = None) -> None:
+        super().__init__(masks)
+        self.rows = rows
+
+    @classmethod
+    def to_device(cls, masks: list[torch.Tensor | None], device: torch.device) -> PatchMasks:
+        """Host masks → masks and ``rows`` on ``device``, copied without waiting (pinned on a GPU)."""
+        present = [m.reshape(m.shape[0], -1).cpu().numpy() for m in masks if m is not None]  # (host masks: no copy)
+        rows = torch.from_numpy(np.flatnonzero(np.concatenate(present))) if present else None
+        return cls([None if m is None else to_device_async(m, device) for m in masks],
+                   None if rows is None else to_device_async(rows, device))
 
 
 class MultiCropWrapper(nn.Module):
@@ -80,11 +108,14 @@ class MultiCropWrapper(nn.Module):
         views: list[torch.Tensor],
         extra_views: list[torch.Tensor] | None = None,
         masks: list[torch.Tensor | None] | None = None,
+        mask_rows: torch.Tensor | None = None,
     ) -> MultiCropOutput:
         """``views``: the crops of this network's image-level loss. ``extra_views``: crops only
         extra heads asking for them see (teacher). ``masks``: per crop, in the student's crop order,
         a boolean ``[B, h, w]`` patch mask or None; the student masks its input with it, both
         networks pass it to the extra heads."""
+        if mask_rows is not None:  # the extra heads receive them together (PatchMasks)
+            masks = PatchMasks(list(masks or []), mask_rows)
         crops = list(views)
         if self.role == "teacher" and extra_views and self._teacher_sees_all_crops():
             crops += list(extra_views)

@@ -33,8 +33,8 @@ import torch.nn as nn
 
 from geodino.config import ConfigError
 from geodino.models.backbone import BackboneOutput
-from geodino.models.multicrop import ExtraHeads
-from geodino.objectives.masking import PatchMasks, sample_block_masks
+from geodino.models.multicrop import ExtraHeads, PatchMasks
+from geodino.objectives.masking import sample_block_masks
 from geodino.objectives.base import (
     Objective,
     PatchObjective,

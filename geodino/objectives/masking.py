@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from geodino.rng import RowRandom
-from geodino.utils import to_device_async
 
 MIN_ASPECT = 0.3  # rectangles' aspect ratio is log-uniform in [MIN_ASPECT, 1 / MIN_ASPECT] (BEiT's)
 
@@ -100,27 +99,3 @@ def sample_block_masks(
         count = int(round(ratios[i][v] * h * w))
         _fill_blocks(masks[v, i], count, random.Random(seeds[i][v]), min_block, MIN_ASPECT)
     return torch.from_numpy(masks)
-
-
-class PatchMasks(list):
-    """The student's per-crop patch masks as the networks take them (a list: a boolean ``[n, h, w]``
-    tensor or None per crop), with ``rows``: where the masked patches are among the patch tokens of
-    the crops that have a mask (crop after crop, image-major, patches row-major), worked out on
-    the host where the masks were drawn and copied ahead with them.
-
-    Gathering the masked tokens by ``rows`` needs nothing back from the device; indexing them with
-    the boolean masks does (the device must say how many are true: a host-device synchronisation
-    in the forward and again in the backward, issue 14).
-    """
-
-    def __init__(self, masks: list[torch.Tensor | None], rows: torch.Tensor | None = None) -> None:
-        super().__init__(masks)
-        self.rows = rows
-
-    @classmethod
-    def to_device(cls, masks: list[torch.Tensor | None], device: torch.device) -> PatchMasks:
-        """Host masks → masks and ``rows`` on ``device``, copied without waiting (pinned on a GPU)."""
-        present = [m.reshape(m.shape[0], -1).cpu().numpy() for m in masks if m is not None]  # (host masks: no copy)
-        rows = torch.from_numpy(np.flatnonzero(np.concatenate(present))) if present else None
-        return cls([None if m is None else to_device_async(m, device) for m in masks],
-                   None if rows is None else to_device_async(rows, device))

@@ -85,3 +85,17 @@ def test_image_logits_are_one_views_tensor_and_the_views_cls_rows_are_not_copied
     assert join_rows(list(base.split([3, 4]))) is base
     with torch.no_grad():  # as torch.cat there: no gradient
         assert not join_rows(list(base.split([3, 4]))).requires_grad
+
+
+def test_mask_rows_reach_the_extra_heads_with_the_masks_even_through_a_plain_list():
+    # A data-parallel wrapper may rebuild PatchMasks as a plain list on its way in; the engine
+    # also passes the rows as a tensor of their own and the wrapper joins them again.
+    from geodino.models.multicrop import PatchMasks
+
+    globals_ = [torch.randn(2, 3, 32, 32)] * 2
+    host = [torch.rand(2, 4, 4) < 0.5, torch.rand(2, 4, 4) < 0.5]
+    masks = PatchMasks.to_device(host, torch.device("cpu"))
+    assert torch.equal(masks.rows, torch.cat([m.reshape(2, -1) for m in host]).reshape(-1).nonzero().squeeze(1))
+    got = _net("teacher")(globals_, masks=list(masks), mask_rows=masks.rows).extra["rec"]["masks"]
+    assert isinstance(got, PatchMasks) and got.rows is masks.rows and list(got) == list(masks)
+    assert not isinstance(_net("teacher")(globals_, masks=list(masks)).extra["rec"]["masks"], PatchMasks)

@@ -31,7 +31,7 @@ def test_loss_and_center_match_hand_computation():
 
 
 def test_the_hand_computation_holds_with_the_positions_worked_out_on_the_host():
-    from geodino.objectives.masking import PatchMasks
+    from geodino.models.multicrop import PatchMasks
 
     masks = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
     rows = PatchMasks.to_device([masks.view(3, 2, 2), None], torch.device("cpu")).rows
@@ -45,7 +45,7 @@ def test_the_hand_computation_holds_with_the_positions_worked_out_on_the_host():
 def test_the_heads_gather_the_same_tokens_by_host_positions_as_by_boolean_masks():
     from geodino.models.backbone import BackboneOutput
     from geodino.objectives.masked import MaskedPatchHeads
-    from geodino.objectives.masking import PatchMasks
+    from geodino.models.multicrop import PatchMasks
 
     torch.manual_seed(0)
     heads = MaskedPatchHeads(16, out_dim=8, hidden_dim=8, bottleneck_dim=4)
