@@ -168,7 +168,7 @@ class MultiCropWrapper(nn.Module):
                 grid = self._grid(same_size[0])
                 mask = torch.cat([m if m is not None else torch.zeros(s, *grid, dtype=torch.bool, device=v.device)
                                   for m, s, v in zip(group_masks, sizes[-1], same_size)]).to(same_size[0].device)
-            batches.append(_join(same_size))
+            batches.append(join_rows(same_size))
             batch_masks.append(mask)
         outs = self.backbone.forward_sizes(batches, batch_masks, mask_token=token, cls_only=cls_only,
                                            pack=self.pack_crop_sizes)
@@ -194,37 +194,31 @@ class MultiCropWrapper(nn.Module):
 
 
 def join_rows(parts: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat(parts)``, or the tensor they were split from when they are all of it, in order
-    (the packed backbone's CLS rows, split per crop size): a copy, and in the backward the
-    concatenation of their gradients, spared. Autograd-safe: the result *is* that tensor, which
-    must not have been written in place since it was split (views share its version counter, so
-    this cannot be checked here; the wrapper's CLS rows are not)."""
-    if len(parts) == 1:
-        return parts[0]
-    base = parts[0]._base  # the tensor a view was taken from (None for a tensor of its own)
-    rows = sum(p.shape[0] for p in parts)
-    whole = (base is not None and base.is_contiguous() and tuple(base.shape) == (rows, *parts[0].shape[1:])
-             and not (base.is_conj() or base.is_neg())
-             and (torch.is_grad_enabled() or not base.requires_grad)  # (a cat there would not require grad)
-             and all(p._base is base and p.is_contiguous() and p.dtype == base.dtype
-                     and p.requires_grad == base.requires_grad and not (p.is_conj() or p.is_neg()) for p in parts)
-             and parts[0].data_ptr() == base.data_ptr()
-             and all(b.data_ptr() == a.data_ptr() + a.numel() * a.element_size() for a, b in zip(parts, parts[1:])))
-    return base if whole else torch.cat(parts)
+    """``torch.cat(parts)`` without the copy when the parts already lie back to back in one buffer:
+    the augmentation's crops of one size (slices of one tensor) and the packed backbone's CLS rows
+    (split per crop size). A copy and a kernel launch spared, and for rows in a graph the
+    concatenation of their gradients in the backward too.
 
-
-def _join(parts: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat(parts)``, as a view of their buffer when they already lie back to back in it
-    (the augmentation's crops of one size are slices of one tensor): a copy of every image of
-    the step saved, a kernel launch on a GPU."""
+    Rows outside any graph come back as a view of their buffer. Rows in a graph must be all of the
+    tensor they were split from, which is returned itself, so that gradients reach it (it must not
+    have been written in place since the split: views share its version counter, so that cannot be
+    checked here; the wrapper's CLS rows are not).
+    """
     first = parts[0]
     if len(parts) == 1:
         return first
     adjacent = all(
-        p.is_contiguous() and not p.requires_grad and p.shape[1:] == first.shape[1:] and p.dtype == first.dtype
+        p.is_contiguous() and p.shape[1:] == first.shape[1:] and p.dtype == first.dtype and not (p.is_conj() or p.is_neg())
         and p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr() for p in parts
     ) and all(b.data_ptr() == a.data_ptr() + a.numel() * a.element_size() for a, b in zip(parts, parts[1:]))
     if not adjacent:
         return torch.cat(parts)
     shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
-    return first.as_strided(shape, torch.empty(shape, device="meta").stride(), first.storage_offset())
+    if not any(p.requires_grad for p in parts):
+        return first.as_strided(shape, torch.empty(shape, device="meta").stride(), first.storage_offset())
+    base = first._base  # the tensor a view was taken from (None for a tensor of its own)
+    whole = (torch.is_grad_enabled()  # (under no_grad a cat would not require grad)
+             and base is not None and tuple(base.shape) == shape and base.is_contiguous()
+             and base.data_ptr() == first.data_ptr() and not (base.is_conj() or base.is_neg())
+             and all(p._base is base and p.requires_grad == base.requires_grad for p in parts))
+    return base if whole else torch.cat(parts)

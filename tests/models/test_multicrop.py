@@ -45,7 +45,7 @@ def test_unknown_role_is_refused():
 
 
 def test_crops_of_one_size_are_joined_without_a_copy_when_they_lie_back_to_back():
-    from geodino.models.multicrop import _join
+    from geodino.models.multicrop import join_rows as _join
 
     views = torch.randn(3, 4, 2, 5, 5)
     joined = _join(list(views.unbind(0)))
