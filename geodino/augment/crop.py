@@ -72,12 +72,12 @@ def resized_crops(
     # Only the per-row coordinate vectors travel to the device, in one copy; the full grid (V N
     # size^2 points) is built there by broadcasting.
     host = torch.from_numpy(np.stack([gx, gy]))
-    gx, gy = to_device_async(host, images.device, images.dtype).unbind(0)
+    gx, gy = to_device_async(host, images.device, images.dtype).transpose(1, 2).unbind(0)  # each [N, V, size]
+    # [N, V, size, size, 2], i.e. [N, V * size, size, 2]: each image's crops stacked vertically,
+    # built in that order by the one stack (a view of it, no second copy).
     grid = torch.stack(
-        [gx[:, :, None, :].expand(v, n, size, size), gy[:, :, :, None].expand(v, n, size, size)], dim=-1
-    )
-    # [V, N, size, size, 2] -> [N, V * size, size, 2]: crops stacked vertically per image.
-    grid = grid.transpose(0, 1).reshape(n, v * size, size, 2)
+        [gx[:, :, None, :].expand(n, v, size, size), gy[:, :, :, None].expand(n, v, size, size)], dim=-1
+    ).view(n, v * size, size, 2)
     mosaic = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
     crops = mosaic.view(n, c, v, size, size).permute(2, 0, 1, 3, 4)
     return crops.reshape(v * n, c, size, size)

@@ -38,7 +38,10 @@ taps (13 for sigma up to 2): +-3 sigma holds 99.7 % of the weight, about the ext
 
 Ops apply to a subset of rows. The subset is decided on the CPU from the parameters, so selecting
 rows never reads a device tensor back (no host/device synchronisation on a GPU), and only the
-selected rows are computed.
+selected rows are computed. The exception is the multispectral jitter, which most rows take
+(``jitter_p`` 0.8): it runs over every row, in place, the others with factors that leave them as
+they are. Gathering and scattering the selected rows would cost two launches and as many passes
+over them as the one elementwise pass it saves on the rest.
 """
 
 from __future__ import annotations
@@ -94,7 +97,9 @@ def run_passes(x: torch.Tensor, passes: list[Pass]) -> torch.Tensor:
     for op, k, at_rows, at_params in plans:
         params = None if at_params is None else staged.read(device_buffer, at_params, x.dtype).view(k, -1)
         if at_rows is None:
-            x.copy_(op(x, params))
+            out = op(x, params)
+            if out is not x:  # (an op over every row may work in place)
+                x.copy_(out)
         else:
             rows = staged.read(device_buffer, at_rows, torch.int64)
             x.index_copy_(0, rows, op(x.index_select(0, rows), params))
@@ -191,45 +196,57 @@ def multispectral_jitter_passes(jitter: HostArray, factors: HostArray) -> list[P
 
     ``u -> b * (c * u + (1 - c) * mean(u))`` with the mean over all bands and pixels of the row;
     scaling commutes with blending toward the mean, so this equals either order of the two ops.
+    Written ``u -> (b c) u + b (1 - c) mean(u)``, coefficients worked out on the host: three
+    launches. Every row goes through it in place; rows not jittered with ``b = c = 1``, which
+    leaves them exactly as they are.
     """
+    jitter = np.asarray(jitter, dtype=bool)
+    if not jitter.any():
+        return []
+    b, c = (np.where(jitter, f, 1.0) for f in np.asarray(factors, dtype=np.float64)[:, :2].T)
 
-    def op(sub: torch.Tensor, bc: torch.Tensor) -> torch.Tensor:
-        b, c = bc.view(len(sub), 1, 2, 1, 1).unbind(2)
-        mean = sub.mean(dim=(1, 2, 3), keepdim=True)
-        return b * (c * sub + (1 - c) * mean)
+    def op(x: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
+        scale, mean_weight = coefs.view(len(x), 2, 1, 1, 1).unbind(1)
+        level = x.mean(dim=(1, 2, 3), keepdim=True) * mean_weight
+        return torch.addcmul(level, x, scale, out=x)
 
-    return [Pass(jitter, op, np.asarray(factors)[:, :2])]
+    return [Pass(np.ones_like(jitter), op, np.stack([b * c, b * (1 - c)], axis=1))]
 
 
 
-def physical_jitter_passes(
-    jitter: HostArray, factors: HostArray, gain_offset: torch.Tensor, db_step: torch.Tensor, is_db: torch.Tensor,
-) -> list[Pass]:
+def physical_jitter_passes(jitter: HostArray, factors: HostArray, gain_offset: HostArray, db_step: HostArray,
+                           is_db: HostArray) -> list[Pass]:
     """Brightness as a gain on each band's physical quantity and contrast toward each band's mean.
 
     Per band ``k`` in unit space: a linear-unit band maps ``u -> b u + (b - 1) gain_offset[k]``
     (``gain_offset = (mean - 2 std) / (4 std)``, i.e. ``x -> b x`` in raw units); a dB band maps
     ``u -> u + log10(b) db_step[k]`` (``db_step = 10 / (4 std)``, i.e. ``x -> x + 10 log10 b``).
     Contrast ``c`` blends each band toward its own mean over the view's pixels. Both maps are
-    affine per band, so they commute.
+    affine per band, so they commute, and together they are ``u -> A u + B mean_k(u) + S`` with
+    per row and band coefficients worked out on the host (three launches). Like the joint
+    jitter, every row goes through it in place, rows not jittered with the identity.
 
     Args:
-        gain_offset, db_step: ``[C]`` per-band constants on the images' device and dtype.
-        is_db: ``bool [C]`` on the images' device, the bands whose unit is dB.
+        gain_offset, db_step: ``[C]`` per-band constants, on the host.
+        is_db: host ``bool [C]``, the bands whose unit is dB.
     """
-    lin = (~is_db).to(gain_offset.dtype)[None, :, None, None]
-    offset = gain_offset[None, :, None, None]
-    step = db_step[None, :, None, None]
+    jitter = np.asarray(jitter, dtype=bool)
+    if not jitter.any():
+        return []
+    b, c = (np.where(jitter, f, 1.0)[:, None] for f in np.asarray(factors, dtype=np.float64)[:, :2].T)
+    lin = ~np.asarray(is_db, dtype=bool)[None, :]
+    offset = np.asarray(gain_offset, dtype=np.float64)[None, :]
+    step = np.asarray(db_step, dtype=np.float64)[None, :]
+    scale = np.where(lin, b, 1.0)
+    shift = np.where(lin, (b - 1) * offset, np.log10(b) * step)
+    bands = offset.shape[1]
 
-    def op(sub: torch.Tensor, bc: torch.Tensor) -> torch.Tensor:
-        b, c = bc.view(len(sub), 1, 2, 1, 1).unbind(2)
-        mean = sub.mean(dim=(2, 3), keepdim=True)
-        blended = c * sub + (1 - c) * mean
-        scale = 1 + lin * (b - 1)
-        shift = lin * (b - 1) * offset + (1 - lin) * torch.log10(b) * step
-        return scale * blended + shift
+    def op(x: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
+        gain, mean_weight, bias = coefs.view(len(x), 3, bands, 1, 1).unbind(1)
+        level = torch.addcmul(bias, x.mean(dim=(2, 3), keepdim=True), mean_weight)
+        return torch.addcmul(level, x, gain, out=x)
 
-    return [Pass(jitter, op, np.asarray(factors)[:, :2])]
+    return [Pass(np.ones_like(jitter), op, np.concatenate([scale * c, scale * (1 - c), shift], axis=1))]
 
 
 # ---------------------------------------------------------------- grayscale, blur, solarize
@@ -311,4 +328,5 @@ def gaussian_blur_passes(selected: HostArray, sigma: HostArray, kernel_size: int
 
 def solarize_passes(selected: HostArray) -> list[Pass]:
     """Reflect the upper half of unit space: ``u >= 0.5 -> 1 - u`` (PIL's threshold 128 of 255)."""
-    return [Pass(selected, lambda sub, _: torch.where(sub >= 0.5, 1.0 - sub, sub))]
+    # min(u, 1 - u) is 1 - u exactly where u >= 0.5 (1 - u is exact there): one launch fewer than a where.
+    return [Pass(selected, lambda sub, _: torch.minimum(sub, 1.0 - sub))]

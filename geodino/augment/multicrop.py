@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from geodino.augment import intensity
@@ -236,27 +237,30 @@ class MultiCropAugment:
 
     # ------------------------------------------------------------------ steps
 
-    def _device_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (device, dtype)
+    def _affine(self, name: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band ``(scale, shift)`` ``[1, C, 1, 1]`` of an affine map ``x -> x scale + shift``,
+        worked out on the host in float64 and cached per device and dtype, so that the map is one
+        launch (``addcmul``): ``"to_unit"``, raw values to unit space (multispectral: mean +- 2
+        std -> [0, 1]); ``"standardise"``, unit space to standardised values (rgb: ``(x - mean) /
+        std``; multispectral: ``4 u - 2``)."""
+        key = (name, device, dtype)
         if key not in self._stats:
-            shape = (1, self.in_chans, 1, 1)
-            self._stats[key] = (
-                self.mean.to(dtype).view(shape).to(device),
-                self.std.to(dtype).view(shape).to(device),
-            )
+            mean, std = self.mean.view(1, -1, 1, 1), self.std.view(1, -1, 1, 1)
+            if name == "to_unit":
+                scale, shift = 1.0 / (4.0 * std), 0.5 - mean / (4.0 * std)
+            elif self.mode == "rgb":
+                scale, shift = 1.0 / std, -mean / std
+            else:
+                scale, shift = torch.full_like(std, 4.0), torch.full_like(std, -2.0)
+            self._stats[key] = (scale.to(device=device, dtype=dtype), shift.to(device=device, dtype=dtype))
         return self._stats[key]
 
-    def _physical_constants(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """Per band: the unit-space offset of a gain (``(mean - 2 std) / (4 std)``), the unit-space
-        step of one decade of gain on a dB band (``10 / (4 std)``), and which bands are in dB."""
-        key = ("physical", device, dtype)
-        if key not in self._stats:
-            self._stats[key] = (
-                ((self.mean - 2 * self.std) / (4 * self.std)).to(device=device, dtype=dtype),
-                (10.0 / (4 * self.std)).to(device=device, dtype=dtype),
-                self.is_db.to(device),
-            )
-        return self._stats[key]
+    def _physical_constants(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per band, on the host: the unit-space offset of a gain (``(mean - 2 std) / (4 std)``),
+        the unit-space step of one decade of gain on a dB band (``10 / (4 std)``), and which bands
+        are in dB."""
+        return (((self.mean - 2 * self.std) / (4 * self.std)).numpy(), (10.0 / (4 * self.std)).numpy(),
+                self.is_db.numpy())
 
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """Raw values to unit space (rgb: unchanged; multispectral: mean +- 2 std -> [0, 1])."""
@@ -265,10 +269,10 @@ class MultiCropAugment:
             x = x.float()
         if self.mode == "rgb":
             return x
-        mean, std = self._device_stats(x.device, x.dtype)
+        scale, shift = self._affine("to_unit", x.device, x.dtype)
         # Done once on the source batch, which is smaller than all its crops together; the affine
         # map commutes with the (linear) resampling.
-        return (x - mean) / (4 * std) + 0.5
+        return torch.addcmul(shift, x, scale)
 
     def _render(self, unit: torch.Tensor, params: ViewParams, size: int) -> torch.Tensor:
         """Crop, augment and standardise a group of same-size views: returns ``[V, B, C, s, s]``."""
@@ -281,7 +285,7 @@ class MultiCropAugment:
             passes = [*intensity.rgb_color_jitter_passes(jitter, factors, params.flat("order")),
                       *intensity.rgb_grayscale_passes(gray)]
         elif self.band_ops == "physical":
-            offset, step, is_db = self._physical_constants(x.device, x.dtype)
+            offset, step, is_db = self._physical_constants()
             passes = [*intensity.physical_jitter_passes(jitter, factors, offset, step, is_db),
                       *intensity.modality_grayscale_passes(gray, self.gray_groups)]
         else:
@@ -295,10 +299,8 @@ class MultiCropAugment:
         return x.view(v, b, *x.shape[1:])
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "rgb":
-            mean, std = self._device_stats(x.device, x.dtype)
-            return x.sub_(mean).div_(std)
-        return x.mul_(4.0).sub_(2.0)
+        scale, shift = self._affine("standardise", x.device, x.dtype)
+        return torch.addcmul(shift, x, scale, out=x)
 
     def _drop(self, views: torch.Tensor, drops: torch.Tensor, *, inplace: bool) -> torch.Tensor:
         """Modality masking of ``[V, B, C, s, s]`` views with CPU drops ``[V, B]``."""

@@ -81,6 +81,45 @@ def test_multispectral_jitter_one_factor_for_all_bands() -> None:
         torch.testing.assert_close(out[i], b * (c * u[i] + (1 - c) * mean))
 
 
+@pytest.mark.parametrize("band_ops", ["joint", "physical"])
+def test_jitter_runs_over_every_row_in_place_and_leaves_rows_not_jittered_exactly(band_ops: str) -> None:
+    # The jitters run over all rows in one pass (3 launches), the rows not jittered with factors
+    # that must leave their values exactly, huge and tiny values included (a negative zero may
+    # come back as +0, the same value).
+    u = torch.randn(4, 5, 6, 6) * 3
+    u[1, 0, 0, :3] = torch.tensor([-0.0, 3e38, 1e-40])
+    factors = torch.tensor([[1.3, 0.7, 1.0, 0.0], [0.6, 1.4, 1.0, 0.0], [0.9, 1.1, 1.0, 0.0], [1.2, 0.8, 1.0, 0.0]],
+                           dtype=torch.float64)
+    jitter = torch.tensor([True, False, True, False])
+    is_db = torch.tensor([False, False, False, True, True])
+    offset, step = torch.linspace(-0.5, 0.5, 5, dtype=torch.float64), torch.full((5,), 0.4, dtype=torch.float64)
+    passes = (intensity.multispectral_jitter_passes(jitter, factors) if band_ops == "joint" else
+              intensity.physical_jitter_passes(jitter, factors, offset, step, is_db))
+    x = u.clone()
+    out = intensity.run_passes(x, passes)
+    assert out.data_ptr() == x.data_ptr()
+    for i in (1, 3):
+        assert torch.equal(out[i], u[i])
+    for i in (0, 2):  # the jittered rows as the ops are defined (module docstring), in float64
+        b, c = factors[i, 0].item(), factors[i, 1].item()
+        v = u[i].double()
+        if band_ops == "joint":
+            want = b * (c * v + (1 - c) * v.mean())
+        else:
+            blended = c * v + (1 - c) * v.mean(dim=(1, 2), keepdim=True)
+            lin = (~is_db).double()[:, None, None]
+            want = (blended * (1 + lin * (b - 1)) + lin * (b - 1) * offset[:, None, None]
+                    + (1 - lin) * math.log10(b) * step[:, None, None])
+        torch.testing.assert_close(out[i].double(), want, atol=2e-6, rtol=1e-6)
+    assert intensity.multispectral_jitter_passes(torch.zeros(4, dtype=torch.bool), factors) == []
+
+
+def test_solarize_is_exactly_one_minus_u_from_one_half_up() -> None:
+    u = torch.tensor([[-2.0, 0.0, 0.25, 0.4999999, 0.5, 0.5000001, 0.75, 1.0, 3.0, float("nan")]]).view(1, 1, 1, -1)
+    out = intensity.run_passes(u.clone(), intensity.solarize_passes(torch.tensor([True])))
+    torch.testing.assert_close(out, torch.where(u >= 0.5, 1.0 - u, u), rtol=0, atol=0, equal_nan=True)
+
+
 def test_blur_keeps_constant_images_and_unselected_rows() -> None:
     x = torch.rand(3, 2, 16, 16)
     x[0] = 0.25
