@@ -90,15 +90,36 @@ class DINOLoss(Objective):
                              f"{tuple(student.shape[1:])} and teacher views of {tuple(teacher_rows.shape[1:])}")
         if teacher_rows.requires_grad:  # (the engine's teacher runs without a graph: no op then)
             teacher_rows = teacher_rows.detach()
-        targets = self._probabilities(teacher_rows, teacher_temp)
-        log_probs = F.log_softmax(at_least_float32(student) / self.student_temp, dim=-1)
-        # Teacher view i against every student view but view i (the same crop): the sum over all
-        # student views, less view i.
-        others = log_probs.sum(0) - log_probs[: len(teacher_rows)]
-        n_pairs = len(teacher_rows) * (len(student) - 1)
-        loss = flat_dot(targets, others) * (-1.0 / (n_pairs * targets.shape[1]))
+        targets = self.targets(teacher_rows, len(student), teacher_temp)
+        loss = flat_dot(targets, self.student_log_probs(student))
         self.update_center(teacher_rows)
         return loss
+
+    def student_log_probs(self, student: torch.Tensor) -> torch.Tensor:
+        """The student's softened log-distributions, float32 at least, same shape."""
+        return F.log_softmax(at_least_float32(student) / self.student_temp, dim=-1)
+
+    @torch.no_grad()
+    def targets(self, teacher_rows: torch.Tensor, n_student: int, teacher_temp: float) -> torch.Tensor:
+        """``[n_student, B, K]``: the loss is ``Σ targets · log q`` over the student's
+        log-distributions ``log q`` (:meth:`student_log_probs`), one dot product.
+
+        The loss pairs teacher view ``i`` with every student view but view ``i`` (the same crop),
+        so student view ``v`` is scored against the sum of the teacher's distributions but its own:
+        ``P - p_v`` (``P`` the sum over teacher views; all of ``P`` for views the teacher does
+        not see), times ``-1 / (pairs B)``. Summing on the teacher's side, which has no graph,
+        leaves the backward a dot product and a log-softmax (4 launches, where pairing the
+        student's views took 8); the targets are also exacter, being probabilities rather than
+        sums of large negative logarithms.
+        """
+        probs = self._probabilities(teacher_rows, teacher_temp)
+        n_teacher, batch = probs.shape[:2]
+        coef = 1.0 / (n_teacher * (n_student - 1) * batch)
+        total = probs.sum(0, keepdim=True).mul_(-coef)
+        paired = torch.add(total, probs, alpha=coef)  # -coef (P - p_v)
+        if n_student == n_teacher:
+            return paired
+        return torch.cat([paired, total.expand(n_student - n_teacher, -1, -1)])
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:
