@@ -42,6 +42,7 @@ from geodino.models.multicrop import ExtraHeads
 from geodino.models.class_attention import Pool, SummaryAggregator
 from geodino.objectives.dino import DINOLoss
 from geodino.objectives.neighbours import top_k_neighbour_rows
+from geodino.utils import flat_dot
 from geodino.objectives.base import (
     Objective,
     PatchObjective,
@@ -53,7 +54,6 @@ from geodino.objectives.patch_common import (
     TeacherStats,
     TokenCenter,
     build_patch_head,
-    weighted_token_cross_entropy,
 )
 
 if TYPE_CHECKING:
@@ -62,15 +62,36 @@ if TYPE_CHECKING:
 
 @dataclass
 class SelfPatchOutput:
-    # [T, K], the rows of all crops one after the other (each crop image-major, patches row-major):
-    # the student's patch tokens, or the teacher's neighbour summaries, through the patch head.
-    # Kept in one tensor: at ~10^4 tokens × 4096 prototypes, a split and re-concatenation would
-    # cost a full copy each.
-    patch_logits: torch.Tensor
-    patch_counts: list[int]  # rows per crop
-    # [crops, B, K]: per crop, the summary of all its patch tokens; the student's for every crop,
-    # the teacher's for its image-level views only (the loss reads no other).
-    summary_logits: torch.Tensor
+    """What the SelfPatch heads of one network return: one table of patch-head outputs.
+
+    ``logits`` ``[T + crops * B, K]`` holds, one after the other, the ``T`` patch rows of all crops
+    (each crop image-major, patches row-major: the student's patch tokens, or the teacher's
+    neighbour summaries, through the patch head), then per crop the summary of all its patch
+    tokens through the same head (the student's for every crop, the teacher's for its image-level
+    views only: the loss reads no other). One tensor, so that the loss takes one log-softmax
+    over it and its gradient needs no re-concatenation (at ~10^4 tokens × 4096 prototypes, a
+    copy each).
+    """
+
+    logits: torch.Tensor
+    patch_counts: list[int]  # patch rows per crop
+    crops: int  # crops with a summary
+
+    @property
+    def patch_logits(self) -> torch.Tensor:
+        """``[T, K]``, the patch rows."""
+        return self.logits[: sum(self.patch_counts)]
+
+    @property
+    def summary_logits(self) -> torch.Tensor:
+        """``[crops, B, K]``, per crop the summary of its patch tokens."""
+        return self.logits[sum(self.patch_counts):].unflatten(0, (self.crops, -1))
+
+    @classmethod
+    def of(cls, patch_logits: torch.Tensor, patch_counts: list[int], summary_logits: Any) -> SelfPatchOutput:
+        """From its two parts (``summary_logits``: ``[crops, B, K]`` or a list of ``[B, K]``)."""
+        summaries = torch.stack(list(summary_logits)) if not isinstance(summary_logits, torch.Tensor) else summary_logits
+        return cls(torch.cat([patch_logits, summaries.flatten(0, 1)]), list(patch_counts), len(summaries))
 
 
 class SelfPatchHeads(ExtraHeads):
@@ -112,9 +133,7 @@ class SelfPatchHeads(ExtraHeads):
         batch = {f.patches.shape[0] for f in pooled}
         if len(batch) != 1:
             raise ValueError(f"SelfPatch needs crops of one batch size, got {[f.patches.shape[0] for f in pooled]}")
-        patch_logits, summary_logits = self.head(head_rows).split([rows.shape[0], head_rows.shape[0] - rows.shape[0]])
-        return SelfPatchOutput(patch_logits=patch_logits, patch_counts=counts,
-                               summary_logits=summary_logits.unflatten(0, (len(pooled), batch.pop())))
+        return SelfPatchOutput(self.head(head_rows), counts, len(pooled))
 
 
 def _pools(features: list[BackboneOutput]) -> list[Pool]:
@@ -167,19 +186,35 @@ class SelfPatchLoss(Objective):
         if teacher.patch_counts != student.patch_counts:
             raise ValueError(f"SelfPatch pairs each student crop with the teacher's view of it: the student has "
                              f"{student.patch_counts} tokens per crop, the teacher {teacher.patch_counts}")
-        temp = self.teacher_temp or teacher_temp
-        teacher_rows = teacher.patch_logits.detach()
-        probs = self.center.probabilities(teacher_rows, temp)
-        # Each crop's mean over its tokens, averaged over crops: one weighted sum.
-        weights = _crop_mean_weights(tuple(student.patch_counts), str(probs.device))
-        patch = weighted_token_cross_entropy(student.patch_logits, probs, self.student_temp, weights)
         n_teacher_views = len(teacher_out.logits)  # the image-level teacher views: the global crops
-        summary = self.summary(student.summary_logits, teacher.summary_logits[:n_teacher_views], temp)
+        if not 1 <= n_teacher_views <= min(teacher.crops, student.crops) or student.crops < 2:
+            raise ValueError(f"SelfPatch's summary term needs >= 2 student crops and 1..n teacher views, got "
+                             f"{student.crops} student crops and {n_teacher_views} teacher views "
+                             f"({teacher.crops} teacher summaries)")
+        temp = self.teacher_temp or teacher_temp
+        n = sum(student.patch_counts)
+        teacher_rows = teacher.patch_logits.detach()
+        teacher_summaries = teacher.summary_logits[:n_teacher_views].detach()
+        probs = self.center.probabilities(teacher_rows, temp)
+        # Both terms as one dot product of targets with the student's log-distributions over its
+        # whole table (patch rows, then crop summaries): the patch term's targets are each crop's
+        # mean over its tokens, averaged over crops (a weighted sum); the summary term's are
+        # DINO's pairs across views (DINOLoss.targets). One log-softmax, one dot, and a backward
+        # of four launches.
+        with torch.no_grad():
+            weights = _crop_mean_weights(tuple(student.patch_counts), str(probs.device))
+            targets = torch.cat([probs * weights.unsqueeze(-1),
+                                 self.summary.targets(teacher_summaries, student.crops, temp).flatten(0, 1)])
+        log_probs = self.summary.student_log_probs(student.logits)
+        loss = flat_dot(targets, log_probs)
         if self.record_signals:
             self._stats.record(probs)
-            self._parts = {"patch_loss": patch.detach(), "summary_loss": summary.detach()}
+            with torch.no_grad():
+                self._parts = {"patch_loss": flat_dot(targets[:n], log_probs[:n]),
+                               "summary_loss": flat_dot(targets[n:], log_probs[n:])}
         self.center.update(teacher_rows)
-        return patch + summary
+        self.summary.update_center(teacher_summaries)
+        return loss
 
     def signals(self) -> dict[str, float]:
         """The two loss terms and the patch teacher's entropy, from the last call (this process)."""
@@ -188,8 +223,9 @@ class SelfPatchLoss(Objective):
 
 @functools.lru_cache(maxsize=16)
 def _crop_mean_weights(counts: tuple[int, ...], device: str) -> torch.Tensor:
-    """Weights ``[sum(counts)]`` that make a weighted sum the mean over crops of each crop's mean."""
-    weights = torch.cat([torch.full((n,), 1.0 / (n * len(counts))) for n in counts])
+    """Weights ``[sum(counts)]``, negative: with them a weighted sum of per-token log-likelihoods
+    is the mean over crops of each crop's mean cross-entropy."""
+    weights = torch.cat([torch.full((n,), -1.0 / (n * len(counts))) for n in counts])
     return weights.to(device)
 
 

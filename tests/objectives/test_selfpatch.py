@@ -17,7 +17,7 @@ from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
 
 def _output(patch_rows, counts, temp, teacher_views=1):
     summaries = [torch.zeros(1, 4) for _ in counts]  # uniform: the summary term is ln 4 per pair
-    out = SelfPatchOutput(patch_logits=logits_for(patch_rows, temp), patch_counts=counts, summary_logits=summaries)
+    out = SelfPatchOutput.of(logits_for(patch_rows, temp), counts, summaries)
     return SimpleNamespace(extra={"selfpatch": out}, logits=[torch.zeros(1, 4)] * teacher_views)
 
 
