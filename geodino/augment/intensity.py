@@ -53,8 +53,6 @@ from typing import Callable, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.color import rgb_to_grayscale
-from kornia.enhance import adjust_hue
 
 from geodino.augment.params import JITTER_OPS
 from geodino.utils import to_device_async
@@ -156,38 +154,82 @@ def rgb_color_jitter_passes(jitter: HostArray, factors: HostArray, order: HostAr
         order: host ``int64 [N, 4]``, per row a permutation of the four ops.
 
     Brightness, contrast and saturation are one blend, ``x f + ref (1 - f)`` clamped to [0, 1],
-    toward a different reference: 0, the mean gray level, the gray image (kornia's formulas, so
-    the results are theirs bit for bit). So at each of the four positions of the order, every row
-    whose op there is one of those three goes through one pass with its own factor and reference,
-    and the rows whose op is hue through a second: 8 passes instead of one per op and position (16).
+    toward a different reference: 0, the mean gray level, the gray image (kornia's formulas). So
+    at each of the four positions of the order, one blend pass takes every row, each with its own
+    factor and reference (rows whose op there is hue or a no-op, or that are not jittered, with
+    ``f = 1``: ``x`` exactly, as the images are already in [0, 1]), and one hue pass the rows whose
+    op there is hue. 8 passes, where one per op and position would be 16.
     """
-    jitter, factors, order = np.asarray(jitter), np.asarray(factors), np.asarray(order)
+    jitter, factors, order = np.asarray(jitter, dtype=bool), np.asarray(factors, dtype=np.float64), np.asarray(order)
     # A factor equal to identity is a no-op (torchvision skips an op whose strength is 0).
     active = factors != np.array([1.0, 1.0, 1.0, 0.0])
-    hue_op = JITTER_OPS.index("hue")
+    contrast, saturation, hue_op = (JITTER_OPS.index(op) for op in ("contrast", "saturation", "hue"))
     every = np.arange(len(order))
     passes = []
     for step in range(len(JITTER_OPS)):
         op_at = order[:, step]
         takes = jitter & active[every, op_at]
         factor_at = factors[every, op_at]
-        # Per row: the blend's factor and which reference (0 black, 1 mean gray, 2 gray image).
-        blend_table = np.stack([factor_at, op_at == 1, op_at == 2], axis=1)
-        passes.append(Pass(takes & (op_at != hue_op), _blend, blend_table))
-        passes.append(Pass(takes & (op_at == hue_op), _hue, factor_at[:, None]))
+        blends = takes & (op_at != hue_op)
+        if blends.any():
+            # Per row: the factor, then the weights (1 - f) of the gray image and of its mean.
+            f = np.where(blends, factor_at, 1.0)
+            table = np.stack([f, (1 - f) * (op_at == saturation), (1 - f) * (op_at == contrast)], axis=1)
+            passes.append(Pass(np.ones_like(blends), _blend, table))
+        passes.append(Pass(takes & (op_at == hue_op), _hue, _HUE_RAMPS + 6.0 * factor_at[:, None]))
     return passes
 
 
-def _blend(sub: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    f, to_mean, to_gray = table.view(len(sub), 3, 1, 1, 1).unbind(1)
-    gray = rgb_to_grayscale(sub)
-    ref = torch.where(to_gray > 0, gray, torch.where(to_mean > 0, gray.mean((-2, -1), keepdim=True), 0.0))
-    return (sub * f + ref * (1 - f)).clamp_(0.0, 1.0)
+def _blend(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    f, to_gray, to_mean = table.view(len(x), 3, 1, 1, 1).unbind(1)
+    gray = luma(x)
+    ref = torch.addcmul(gray.mean((-2, -1), keepdim=True) * to_mean, gray, to_gray)  # (1 - f) ref
+    return torch.addcmul(ref, x, f, out=x).clamp_(0.0, 1.0)
 
 
-def _hue(sub: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    # kornia shifts hue in radians, torchvision in turns; hsv round trips stay in [0, 1].
-    return adjust_hue(sub, shift.view(-1) * (2 * math.pi))
+#: Where each channel's ramp sits on the hue circle, in sixths of a turn (R, G, B): channel ``c``
+#: of a colour of hue ``h`` (turns) is ``V - C clamp(min(k, 4 - k), 0, 1)`` with ``k = (n_c + 6 h)
+#: mod 6``, ``V`` the largest channel and ``C`` the largest less the smallest (HSV to RGB).
+_HUE_RAMPS = np.array([5.0, 3.0, 1.0])
+
+
+def _hue(x: torch.Tensor, ramps: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue of ``[k, 3, H, W]`` rows in [0, 1]; ``ramps`` ``[k, 3]`` is ``_HUE_RAMPS``
+    plus 6 times each row's shift (turns). Value and saturation stay.
+
+    Ours because kornia's ``adjust_hue`` (an RGB -> HSV -> RGB round trip) launches ~76 kernels
+    per call, 8 calls per step (640 of the rgb recipe's 830 augmentation launches per step,
+    ``geodino bench host --card imagenet``), and this 14: the hue in sixths of a turn is
+    ``2 c + (x[c+1] - x[c+2]) / C`` for the largest channel ``c``, worked out for all three
+    channels and gathered at the largest; from it every output channel is one ramp.
+    """
+    k, _, height, width = x.shape
+    value, top = x.max(dim=1, keepdim=True)
+    chroma = value - x.amin(dim=1, keepdim=True)
+    ahead = x.index_select(1, _device_constant((1, 2, 0, 2, 0, 1), x.device, torch.int64)).view(k, 2, 3, height, width)
+    # Gray pixels (C = 0) have every difference 0: the clamp keeps their hue finite, their output V.
+    sextants = torch.addcdiv(_device_constant((0.0, 2.0, 4.0), x.device, x.dtype).view(1, 3, 1, 1),
+                             ahead[:, 0] - ahead[:, 1], chroma.clamp_min(torch.finfo(x.dtype).tiny))
+    ramp = torch.remainder(sextants.gather(1, top) + ramps.view(k, 3, 1, 1), 6.0)
+    return torch.addcmul(value, chroma, torch.minimum(ramp, 4.0 - ramp).clamp_(0.0, 1.0), value=-1.0)
+
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision and kornia weigh R, G and B
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, made once per device and dtype (kornia makes its
+    constants on every call: several launches each)."""
+    key = (values, device, dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = to_device_async(torch.tensor(values, dtype=dtype), device)
+    return _CONSTANTS[key]
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of ``[N, 3, H, W]`` RGB rows: ``[N, 1, H, W]`` (2 launches)."""
+    return (x * _device_constant(_LUMA, x.device, x.dtype).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
 
@@ -255,7 +297,7 @@ def physical_jitter_passes(jitter: HostArray, factors: HostArray, gain_offset: H
 
 def rgb_grayscale_passes(selected: HostArray) -> list[Pass]:
     """ITU-R 601 luma of the selected rows, copied to all three channels."""
-    return [Pass(selected, lambda sub, _: rgb_to_grayscale(sub).expand_as(sub))]
+    return [Pass(selected, lambda sub, _: luma(sub).expand_as(sub))]
 
 
 

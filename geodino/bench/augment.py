@@ -20,6 +20,7 @@ import torch
 from geodino.augment import MultiCropAugment
 from geodino.config.schema import number
 from geodino.rng import step_key
+from geodino.utils import cpu_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ms_per_batch": round(1000 * seconds / args.steps, 2),
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu": cpu_model(),
         "batch_size": args.batch_size,
         "in_chans": c,
         "image_size": args.image_size,

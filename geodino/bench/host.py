@@ -53,20 +53,34 @@ def _cpu_model() -> str:
     return cpu_model()
 
 
-def _step_fn(objective: str, images: int, model: str = "tiny"):
+#: The data whose augmentation recipe a step runs: the embedded SAR-optical scenes (8 bands, the
+#: multispectral ops) or ImageNet's card (RGB in [0, 1], the reference recipe's colour ops).
+CARDS = ("synthetic", "imagenet")
+
+
+def _card(name: str):
+    if name == "imagenet":
+        from geodino.data.card import DatasetCard
+
+        return DatasetCard.load("imagenet"), 1.0
+    from geodino.data.synthetic import synthetic_card
+
+    return synthetic_card(), 2000.0  # raw values: reflectances up to 2000
+
+
+def _step_fn(objective: str, images: int, model: str = "tiny", card: str = "synthetic"):
     """``step(k)``: augmentation of a fixed raw batch, then one update, as the engine runs them."""
     from geodino.augment import MultiCropAugment
     from geodino.config import load_config
-    from geodino.data.synthetic import synthetic_card
     from geodino.engine.pretrain import DINOStep, augment_kwargs, make_accelerator
 
     patch = {"dino": "none"}.get(objective, objective)
     cfg = load_config(None, [*MODELS[model], f"objective.patch={patch}", f"data.batch_size={images}"])
-    card = synthetic_card()
+    card, scale = _card(card)
     acc = make_accelerator(cfg.train.precision)
     core = DINOStep(cfg, card.num_bands, 10_000, acc)
     augment = MultiCropAugment.from_card(card, **augment_kwargs(cfg))
-    raw = torch.rand(images, card.num_bands, 32, 32, generator=torch.Generator().manual_seed(0)) * 2000
+    raw = torch.rand(images, card.num_bands, 32, 32, generator=torch.Generator().manual_seed(0)) * scale
 
     import inspect
 
@@ -169,8 +183,9 @@ def count_ops(step, k: int) -> tuple[int, int, int]:
     return from_python, every, launching
 
 
-def measure(objective: str, images: int, steps: int = 10, warmup: int = 3, model: str = "tiny") -> dict[str, Any]:
-    step = _step_fn(objective, images, model)
+def measure(objective: str, images: int, steps: int = 10, warmup: int = 3, model: str = "tiny",
+            card: str = "synthetic") -> dict[str, Any]:
+    step = _step_fn(objective, images, model, card)
     for k in range(warmup):
         step(k)
     times = []
@@ -179,7 +194,7 @@ def measure(objective: str, images: int, steps: int = 10, warmup: int = 3, model
         step(k)
         times.append(time.perf_counter() - started)
     from_python, every, launching = count_ops(step, warmup + steps)
-    return {"objective": objective, "model": model, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
+    return {"objective": objective, "model": model, "card": card, "images": images, "ms_per_step": round(1000 * statistics.median(times), 2),
             "ops_per_step": from_python, "all_ops_per_step": every, "launches_per_step": launching,
             "augment_host_to_device_copies": count_copies(step, warmup + steps + 1)}
 
@@ -239,6 +254,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", choices=sorted(MODELS),
                         help="tiny: a 1-block ViT-Tiny (default); vits16: the layers of a ViT-S/16 on the same "
                              "tiny crops, for its op counts")
+    parser.add_argument("--card", default="synthetic", choices=CARDS,
+                        help="synthetic: the embedded 8-band scenes, multispectral ops (default); imagenet: RGB, "
+                             "the reference recipe's colour ops")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -248,7 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         threads = torch.get_num_threads()
         model = getattr(args, "model", "tiny")
-        rows = [measure(o, int(n), args.steps, model=model)
+        card = getattr(args, "card", "synthetic")
+        rows = [measure(o, int(n), args.steps, model=model, card=card)
                 for o in args.objectives.split(",") for n in args.images.split(",")]
         draws = [{"images": n, "global_batch": total, "draw_ms": draw_ms(n, total, masks=False),
                   "draw_and_mask_ms": draw_ms(n, total, masks=True)} for n, total in DRAW_SHAPES]

@@ -71,6 +71,21 @@ def test_a_vit_s16_step_launches_a_fraction_of_the_ops_of_one_pass_per_crop_size
     assert packed <= 750 and packed <= 0.62 * plain, (packed, plain)
 
 
+def test_the_rgb_recipe_step_launches_a_fraction_of_its_ops_before_issue_14(monkeypatch):
+    # The reference recipe's colour jitter on RGB (the ImageNet card): kornia's hue rotation took
+    # ~76 launches a call, 8 calls a step. A DINO step launched 2106 ops before issue 14 (89d34ae,
+    # 64 images), 1010 in session 13 (cb4460c), 391 with our hue rotation and one blend pass over
+    # every row per position (session 14).
+    monkeypatch.setenv("GEODINO_ONEDNN_LINEAR", "0")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    line = run(parser.parse_args(["--card", "imagenet", "--objectives", "dino", "--images", "8", "--steps", "1",
+                                  "--threads", "1"]))
+    row = line["rows"][0]
+    assert row["card"] == "imagenet" and row["augment_host_to_device_copies"] == 4, row
+    assert row["launches_per_step"] <= 410, row
+
+
 def test_views_allocations_and_no_op_casts_launch_nothing_and_compute_and_copies_do():
     import torch
 
