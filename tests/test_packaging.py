@@ -59,3 +59,34 @@ def test_geodino_recipes_lists_and_prints(capsys) -> None:
     assert capsys.readouterr().out == (packaged_folder(RECIPES) / "quickstart.yaml").read_text()
     assert main(["recipes", "nope"]) == 2
     assert "no packaged recipe 'nope'" in capsys.readouterr().err
+
+
+def test_every_package_geodino_imports_is_a_declared_dependency_and_every_dependency_is_used():
+    # A module imported but only brought in by another package breaks a wheel install the day that
+    # package drops it; a declared one that nothing imports is weight on every install (kornia, once
+    # geodino's augmentation no longer called it, stayed a dependency until this test).
+    import ast
+    import importlib.metadata as metadata
+    import re
+    import sys
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    imported = set()
+    for path in Path(geodino.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    imported -= {*sys.stdlib_module_names, "geodino", "__future__"}
+    owners = metadata.packages_distributions()
+    used = {normal(owners.get(module, [module])[0]) for module in imported}
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    declared = {normal(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]) for d in pyproject["project"]["dependencies"]}
+    assert used <= declared, f"imported but not declared: {sorted(used - declared)}"
+    # requests: torchgeo's datasets import it without declaring it; pyarrow: pandas' parquet engine
+    # (the BigEarthNet v2 metadata); torchvision: timm and torchgeo need one matching torch.
+    indirect = {"requests", "pyarrow", "torchvision"}
+    assert declared - indirect <= used, f"declared but never imported: {sorted(declared - indirect - used)}"

@@ -41,7 +41,7 @@ from geodino.utils import comma_list, cpu_model, torch_threads, write_json_atomi
 
 IN_CHANS = 3  # bands of the random views (the model's cost barely depends on it)
 OBJECTIVES = {"dino": "none", "selfpatch": "selfpatch", "masked": "masked"}  # name -> objective.patch
-PACKAGES = ("torchvision", "timm", "accelerate", "kornia", "webdataset", "rasterio")
+PACKAGES = ("torchvision", "timm", "accelerate", "webdataset", "rasterio")
 
 # A tiny but complete recipe (the engine's tests run it too, through tests/engine/runs.py): a
 # 2-block ViT on 32-px synthetic scenes, 64 samples at 16 a step for 2 epochs, i.e. 8 steps.
