@@ -233,6 +233,13 @@ def luma(x: torch.Tensor) -> torch.Tensor:
 
 
 
+def _finite(mean: torch.Tensor) -> torch.Tensor:
+    """``mean`` with non-finite entries as 0, in place: a row not jittered (mean weight 0) must
+    come back exactly, and ``inf * 0`` is NaN. (A non-finite mean comes from a non-finite pixel,
+    or from a float32 sum that overflowed; the readers refuse the first, a jittered row keeps it.)"""
+    return mean.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def multispectral_jitter_passes(jitter: HostArray, factors: HostArray) -> list[Pass]:
     """One brightness and one contrast factor for all bands, in unit space, no clipping.
 
@@ -249,7 +256,7 @@ def multispectral_jitter_passes(jitter: HostArray, factors: HostArray) -> list[P
 
     def op(x: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
         scale, mean_weight = coefs.view(len(x), 2, 1, 1, 1).unbind(1)
-        level = x.mean(dim=(1, 2, 3), keepdim=True) * mean_weight
+        level = _finite(x.mean(dim=(1, 2, 3), keepdim=True)) * mean_weight
         return torch.addcmul(level, x, scale, out=x)
 
     return [Pass(np.ones_like(jitter), op, np.stack([b * c, b * (1 - c)], axis=1))]
@@ -285,7 +292,7 @@ def physical_jitter_passes(jitter: HostArray, factors: HostArray, gain_offset: H
 
     def op(x: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
         gain, mean_weight, bias = coefs.view(len(x), 3, bands, 1, 1).unbind(1)
-        level = torch.addcmul(bias, x.mean(dim=(2, 3), keepdim=True), mean_weight)
+        level = torch.addcmul(bias, _finite(x.mean(dim=(2, 3), keepdim=True)), mean_weight)
         return torch.addcmul(level, x, gain, out=x)
 
     return [Pass(np.ones_like(jitter), op, np.concatenate([scale * c, scale * (1 - c), shift], axis=1))]

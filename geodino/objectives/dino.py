@@ -82,16 +82,14 @@ class DINOLoss(Objective):
     def forward(self, student_logits: Any, teacher_logits: Any, teacher_temp: float) -> torch.Tensor:
         # All views in one [views, B, K] tensor: a handful of ops whatever the number of crops.
         student, teacher_rows = stacked_views(student_logits), stacked_views(teacher_logits)
-        if len(student) < 2 or len(teacher_rows) < 1 or len(teacher_rows) > len(student):
-            raise ValueError(f"DINOLoss needs >= 2 student views and 1..n teacher views, got "
-                             f"{len(student)} student and {len(teacher_rows)} teacher views")
+        _check_views(len(student), len(teacher_rows))
         if student.shape[1:] != teacher_rows.shape[1:]:
             raise ValueError(f"DINOLoss needs views of one shape [B, K], got student views of "
                              f"{tuple(student.shape[1:])} and teacher views of {tuple(teacher_rows.shape[1:])}")
         if teacher_rows.requires_grad:  # (the engine's teacher runs without a graph: no op then)
             teacher_rows = teacher_rows.detach()
-        targets = self.targets(teacher_rows, len(student), teacher_temp)
-        loss = flat_dot(targets, self.student_log_probs(student))
+        log_probs = self.student_log_probs(student)  # first: the targets' temporaries then outlive no input
+        loss = flat_dot(self.targets(teacher_rows, len(student), teacher_temp), log_probs)
         self.update_center(teacher_rows)
         return loss
 
@@ -112,6 +110,7 @@ class DINOLoss(Objective):
         student's views took 8); the targets are also exacter, being probabilities rather than
         sums of large negative logarithms.
         """
+        _check_views(n_student, len(teacher_rows))
         probs = self._probabilities(teacher_rows, teacher_temp)
         n_teacher, batch = probs.shape[:2]
         coef = 1.0 / (n_teacher * (n_student - 1) * batch)
@@ -130,3 +129,11 @@ class DINOLoss(Objective):
             return
         batch_sum, world = all_reduce_sum(rows.sum(dim=0, keepdim=True, dtype=torch.float32))
         self.center.lerp_(batch_sum / (rows.shape[0] * world), 1 - self.center_momentum)
+
+
+def _check_views(n_student: int, n_teacher: int) -> None:
+    """DINO pairs each teacher view with every other student view: the teacher's views are the
+    first of the student's, so 1 <= teacher <= student and at least 2 student views."""
+    if n_student < 2 or not 1 <= n_teacher <= n_student:
+        raise ValueError(f"DINOLoss needs >= 2 student views and 1..n teacher views, got "
+                         f"{n_student} student and {n_teacher} teacher views")

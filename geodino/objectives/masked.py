@@ -133,6 +133,8 @@ class MaskedPatchLoss(Objective):
                              "to both networks")
         teacher_rows = teacher.logits.detach()
         probs = self.center.probabilities(teacher_rows, self.teacher_temp or teacher_temp)
+        if self.record_signals:  # before the loss's tables exist: its temporaries add to no peak
+            self._stats.record(probs)
         masks = student.masks  # [crops, N], rows in the same order as the tokens
         per_image = masks.sum(1, keepdim=True).clamp_min(1)
         # Each crop's mean over its masked tokens, averaged over crops: one weighted sum.
@@ -143,7 +145,6 @@ class MaskedPatchLoss(Objective):
             weights = per_row.view(-1).index_select(0, student.rows.div(masks.shape[1], rounding_mode="floor"))
         loss = weighted_token_cross_entropy(student.logits, probs, self.student_temp, weights)
         if self.record_signals:
-            self._stats.record(probs)
             self._masked_fraction = masks.float().mean().detach()
         self.center.update(teacher_rows)
         return loss

@@ -112,9 +112,12 @@ def test_multispectral_jitter_one_factor_for_all_bands() -> None:
 def test_jitter_runs_over_every_row_in_place_and_leaves_rows_not_jittered_exactly(band_ops: str) -> None:
     # The jitters run over all rows in one pass (3 launches), the rows not jittered with factors
     # that must leave their values exactly, huge and tiny values included (a negative zero may
-    # come back as +0, the same value).
+    # come back as +0, the same value), and whatever their mean: non-finite values, or finite
+    # ones whose float32 sum overflows (inf * a weight of 0 would be NaN over the whole row).
     u = torch.randn(4, 5, 6, 6) * 3
     u[1, 0, 0, :3] = torch.tensor([-0.0, 3e38, 1e-40])
+    u[3, 0, 0, :4] = torch.tensor([3e38, 3e38, 3e38, -1.0])
+    u[3, 1, 1, :3] = torch.tensor([float("inf"), float("-inf"), float("nan")])
     factors = torch.tensor([[1.3, 0.7, 1.0, 0.0], [0.6, 1.4, 1.0, 0.0], [0.9, 1.1, 1.0, 0.0], [1.2, 0.8, 1.0, 0.0]],
                            dtype=torch.float64)
     jitter = torch.tensor([True, False, True, False])
@@ -126,7 +129,7 @@ def test_jitter_runs_over_every_row_in_place_and_leaves_rows_not_jittered_exactl
     out = intensity.run_passes(x, passes)
     assert out.data_ptr() == x.data_ptr()
     for i in (1, 3):
-        assert torch.equal(out[i], u[i])
+        torch.testing.assert_close(out[i], u[i], rtol=0, atol=0, equal_nan=True)
     for i in (0, 2):  # the jittered rows as the ops are defined (module docstring), in float64
         b, c = factors[i, 0].item(), factors[i, 1].item()
         v = u[i].double()

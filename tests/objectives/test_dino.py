@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from geodino.bench.reference_step import ReferenceStyleStep
@@ -106,3 +107,12 @@ def test_loss_of_a_float64_student_against_a_float32_teacher():
     got = DINOLoss(8)(student, teacher, 0.04)
     want = DINOLoss(8)(student, [t.double() for t in teacher], 0.04)
     assert got.dtype == torch.float64 and torch.allclose(got, want)
+
+
+@pytest.mark.parametrize("n_student, n_teacher", [(1, 1), (2, 3), (3, 4), (0, 0)])
+def test_targets_refuse_view_counts_dino_cannot_pair(n_student: int, n_teacher: int) -> None:
+    # The teacher's views are the first of the student's: 1 <= teacher <= student, >= 2 students.
+    # (One view short once came back as a table of the wrong length; a single student view divided by 0.)
+    loss_fn = DINOLoss(out_dim=4)
+    with pytest.raises(ValueError, match=f"got {n_student} student and {n_teacher} teacher views"):
+        loss_fn.targets(torch.zeros(n_teacher, 2, 4), n_student, 0.04)

@@ -11,6 +11,7 @@ from geodino.objectives.networks import build_objectives, build_student_teacher
 from geodino.rng import RowRandom
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
+from tests.objectives.resident import needs_proc, peak_tables
 
 
 def _output(rows, masks, temp):
@@ -142,3 +143,21 @@ def test_a_step_where_no_crop_is_masked_runs_and_reports_no_patch_entropy():
     assert student.extra_heads["masked"].head.mlp[0].weight.grad is not None
     assert "teacher_entropy" not in loss_fn.signals()  # not the previous step's value
     assert loss_fn.signals()["patch_fraction"] == 0.0
+
+
+@needs_proc
+def test_a_logging_step_holds_at_most_three_tables_of_the_masked_tokens_size():
+    """Teacher probabilities, student log-probabilities and targets, each [masked tokens, K]: the
+    teacher's entropy, recorded on logging steps, once added two more while they lived."""
+    masks = torch.zeros(4, 196, dtype=torch.bool)
+    masks[:, :128] = True
+    prototypes = 32768  # a table of 67 MB
+    gen = torch.Generator().manual_seed(0)
+    student_rows = torch.randn(int(masks.sum()), prototypes, generator=gen).requires_grad_()
+    student = SimpleNamespace(extra={"masked": MaskedOutput(logits=student_rows, masks=masks)})
+    teacher = SimpleNamespace(extra={"masked": MaskedOutput(logits=torch.randn(student_rows.shape, generator=gen),
+                                                            masks=masks)})
+    loss_fn = MaskedPatchLoss(out_dim=prototypes)
+    loss_fn(student, teacher, 0.04)
+    tables = peak_tables(lambda: loss_fn(student, teacher, 0.04), student_rows.numel() * 4)
+    assert loss_fn.record_signals and tables < 3.5, f"{tables:.2f} tables of the masked tokens' size"

@@ -13,6 +13,7 @@ from geodino.objectives.selfpatch import SelfPatchHeads
 from geodino.objectives.networks import build_objectives, build_student_teacher
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
+from tests.objectives.resident import needs_proc, peak_tables
 
 
 def _output(patch_rows, counts, temp, teacher_views=1):
@@ -130,3 +131,28 @@ def test_one_pass_heads_equal_summarising_each_crop_alone(role):
     assert len(out.summary_logits) == (5 if role == "student" else 2)
     for ours, alone in zip(out.summary_logits, summaries):
         torch.testing.assert_close(ours, alone, atol=1e-5, rtol=1e-4)
+
+
+
+@needs_proc
+@pytest.mark.parametrize("logging_step", [False, True])
+def test_loss_holds_at_most_three_tables_of_the_students_size(logging_step: bool):
+    """The loss's own tables (teacher probabilities, student log-probabilities, targets) are each
+    as large as the student's head output: at 64 images and 65536 prototypes one is 12.6 GB on a
+    GPU. Building the targets while the log-softmax ran once held a fourth, and a logging step's
+    teacher entropy a fifth."""
+    batch, prototypes, crops = 2, 16384, 4  # a table of 61 MB
+    counts = [batch * 196, batch * 196, batch * 36, batch * 36]
+    rows = sum(counts)
+    gen = torch.Generator().manual_seed(0)
+    leaf = torch.randn(rows + crops * batch, prototypes, generator=gen).requires_grad_()
+    student = SimpleNamespace(extra={"selfpatch": SelfPatchOutput(leaf, counts, crops)},
+                              logits=[torch.zeros(batch, prototypes)] * 2)
+    teacher_out = SelfPatchOutput.of(torch.randn(rows, prototypes, generator=gen), counts,
+                                     torch.randn(2, batch, prototypes, generator=gen))
+    teacher = SimpleNamespace(extra={"selfpatch": teacher_out}, logits=[torch.zeros(batch, prototypes)] * 2)
+    loss_fn = SelfPatchLoss(out_dim=prototypes)
+    loss_fn.record_signals = logging_step  # (the engine turns the signals off between logging steps)
+    loss_fn(student, teacher, 0.04)  # caches (crop weights, centers), first touches
+    tables = peak_tables(lambda: loss_fn(student, teacher, 0.04), leaf.numel() * 4)
+    assert tables < 3.5, f"{tables:.2f} tables of the student's size"
