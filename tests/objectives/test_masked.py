@@ -11,7 +11,7 @@ from geodino.objectives.networks import build_objectives, build_student_teacher
 from geodino.rng import RowRandom
 from tests.engine.runs import TINY
 from tests.objectives.hand_values import LN2, UNIFORM, P, Q, logits_for
-from tests.objectives.resident import needs_proc, peak_tables
+from tests.objectives.live_memory import peak_tables
 
 
 def _output(rows, masks, temp):
@@ -145,7 +145,6 @@ def test_a_step_where_no_crop_is_masked_runs_and_reports_no_patch_entropy():
     assert loss_fn.signals()["patch_fraction"] == 0.0
 
 
-@needs_proc
 def test_a_logging_step_holds_at_most_three_tables_of_the_masked_tokens_size():
     """Teacher probabilities, student log-probabilities and targets, each [masked tokens, K]: the
     teacher's entropy, recorded on logging steps, once added two more while they lived."""
