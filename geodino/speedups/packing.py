@@ -153,7 +153,7 @@ def packed_block(block: Block, x: torch.Tensor, layout: Layout, drops: SampleDro
     """``block`` over the token table ``x`` ``[rows, D]``: what each size's tokens would get from
     ``block(tokens)``, in the same rows; ``drops`` holds the stochastic depth of its layers."""
     attn = block.attn
-    heads, width = attn.num_heads, attn.attn_dim
+    heads, width = attn.num_heads, attn.num_heads * attn.head_dim  # (timm < 1.0.23 has no attn_dim)
     qkv = attn.qkv(block.norm1(x))
     outs = []
     for (b, n), part in zip(layout.groups, qkv.split(layout.rows)):
@@ -169,7 +169,8 @@ def cls_only_rows(block: Block, x: torch.Tensor, layout: Layout) -> torch.Tensor
     other rows' queries, attention output, projection and MLP, which feed nothing (see
     :mod:`geodino.speedups.cls_block`). The other rows still give keys and values."""
     attn = block.attn
-    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    heads, head_dim = attn.num_heads, attn.head_dim
+    width = heads * head_dim  # (timm < 1.0.23 has no attn_dim)
     h = block.norm1(x)
 
     def firsts(table: torch.Tensor) -> torch.Tensor:  # each sample's first row (a view per size)

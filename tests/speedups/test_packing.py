@@ -202,3 +202,20 @@ def test_residual_add_after_stochastic_depth_equals_multiply_then_add_in_fewer_l
     fused = count_ops(lambda _: drops.add(x, drop, y).sum().backward(), 0)[2]
     plain = count_ops(lambda _: (x + drops(drop, y)).sum().backward(), 0)[2]
     assert fused < plain, (fused, plain)  # at least one per layer: 24 launches in a ViT-S/16 step
+
+
+def test_packing_uses_only_what_older_timm_attention_has():
+    """timm before 1.0.23 has no ``Attention.attn_dim`` (pyproject allows >= 1.0.20): the packed
+    and CLS-only blocks work out the width from the heads. (timm's own forward, the plain pass,
+    reads it in the installed version, so it goes only for the packed one.)"""
+    backbone = _vit().train()
+    for cls_only in (False, True):
+        plain, _ = _run(backbone, False, cls_only, False)
+        widths = [block.attn.__dict__.pop("attn_dim") for block in backbone.model.blocks]
+        try:
+            packed, _ = _run(backbone, True, cls_only, False)
+        finally:
+            for block, width in zip(backbone.model.blocks, widths):
+                block.attn.attn_dim = width
+        for want, got in zip(plain, packed):
+            torch.testing.assert_close(got.cls, want.cls, atol=1e-5, rtol=1e-5)
