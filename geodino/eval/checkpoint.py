@@ -95,7 +95,7 @@ def load_teacher_backbone(
         backbone.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise _misfit(ckpt_path, cfg, card, str(err)) from None
-    prepare_model(backbone)
+    prepare_model(backbone, device)
     return backbone.to(device).eval(), card, cfg
 
 
@@ -123,7 +123,7 @@ def load_export_backbone(folder: str | Path, device: str = "cpu") -> tuple[Backb
     except RuntimeError as err:
         raise ValueError(f"{folder}: the weights do not fit the model its config.json describes "
                          f"({str(err).splitlines()[0]})") from None
-    prepare_model(backbone)
+    prepare_model(backbone, device)
     return backbone.to(device).eval(), card, config
 
 
@@ -194,5 +194,5 @@ def load_random_backbone(
         differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         raise _misfit(ckpt_path, cfg, card, "differs in " + ", ".join(
             f"{k} {theirs.get(k, 'missing')} vs {ours.get(k, 'missing')}" for k in differing[:3]))
-    prepare_model(backbone)
+    prepare_model(backbone, device)
     return backbone.to(device).eval(), card, cfg

@@ -132,7 +132,7 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
     head = build_head(cfg.model.head, backbone.embed_dim, data.num_classes, backbone.patch_size or 16,
                       cfg.model.decoder_channels)
     model = SegmentationModel(backbone, head, cfg.model.levels or None, cfg.model.freeze_backbone).to(device)
-    prepare_model(model)
+    prepare_model(model, device)
     groups = layer_decay_groups(model, cfg.train.weight_decay, cfg.model.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr)
     t = cfg.train

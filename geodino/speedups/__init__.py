@@ -16,6 +16,7 @@ fine-tuning call :func:`prepare_process` and :func:`prepare_model`; the models c
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from geodino.speedups.cls_block import cls_only_block, supports_cls_only
@@ -33,7 +34,10 @@ def prepare_process(on_cpu: bool) -> None:
         keep_freed_memory()
 
 
-def prepare_model(model: nn.Module) -> int:
-    """Give ``model`` this machine's fast paths in place (oneDNN linears where they win); returns
-    the number of layers changed (0 with the switch off or where nothing wins)."""
+def prepare_model(model: nn.Module, device: torch.device | str) -> int:
+    """Give ``model``, to run on ``device``, this machine's fast paths in place (oneDNN linears
+    where they win on this CPU); returns the number of layers changed (0 with the switch off,
+    where nothing wins, and on a GPU, where the probe would time the wrong processor)."""
+    if torch.device(device).type != "cpu":
+        return 0
     return use_onednn_linears(model)

@@ -31,6 +31,7 @@ def test_cpu_form_passes_with_one_line_per_check(tmp_path, capsys):
     assert all(r["finite"] and all(math.isfinite(v) for v in r["losses"].values()) for r in runs)
     assert "loss_selfpatch" in runs[1]["losses"] and "loss_masked" in runs[2]["losses"]
     assert checks["precision"]["ok"] and len(checks["precision"]["abs_diff_per_step"]) == checks["precision"]["steps"]
+    assert checks["precision"]["max_rel_diff"] < checks["precision"]["rtol"] == 0.01
     assert checks["augment"]["cpu_crops_per_s"] > 0
     if not torch.cuda.is_available():
         assert checks["throughput"]["skipped"] == "no GPU" and "ok" not in checks["throughput"]
@@ -82,3 +83,12 @@ def test_the_loader_check_sets_the_data_path_against_the_step(capsys, monkeypatc
     (line,) = _lines(capsys)
     assert line["step_from"] == "throughput check" and line["step_images_per_s"] == 1e9
     assert line["keeps_up"] is False
+
+
+def test_peak_flops_by_gpu_name_and_torchrun_runs_last():
+    from geodino.bench import doctor
+
+    assert doctor._peak_bf16("NVIDIA H200") == doctor._peak_bf16("NVIDIA H100 80GB HBM3") == 989e12
+    assert doctor._peak_bf16("NVIDIA H200 NVL") == doctor._peak_bf16("NVIDIA H100 NVL") == 835e12  # not the SXM's
+    assert doctor._peak_bf16("NVIDIA H100 PCIe") == 756e12 and doctor._peak_bf16("Tesla T4") is None
+    assert list(doctor.CHECKS)[-1] == "torchrun"  # a hung NCCL set-up leaves the other checks' lines
