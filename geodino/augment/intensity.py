@@ -232,7 +232,6 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return (x * _device_constant(_LUMA, x.device, x.dtype).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
-
 def _finite(mean: torch.Tensor) -> torch.Tensor:
     """``mean`` with non-finite entries as 0, in place: a row not jittered (mean weight 0) must
     come back exactly, and ``inf * 0`` is NaN. (A non-finite mean comes from a non-finite pixel,
