@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from geodino.config.schema import number
+from geodino.speedups.onednn_linear import OneDNNLinear
+from geodino.utils import cpu_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,10 +93,13 @@ def _measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
         acc = make_accelerator(args.precision)
         step_fn, device = DINOStep(cfg, args.in_chans, total, acc), acc.device
+        # the linear path this machine's probe chose (speedups.onednn_linear): 0 = PyTorch's
+        extra = {"onednn_linears": sum(isinstance(m, OneDNNLinear) for m in step_fn.student.modules())}
     else:
         from geodino.bench.reference_step import ReferenceStyleStep
 
         step_fn, device = ReferenceStyleStep(cfg, args.in_chans, total), torch.device("cpu")
+        extra = {}
     views = _random_views(args, device)
     cuda = device.type == "cuda"
     for step in range(args.warmup):
@@ -110,7 +115,7 @@ def _measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     step_s = (time.perf_counter() - start) / args.steps
     peak = (torch.cuda.max_memory_allocated() / 2**20) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"imgs_per_s": args.batch_size / step_s, "step_s": step_s, "peak_mem_mb": round(peak, 1),
-            "device": device.type}
+            "device": device.type, **extra}
 
 
 def _measure_pair(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +181,9 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"bench": "step", **{k: v for k, v in vars(args).items() if k != "func"}}
+    # Every CPU figure names its CPU (issue 14): the same step is faster or slower by machine.
+    result: dict[str, Any] = {"bench": "step", "cpu": cpu_model(), "torch": torch.__version__,
+                              **{k: v for k, v in vars(args).items() if k != "func"}}
     if args.objective != "dino":
         result.update(_in_subprocess("pair", args))
         print(json.dumps(result))

@@ -4,7 +4,10 @@ and rounds that alternate geodino's step with the reference-style one."""
 import argparse
 import json
 
+import torch
+
 from geodino.bench.step import _measure_pair, _median_run, add_arguments, run
+from geodino.utils import cpu_model
 
 # A step small enough for a test: 1-block ViT, 32-px global and 16-px local crops, 64 prototypes.
 TINY_STEP = ["--batch-size", "2", "--global-size", "32", "--local-size", "16", "--local-crops", "2",
@@ -36,4 +39,6 @@ def test_rounds_alternate_geodino_and_the_reference_style_step(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert len(result["imgs_per_s_rounds"]) == 2 and len(result["baseline"]["imgs_per_s_rounds"]) == 2
     assert len(result["speedup_per_round"]) == 2
+    assert result["cpu"] == cpu_model() and result["torch"] == torch.__version__  # every CPU figure names its CPU
+    assert result["onednn_linears"] >= 0 and "onednn_linears" not in result["baseline"]
     assert result["speedup_vs_baseline"] == round(result["imgs_per_s"] / result["baseline"]["imgs_per_s"], 3)
