@@ -9,7 +9,7 @@ import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -219,6 +219,29 @@ def to_device_async(host: torch.Tensor, device: torch.device, dtype: torch.dtype
     return host.pin_memory().to(device, dtype, non_blocking=True)
 
 
+def to_host_async(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Start copying ``tensor`` to the host; the returned function gives the copy.
+
+    On a GPU the copy goes into pinned memory behind the work queued so far, and the function
+    waits for that copy alone: read a step later, it returns at once instead of making the host
+    wait for the step in flight (``.item()`` or ``.cpu()`` there wait for everything queued).
+    Elsewhere the tensor is already on the host and is returned as it is."""
+    import torch
+
+    if tensor.device.type != "cuda":
+        return lambda: tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def read() -> torch.Tensor:
+        copied.synchronize()
+        return host
+
+    return read
+
+
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     """``t`` in float32 when it is half or bfloat16; as it is otherwise, without dispatching an op
     (every op is host time on a GPU, issue 14)."""
@@ -292,6 +315,37 @@ def describe_cpu(cpuinfo: str) -> str:
     family, model = fields.get("cpu family"), fields.get("model")
     detail = "; ".join(part for part in (f"family {family} model {model}" if family and model else "", isa) if part)
     return f"{name} ({detail})" if detail else name
+
+
+PRECISIONS = ("auto", "bf16", "fp32")  # of evaluation and fine-tuning passes (resolve_precision)
+# Loader processes of evaluation and fine-tuning with a GPU when not asked for a number: enough to
+# read and decode ahead of a frozen or small model, few enough for a shared node
+# (geodino.data.batches.loader_workers).
+GPU_LOADER_WORKERS = 4
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """The precision of an evaluation or fine-tuning pass: ``auto`` is bf16 on a CUDA GPU that
+    supports it and fp32 elsewhere (bf16 on a CPU without bf16 units is slower than fp32)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    cuda = torch.device(device).type == "cuda"
+    return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast_to(precision: str, device: Any):
+    """The autocast context of ``precision`` (resolved: bf16 or fp32) on ``device``."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def resolve_device(device: str) -> str:

@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 from geodino.utils import atomic_path, write_json_atomic
 
@@ -95,3 +96,25 @@ def test_flat_dot_promotes_and_falls_back_to_multiply_and_sum_past_cudas_dot_lim
     monkeypatch.setattr(utils, "DOT_MAX_ELEMENTS", 19)  # CUDA's dot takes at most 2^31 - 1
     got = utils.flat_dot(a, b)
     assert got.dtype == torch.float64 and torch.allclose(got, want)
+
+
+def test_a_host_copy_of_a_cpu_tensor_is_the_tensor():
+    from geodino.utils import to_host_async
+
+    t = torch.arange(3)
+    assert to_host_async(t)() is t
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_host_copy_started_on_the_gpu_is_read_without_a_stream_synchronisation():
+    from geodino.utils import to_host_async
+
+    t = torch.arange(3, device="cuda") * 7
+    torch.cuda.set_sync_debug_mode("error")  # .item() or .cpu() here would raise
+    try:
+        read = to_host_async(t)
+        torch.cuda._sleep(10_000_000)  # work queued after the copy is not waited for
+        host = read()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert host.tolist() == [0, 7, 14] and host.is_pinned()

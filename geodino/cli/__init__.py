@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from geodino.runs.stop import EXIT_STOPPED, RunStopped
+    from geodino.runs.stop import EXIT_STOPPED, RunStopped, TrainingDiverged
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as stopped:  # preemption (pretrain, bench pays): not an error, not finished either
         print(f"geodino: {stopped}", file=sys.stderr, flush=True)
         return EXIT_STOPPED
-    except (CommandError, ValueError, OSError, KeyError) as err:  # OSError: files, disks, remote shards
+    # OSError: files, disks, remote shards; TrainingDiverged: settings (a learning rate) or data (NaN bands)
+    except (CommandError, ValueError, OSError, KeyError, TrainingDiverged) as err:
         if _debug(args):
             raise
         print(f"geodino {args.command}: error: {one_line(err)}", file=sys.stderr)

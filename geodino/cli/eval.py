@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from geodino.config.schema import number
+from geodino.utils import GPU_LOADER_WORKERS, PRECISIONS
 
 DATA_HELP = ("a shard folder (train: its train split; val: its val split, else its test split), a tar, a brace "
              "pattern or glob, or 'synthetic' (the embedded scenes)")
@@ -33,6 +34,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
     p.add_argument("--batch-size", type=number(int, ge=1), default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: the GPU when there is one)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="of the backbone's pass (default auto: bf16 on a GPU that has it, else fp32)")
+    p.add_argument("--workers", type=number(int, ge=-1), default=-1,
+                   help=f"data loader processes (default -1: {GPU_LOADER_WORKERS} with a GPU, 0 on the CPU)")
     p.add_argument("--random-init", action="store_true",
                    help="score the untrained backbone of the checkpoint's recipe instead of its teacher: the same "
                         "architecture, bands and card, initialised as pretraining with the recipe's run.seed "
@@ -107,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                     val_split=args.val_split, train_samples=args.num_samples, val_samples=args.val_samples,
                     image_size=args.image_size)
     options = EvalOptions(fill=args.fill, size=args.size, batch_size=args.batch_size, device=args.device,
-                          card=args.card, progress=not args.json, random_init=args.random_init)
+                          precision=args.precision, workers=args.workers, card=args.card, progress=not args.json,
+                          random_init=args.random_init)
     options.modalities = split_choices(args.modalities)  # checked against the card once it is loaded
     out = args.out or default_out_dir(args.checkpoint, args.random_init)
     if args.protocol == "knn":

@@ -56,13 +56,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from geodino.cli import CommandError
-    from geodino.engine.pretrain import NonFiniteLossError, pretrain
+    from geodino.engine.pretrain import pretrain
 
-    try:
-        summary = pretrain(cfg)
-    except NonFiniteLossError as err:
-        raise CommandError(str(err)) from None
+    summary = pretrain(cfg)
     if "knn" in summary:
         knn = summary["knn"]
         metric, name = knn["metric"], {"top1": "top-1", "map_micro": "micro-mAP"}.get(knn["metric"], knn["metric"])

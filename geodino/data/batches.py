@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geodino.data.card import DatasetCard
-from geodino.utils import ignore_stop_signals
+from geodino.utils import GPU_LOADER_WORKERS, ignore_stop_signals
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -112,3 +112,33 @@ def stop_workers(loader: DataLoader) -> None:
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
     loader._iterator = None
+
+
+def loader_workers(requested: int, device: Any) -> int:
+    """``requested`` loader processes, or for -1 (auto) :data:`GPU_LOADER_WORKERS` with a GPU and 0
+    on the CPU, where the model's own threads already use every core."""
+    import os
+
+    if requested >= 0:
+        return requested
+    return min(GPU_LOADER_WORKERS, os.cpu_count() or 1) if torch.device(device).type == "cuda" else 0
+
+
+def device_loader(dataset: Dataset, batch_size: int, device: Any, workers: int = -1, **kwargs: Any) -> DataLoader:
+    """A DataLoader for evaluation and fine-tuning on ``device``: :func:`loader_workers` processes
+    (each reads its own share of an iterable dataset: :func:`worker_share`) and, with a GPU, pinned
+    batches that cross with ``.to(device, non_blocking=True)``."""
+    workers = loader_workers(workers, device)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
+                      worker_init_fn=ignore_stop_signals if workers else None, **kwargs)
+
+
+def worker_share() -> tuple[int, int]:
+    """``(index, count)`` of the loader process reading an iterable dataset: it yields the samples
+    whose position modulo ``count`` is ``index`` (``(0, 1)`` outside a worker), so that several
+    workers read every sample once."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
+from geodino.data.batches import worker_share
 from geodino.data.card import DatasetCard
 
 # Label kinds that give a class per pixel rather than per image: segmentation targets, of no use
@@ -58,9 +59,15 @@ def label_class_names(card: DatasetCard | None, kind: str) -> list[str]:
     return list(own) if isinstance(own, list) and own else list(card.classes)
 
 
+# The key of a sample's position in its dataset, where loader workers may reorder the samples.
+SAMPLE_INDEX = "index"
+
+
 class ShardSamples(IterableDataset):
-    """The samples of some shards, in order, as ``{"image": float32 [C,H,W], label_key: ...}``
-    (multi-hot labels as float, class indices as int64)."""
+    """The samples of some shards, in order, as ``{"image": float32 [C,H,W], label_key: ...,
+    "index": position}`` (multi-hot labels as float, class indices as int64). Read by several
+    loader workers, each yields its share (:func:`~geodino.data.batches.worker_share`) and the
+    batches interleave; ``index`` puts them back in order."""
 
     def __init__(self, paths: list[str], label_key: str, limit: int | None = None) -> None:
         self.paths, self.label_key, self.limit = paths, label_key, limit
@@ -69,11 +76,15 @@ class ShardSamples(IterableDataset):
         from geodino.data.shards.read import iter_samples
         from geodino.data.shards.stream import to_tensors
 
+        index, count = worker_share()  # with loader workers, each takes every count-th sample
         for n, sample in enumerate(iter_samples(self.paths)):
             if self.limit is not None and n >= self.limit:
                 return
+            if n % count != index:
+                continue
             if self.label_key not in sample:
                 raise ValueError(f"shard sample {sample['key']} has no {self.label_key!r}")
             tensors = to_tensors(sample, None)
             label = tensors[self.label_key]
-            yield {"image": tensors["image"].float(), self.label_key: label.float() if label.ndim == 1 else label}
+            yield {"image": tensors["image"].float(), self.label_key: label.float() if label.ndim == 1 else label,
+                   SAMPLE_INDEX: n}

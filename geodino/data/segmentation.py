@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset
 
+from geodino.data.batches import device_loader, loader_workers, worker_share
 from geodino.data.card import DatasetCard
+from geodino.utils import resolve_device
 
 IGNORE_INDEX = 255
 
@@ -70,15 +72,17 @@ def map_style_seg_data(train: Dataset, val: Dataset, cfg: Any, card: DatasetCard
     if steps == 0:
         raise ValueError(f"data: {len(train)} training samples are fewer than one batch ({d.batch_size})")
 
+    device = resolve_device(cfg.run.device)
+
     def train_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
-        loader = DataLoader(train, batch_size=d.batch_size, shuffle=True, drop_last=True, generator=generator,
-                            num_workers=d.num_workers)
+        loader = device_loader(train, d.batch_size, device, d.num_workers, shuffle=True, drop_last=True,
+                               generator=generator)
         for batch in loader:
             yield _as_batch(batch)
 
     def val_batches() -> Iterator[dict[str, torch.Tensor]]:
-        for batch in DataLoader(val, batch_size=d.batch_size, shuffle=False, num_workers=d.num_workers):
+        for batch in device_loader(val, d.batch_size, device, d.num_workers, shuffle=False):
             yield _as_batch(batch)
 
     return SegData(card, classes, steps, train_batches, val_batches, description)
@@ -112,9 +116,12 @@ class ShardMasks(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         from geodino.data.shards.read import iter_samples
 
+        index, count = worker_share()  # with loader workers, each takes every count-th sample
         for n, sample in enumerate(iter_samples(self.paths)):
             if self.limit is not None and n >= self.limit:
                 return
+            if n % count != index:
+                continue
             if "mask" not in sample:
                 raise ValueError(f"shard sample {sample['key']} has no mask.npy")
             yield {"image": torch.from_numpy(sample["image"]), "mask": torch.from_numpy(sample["mask"].astype(np.int64))}
@@ -137,8 +144,10 @@ def shard_seg_data(cfg: Any, card: DatasetCard | None) -> SegData:
     steps = samples // d.batch_size
     if steps == 0:
         raise ValueError(f"data: {samples} training samples are fewer than one batch ({d.batch_size})")
-    loader = make_shard_loader(train.paths, batch_size=d.batch_size, num_workers=d.num_workers,
-                               seed=cfg.run.seed, steps_per_epoch=steps, shuffle_buffer=1000)
+    device = resolve_device(cfg.run.device)
+    loader = make_shard_loader(train.paths, batch_size=d.batch_size, num_workers=loader_workers(d.num_workers, device),
+                               seed=cfg.run.seed, steps_per_epoch=steps, shuffle_buffer=1000,
+                               pin_memory=torch.device(device).type == "cuda")
 
     def train_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         for batch in loader.iterate(epoch):
@@ -148,7 +157,7 @@ def shard_seg_data(cfg: Any, card: DatasetCard | None) -> SegData:
 
     def val_batches() -> Iterator[dict[str, torch.Tensor]]:
         masks = ShardMasks(val.paths, d.val_samples or None)
-        for batch in DataLoader(masks, batch_size=d.batch_size):
+        for batch in device_loader(masks, d.batch_size, device, d.num_workers):
             yield _as_batch(batch)
 
     return SegData(card, list(data_card.classes), steps, train_batches, val_batches,

@@ -1,11 +1,12 @@
 """DINO pretraining on HuggingFace Accelerate: one CPU, one GPU, many GPUs, many nodes.
 
-The whole step is :meth:`Pretrainer.train_step`; everything it calls lives in its own module.
+A step is :meth:`Pretrainer.views` then :class:`DINOStep`; everything they call lives in its own module.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from contextlib import closing
@@ -39,7 +40,7 @@ from geodino.runs import checkpoint as ckpt
 from geodino.runs.lock import RunFolderBusy, RunLock
 from geodino.runs.metrics import MetricsLog
 from geodino.runs.schedules import Schedules
-from geodino.runs.stop import RunStopped, StopRequests
+from geodino.runs.stop import RunStopped, StopRequests, TrainingDiverged
 from geodino.speedups import prepare_model, prepare_process
 from geodino.utils import allow_tf32, at_least_float32, flatten_dict, to_device_async, write_json_atomic
 
@@ -80,7 +81,7 @@ def make_accelerator(precision: str, **kwargs: Any) -> Accelerator:
     return accelerator
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingDiverged):
     """Training diverged (a non-finite loss, or non-finite weights before a checkpoint); the run
     stops and the last good checkpoint is left as it was."""
 
@@ -201,8 +202,28 @@ class DINOStep:
         s, cfg, acc = self.schedules, self.cfg, self.accelerator
         epoch = s.epoch(step)
         set_hyperparameters(self.optimizer, s.lr[step], s.weight_decay[step])
-        teacher_temp = s.teacher_temperature(step)
+        loss, reduced, signals = self._losses(views, step, want_signals)
+        # Every process judges the same global means alike; nothing here waits for the device.
+        self.guard.observe(step, reduced)
 
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.optim.clip_grad > 0:
+            acc.unscale_gradients()
+            clip = clip_gradients_per_parameter if cfg.optim.clip_mode == "per_param" else clip_gradients_global
+            clip(self.student.parameters(), cfg.optim.clip_grad)
+        if epoch < cfg.optim.freeze_last_layer:
+            drop_last_layer_gradients(self.student)
+        self.optimizer.step()
+        ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
+        return StepResult(self.loss_names, reduced, signals)
+
+    def _losses(self, views: Views, step: int, want_signals: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                                             dict[str, float] | None]:
+        """The forward pass: the weighted loss (with its graph), the global-batch means of it and
+        of each objective's loss (one all-reduce), and the collapse signals when asked."""
+        acc = self.accelerator
+        teacher_temp = self.schedules.teacher_temperature(step)
         masks = self.student_masks(views, step)
         n_teacher = len(views.teacher)
         with acc.autocast():
@@ -221,23 +242,27 @@ class DINOStep:
             for name, obj in self.objectives.items():
                 signals.update({f"{name}_{key}": value for key, value in obj.signals().items()})
         loss = weighted_sum(losses, self.weights)
-        # One all-reduce gives the global-batch means to log and to the guard, which every process
-        # then judges alike; nothing here waits for the device.
         reduced = acc.reduce(at_least_float32(torch.stack([loss, *losses.values()]).detach()), reduction="mean")
         self.loss_names = ["loss", *(f"loss_{n}" for n in losses)]
-        self.guard.observe(step, reduced)
+        return loss, reduced, signals
 
-        self.optimizer.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        if cfg.optim.clip_grad > 0:
-            acc.unscale_gradients()
-            clip = clip_gradients_per_parameter if cfg.optim.clip_mode == "per_param" else clip_gradients_global
-            clip(self.student.parameters(), cfg.optim.clip_grad)
-        if epoch < cfg.optim.freeze_last_layer:
-            drop_last_layer_gradients(self.student)
-        self.optimizer.step()
-        ema_update(self.teacher, acc.unwrap_model(self.student), float(s.momentum[step]))
-        return StepResult(self.loss_names, reduced, signals)
+    def losses_now(self, views: Views, step: int) -> dict[str, float]:
+        """The losses of ``views`` (step ``step``'s) at the weights as they are now, leaving no trace:
+        no update, the objectives' centers and the random streams as they were.
+
+        A mid-run checkpoint is known good once the next step's loss, which its weights give, is
+        finite; the last update of a run (or the one before a stop) has no next step, so this is
+        its stand-in. A forward pass without a graph: every process must call it (one all-reduce).
+        """
+        buffers = [b.detach().clone() for b in self.objectives.buffers()]
+        device = self.accelerator.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            try:
+                _, reduced, _ = self._losses(views, step, want_signals=False)
+            finally:
+                for live, kept in zip(self.objectives.buffers(), buffers):
+                    live.copy_(kept)
+        return dict(zip(self.loss_names, reduced.tolist()))
 
     def student_masks(self, views: Views, step: int) -> PatchMasks | None:
         """Patch masks for the student's crops from the objectives that ask for them (None if none do).
@@ -289,17 +314,18 @@ class Pretrainer:
         self._knn_sets: tuple | None = None  # (bank, queries), built on the first k-NN check
         self._knn_last: tuple[int, dict[str, Any] | None] = (-1, None)  # (step, scores) of the last check
 
-    def train_step(self, images: torch.Tensor, step: int, want_signals: bool) -> StepResult:
-        """Multi-crop views of the batch (seeded by the step: exact on resume and across world sizes),
-        then one update."""
-        views = self.augment(images, step_key(self.cfg.run.seed, step), offset=self.rank * images.shape[0])
-        return self.core(views, step, want_signals)
+    def views(self, images: torch.Tensor, step: int) -> Views:
+        """Multi-crop views of this process's batch, seeded by the step (exact on resume and across
+        world sizes)."""
+        return self.augment(images, step_key(self.cfg.run.seed, step), offset=self.rank * images.shape[0])
 
     # ---------------------------------------------------------------- the run
     def fit(self) -> dict[str, Any]:
         try:
             return self._fit()
         except NonFiniteLossError as err:
+            if self.accelerator.is_main_process:  # weights whose next loss was not finite: never good
+                self._pending_path.unlink(missing_ok=True)
             path = self.out_dir / ckpt.CHECKPOINT_NAME
             kept = (f"the last good checkpoint {path} (step {self._good_step}) is intact" if path.exists()
                     else "no checkpoint was written yet")
@@ -342,7 +368,8 @@ class Pretrainer:
                     for images in batches:
                         step = self.step
                         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
-                        result = self.train_step(images, step, log_now)
+                        views = self.views(images, step)
+                        result = self.core(views, step, log_now)
                         self.step = step + 1
                         if self._pending_step is not None:
                             # this step's loss came from the pending checkpoint's weights
@@ -361,14 +388,15 @@ class Pretrainer:
                         if cfg.eval.knn and cfg.eval.knn_every and self.step % cfg.eval.knn_every == 0:
                             self._log_knn()
                         if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
-                            self.save(final=self.step == self.total_steps)
+                            self.save(final=self.step == self.total_steps, views=views)
                         if self.step >= self.total_steps:
                             break
                         signum = stops.agreed()
                         if signum:
-                            self.save(final=True)
+                            self.save(final=True, views=views)
                             progress.close()
                             raise RunStopped(signum, self.step, str(self.out_dir / ckpt.CHECKPOINT_NAME))
+                        del views  # not alive beside the next step's
         progress.close()
         return self._finish()
 
@@ -469,16 +497,23 @@ class Pretrainer:
             state["scaler"] = acc.scaler.state_dict()
         return state
 
-    def save(self, final: bool = False) -> None:
+    def save(self, final: bool = False, views: Views | None = None) -> None:
         """Write a checkpoint of the current step once the losses so far and the weights are finite.
 
         Finite weights can still be wrong (a huge update); only the next step's loss shows it. So a
         checkpoint in the middle of a run goes to ``checkpoint.pending.pt`` and replaces
         ``checkpoint.pt`` only after the next step's loss is found finite; until then the previous
-        one stays the one to resume from. The last step of a run has no next step: it is written
-        as ``checkpoint.pt`` directly.
+        one stays the one to resume from. The last step of a run (or of a stop) has no next step:
+        its weights' loss on this step's ``views`` stands in for it, and it is written as
+        ``checkpoint.pt`` directly.
         """
         self._check_finite()
+        if final and views is not None:
+            losses = self.core.losses_now(views, self.step - 1)
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise NonFiniteLossError(self.step, losses, what=(
+                    f"the weights after step {self.step} give a non-finite loss "
+                    f"({', '.join(f'{n}={v:.4g}' for n, v in losses.items())})"))
         state = self.state()  # every process takes part (RNG gathering)
         if self.accelerator.is_main_process:
             ckpt.save_checkpoint(self._pending_path if not final else self.out_dir / ckpt.CHECKPOINT_NAME, state)

@@ -30,14 +30,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from geodino.config.schema import number
 from geodino.data.card import DatasetCard
-from geodino.eval.features import standardise
+from geodino.data.batches import device_loader
+from geodino.eval.features import fit_size, standardise
 from geodino.eval.knn import knn_predict
 from geodino.models.backbone import Backbone
-from geodino.utils import resolve_device
+from geodino.utils import PRECISIONS, autocast_to, resolve_device, resolve_precision
 
 
 def patch_majority_labels(masks: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
@@ -60,20 +61,23 @@ def extract_patch_features(
     num_classes: int | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch tokens ``[P, D]`` of every scene (resized whole to ``size``) and their majority
-    classes ``[P]``; samples are dicts with ``image`` and ``mask``."""
+    """Patch tokens ``[P, D]`` (float32) of every scene (resized whole to ``size``) and their
+    majority classes ``[P]``; samples are dicts with ``image`` and ``mask``. ``workers`` and
+    ``precision`` as :func:`~geodino.eval.features.extract_feature_sets` takes them."""
     if not backbone.is_vit:
         raise ValueError("dense evaluation reads patch tokens: it needs a ViT backbone")
     num_classes = num_classes or len(card.classes)
     was_training = backbone.training
     backbone.eval()
     features, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        images = standardise(batch["image"].to(device).float(), card)
-        if size is not None and images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-        out = backbone(images)
+    precision = resolve_precision(precision, device)
+    for batch in device_loader(dataset, batch_size, device, workers, shuffle=False):
+        images = fit_size(standardise(batch["image"].to(device, non_blocking=True).float(), card), size)
+        with autocast_to(precision, device):
+            out = backbone(images)
         features.append(out.patches.float().cpu().flatten(0, 1))
         labels.append(patch_majority_labels(batch["mask"], out.grid, num_classes).flatten())
     backbone.train(was_training)
@@ -138,6 +142,7 @@ def dense_eval(
     probe_epochs: int = 30,
     random_init: bool = False,
     device: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Dense scores of a pretraining checkpoint (or run folder) trained on the synthetic scenes.
 
@@ -162,10 +167,12 @@ def dense_eval(
     for role, split, count in (("train", "knn_train", num_train or data["eval_train_samples"]),
                                ("val", "knn_val", num_val or data["eval_val_samples"])):
         scenes = SyntheticScenes(count, data["image_size"], num_classes, seed=seed, split=split)
-        sets[role] = extract_patch_features(backbone, scenes, card, size, num_classes, device=device)
+        sets[role] = extract_patch_features(backbone, scenes, card, size, num_classes, device=device, workers=-1,
+                                            precision=precision)
     scores = dense_scores(*sets["train"], *sets["val"], num_classes, list(card.classes)[:num_classes], k=k,
                           probe_epochs=probe_epochs, seed=seed)
-    return {"checkpoint": str(path), "random_init": random_init, "size": size, **scores}
+    return {"checkpoint": str(path), "random_init": random_init, "size": size,
+            "precision": resolve_precision(precision, device), **scores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-epochs", type=number(int, ge=0), default=30, help="0 skips the linear probe")
     p.add_argument("--random-init", action="store_true", help="score the untrained backbone of the recipe")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto: the GPU when there is one)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="of the backbone's pass (default auto: bf16 on a GPU that has it, else fp32)")
     p.add_argument("--out", default=None, help="also write the JSON result here")
     args = p.parse_args(argv)
     result = dense_eval(args.checkpoint, args.num_train, args.num_val, args.k, args.probe_epochs,
-                        args.random_init, args.device)
+                        args.random_init, args.device, args.precision)
     text = json.dumps(result)
     if args.out:
         Path(args.out).write_text(text + "\n")

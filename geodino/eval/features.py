@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from geodino.data.batches import device_loader
 from geodino.data.card import DatasetCard
+from geodino.data.labelled import SAMPLE_INDEX
 from geodino.models.backbone import Backbone
-from geodino.utils import atomic_path
+from geodino.utils import atomic_path, autocast_to, resolve_precision
 
 log = logging.getLogger("geodino")
 
@@ -86,12 +88,17 @@ def extract_feature_sets(
     device: torch.device | str = "cpu",
     label_key: str = "label",
     progress: bool = False,
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Embeddings of every sample for each modality choice, and the labels.
 
     ``modalities`` are choices as :func:`~geodino.augment.modality.apply_modality_choice` takes
     them (``"s2"``, ``"s1"``, ``"s2+s1"``) or :data:`ALL_BANDS` (no filling). Map-style and
-    iterable datasets both work; samples are dicts with ``image`` and ``label_key``.
+    iterable datasets both work; samples are dicts with ``image`` and ``label_key``. ``workers``
+    loader processes (-1: auto, :func:`~geodino.data.batches.loader_workers`); the backbone runs
+    under ``precision`` (``auto``, ``bf16``, ``fp32``: :func:`~geodino.utils.resolve_precision`),
+    the features are returned in float32.
     """
     from tqdm.auto import tqdm
 
@@ -100,18 +107,26 @@ def extract_feature_sets(
     was_training = backbone.training
     backbone.eval()
     features: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
-    labels = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    labels, order = [], []
+    precision = resolve_precision(precision, device)
+    loader = device_loader(dataset, batch_size, device, workers, shuffle=False)
     for batch in tqdm(loader, desc="features", unit="batch", disable=not progress):
-        images = fit_size(standardise(batch["image"].to(device).float(), card), size)
+        images = fit_size(standardise(batch["image"].to(device, non_blocking=True).float(), card), size)
         for choice in modalities:
             view = images if choice == ALL_BANDS else apply_modality_choice(images, card.modalities, choice, fill)
-            features[choice].append(embed(backbone, view).float().cpu())
+            with autocast_to(precision, device):
+                embedded = embed(backbone, view)
+            features[choice].append(embedded.float().cpu())
         labels.append(batch[label_key])
+        if SAMPLE_INDEX in batch:
+            order.append(batch[SAMPLE_INDEX])
     backbone.train(was_training)
     if not labels:
         raise ValueError("the dataset yielded no samples")
-    sets = {m: torch.cat(f) for m, f in features.items()}
+    sets, targets = {m: torch.cat(f) for m, f in features.items()}, torch.cat(labels)
+    if order:  # several loader workers interleave an iterable dataset's samples: back in its order
+        ranks = torch.argsort(torch.cat(order))
+        sets, targets = {m: f[ranks] for m, f in sets.items()}, targets[ranks]
     for choice, values in sets.items():
         bad = ~torch.isfinite(values).all(dim=1)
         if bad.any():
@@ -119,7 +134,7 @@ def extract_feature_sets(
             first = int(bad.nonzero()[0])
             raise ValueError(f"{int(bad.sum())} of {len(values)} feature vectors ({choice}) are not finite, the "
                              f"first at sample {first} of the data: a non-finite input or a diverged model")
-    return sets, torch.cat(labels)
+    return sets, targets
 
 
 def extract_features(

@@ -27,7 +27,8 @@ from geodino.eval.features import (
     probe_embedding,
 )
 from geodino.eval.linear import LR_GRID
-from geodino.utils import resolve_device, write_json_atomic
+from geodino.data.batches import loader_workers
+from geodino.utils import resolve_device, resolve_precision, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -56,6 +57,8 @@ class EvalOptions:
     size: int | None = None  # input size of the backbone; default: the recipe's global crop size
     batch_size: int = 64
     device: str = "auto"  # the GPU when there is one
+    precision: str = "auto"  # of the backbone's pass: bf16 on a GPU that has it, else fp32
+    workers: int = -1  # loader processes; -1: 4 with a GPU, 0 on the CPU
     card: str | None = None  # override of the checkpoint's dataset card
     progress: bool = True
     random_init: bool = False  # score the recipe's backbone as pretraining initialised it, not the teacher
@@ -97,7 +100,8 @@ def _choices(options: EvalOptions) -> list[str]:
 def _extract(backbone, labelled: LabelledSet, card, size: int, options: EvalOptions, embed) -> tuple[dict, Any]:
     return extract_feature_sets(backbone, labelled.dataset, card, size, modalities=_choices(options),
                                 fill=options.fill, embed=embed, batch_size=options.batch_size,
-                                device=options.device, label_key=labelled.label_key, progress=options.progress)
+                                device=options.device, label_key=labelled.label_key, progress=options.progress,
+                                workers=options.workers, precision=options.precision)
 
 
 def _report(protocol: str, checkpoint: str | Path, backbone: str, card, train: LabelledSet, val: LabelledSet,
@@ -109,7 +113,9 @@ def _report(protocol: str, checkpoint: str | Path, backbone: str, card, train: L
         "protocol": protocol, "checkpoint": str(checkpoint), "backbone": backbone, "card": card.name,
         "labels": train.label_key,
         "task": "multi-label" if multi else "single-label", "train": train.description, "val": val.description,
-        "settings": settings, "results": results,
+        "settings": {**settings, "precision": resolve_precision(options.precision, options.device),
+                     "loader_workers": loader_workers(options.workers, options.device)},
+        "results": results,
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +187,8 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
     embed = probe_embedding(n_blocks, avgpool)
     identity = {"checkpoint": file_identity(checkpoint), "card": card.to_dict(), "size": size,
                 "n_last_blocks": n_blocks, "avgpool": avgpool, "fill": options.fill,
-                "modalities": _choices(options), "label": train.label_key}
+                "modalities": _choices(options), "label": train.label_key,
+                "precision": resolve_precision(options.precision, options.device)}
     if options.random_init:  # other weights, same checkpoint file: must not share cached features
         identity["backbone"] = backbone_name(cfg, options)
 

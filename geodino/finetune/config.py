@@ -28,6 +28,7 @@ class SegRunConfig:
     out_dir: str = "runs/seg"
     seed: int = bounded(0, ge=0, lt=2**32)
     device: str = "auto"  # the GPU when there is one
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # autocast of the model's passes; auto: bf16 on a GPU that has it
 
 
 @dataclass
@@ -55,7 +56,7 @@ class SegDataConfig:
     val_split: str = ""  # "" = val, else test; never a split that shares shards with train_split
     image_size: int = bounded(32, ge=1)  # model input size; predictions are resized back to the mask size
     batch_size: int = bounded(16, ge=2, why="the decoders use batch norm")
-    num_workers: int = bounded(0, ge=0)
+    num_workers: int = bounded(-1, ge=-1)  # loader processes; -1: 4 with a GPU, 0 on the CPU
     num_samples: int = bounded(512, ge=0)  # training samples (synthetic: scenes; others: 0 = all)
     val_samples: int = bounded(128, ge=0)  # validation samples (synthetic: scenes; others: 0 = all)
     num_classes: int = bounded(8, ge=2)  # synthetic scenes

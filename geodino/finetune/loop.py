@@ -13,7 +13,6 @@ ignore index, AdamW with per-layer learning rates. The run writes to ``run.out_d
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,9 @@ from geodino.finetune.config import RANDOM_INIT, SegConfig, save_seg_config, seg
 from geodino.finetune.data import IGNORE_INDEX, SegData, build_seg_data
 from geodino.finetune.heads import build_head
 from geodino.finetune.model import SegmentationModel, layer_decay_groups
+from geodino.runs.stop import TrainingDiverged
 from geodino.speedups import prepare_model
-from geodino.utils import allow_tf32, atomic_path, resolve_device, write_json_atomic
+from geodino.utils import allow_tf32, atomic_path, autocast_to, resolve_device, resolve_precision, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -75,16 +75,18 @@ def _flip(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator)
 
 
 def _inputs(batch: dict[str, torch.Tensor], card: DatasetCard, size: int, device: str) -> torch.Tensor:
-    images = standardise(batch["image"].to(device), card)
+    images = standardise(batch["image"].to(device, non_blocking=True), card)
     if images.shape[-2:] != (size, size):
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return images
 
 
 def predict(model: SegmentationModel, batch: dict[str, torch.Tensor], card: DatasetCard, size: int,
-            device: str) -> torch.Tensor:
-    """Logits at the mask's resolution."""
-    logits = model(_inputs(batch, card, size, device))
+            device: str, precision: str = "fp32") -> torch.Tensor:
+    """Logits (float32) at the mask's resolution; the model runs under ``precision`` (bf16 or fp32)."""
+    images = _inputs(batch, card, size, device)
+    with autocast_to(precision, device):
+        logits = model(images).float()
     target = tuple(batch["mask"].shape[-2:])
     if tuple(logits.shape[-2:]) != target:
         logits = F.interpolate(logits, size=target, mode="bilinear", align_corners=False)
@@ -93,7 +95,7 @@ def predict(model: SegmentationModel, batch: dict[str, torch.Tensor], card: Data
 
 @torch.no_grad()
 def evaluate(model: SegmentationModel, data: SegData, size: int, device: str, out_dir: Path | None = None,
-             predictions: int = 0) -> dict[str, Any]:
+             predictions: int = 0, precision: str = "fp32") -> dict[str, Any]:
     """mIoU, per-class IoU and overall accuracy on the validation data; draws the first
     ``predictions`` samples as PNGs under ``out_dir/predictions``."""
     from geodino.viz.segmentation import save_prediction
@@ -103,7 +105,7 @@ def evaluate(model: SegmentationModel, data: SegData, size: int, device: str, ou
     confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
     drawn = 0
     for batch in data.val_batches():
-        predicted = predict(model, batch, data.card, size, device).argmax(1).cpu()
+        predicted = predict(model, batch, data.card, size, device, precision).argmax(1).cpu()
         confusion += confusion_matrix(predicted, batch["mask"], data.num_classes, IGNORE_INDEX)
         for i in range(len(predicted)):
             if out_dir is None or drawn >= predictions:
@@ -123,6 +125,7 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.run.seed)
     device, out_dir = resolve_device(cfg.run.device), Path(cfg.run.out_dir)
+    precision = resolve_precision(cfg.run.precision, device)
     allow_tf32()
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone, card, described = build_backbone_for(cfg)
@@ -142,12 +145,16 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
     metrics = MetricsLog(out_dir / "metrics.jsonl")
     metrics.truncate_after(0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("segmentation: %s, head %s, %d classes, %s; %d steps, %d trainable parameters",
-             described, cfg.model.head, data.num_classes, data.description, total, trainable)
+    log.info("segmentation: %s, head %s, %d classes, %s; %d steps, %d trainable parameters, %s on %s",
+             described, cfg.model.head, data.num_classes, data.description, total, trainable, precision, device)
 
     generator = torch.Generator().manual_seed(cfg.run.seed)
     size = cfg.data.image_size
     step, started = 0, time.perf_counter()
+    # Whether any loss so far was not finite, on the device: read on logging steps only (reading
+    # every step's loss would make the host wait for each step on a GPU).
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    first_log = 0  # the first step since the last check
     model.train()
     for epoch in range(t.epochs):
         for batch in data.train_batches(epoch):
@@ -157,30 +164,34 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
                 group["lr"] = float(lr[step]) * group["lr_scale"]
             if t.flip:
                 batch["image"], batch["mask"] = _flip(batch["image"], batch["mask"], generator)
-            logits = predict(model, batch, data.card, size, device)
-            loss = F.cross_entropy(logits, batch["mask"].to(device), ignore_index=IGNORE_INDEX)
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"non-finite segmentation loss at step {step + 1}; lower train.lr")
+            logits = predict(model, batch, data.card, size, device, precision)
+            loss = F.cross_entropy(logits, batch["mask"].to(device, non_blocking=True), ignore_index=IGNORE_INDEX)
+            bad |= ~torch.isfinite(loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             if step % t.log_every == 0 or step == total:
+                if bool(bad):
+                    raise TrainingDiverged(f"non-finite segmentation loss between steps {first_log + 1} and {step} "
+                                           "(nothing was saved); lower train.lr, or look for NaN in the input bands")
+                first_log = step
                 metrics.write({"step": step, "epoch": epoch, "loss": loss.item(), "lr": float(lr[step - 1]),
                                "elapsed_s": round(time.perf_counter() - started, 2)})
         if step >= total:
             break
         if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
-            scores = evaluate(model, data, size, device)
+            scores = evaluate(model, data, size, device, precision=precision)
             metrics.write({"step": step, "epoch": epoch, "val_miou": scores["miou"],
                            "val_overall_accuracy": scores["overall_accuracy"]})
 
-    scores = evaluate(model, data, size, device, out_dir, t.predictions)
+    scores = evaluate(model, data, size, device, out_dir, t.predictions, precision)
     metrics.write({"step": step, "epoch": t.epochs - 1, "val_miou": scores["miou"],
                    "val_overall_accuracy": scores["overall_accuracy"]})
     summary = {
         **scores, "steps": step, "backbone": described, "head": cfg.model.head,
         "frozen_backbone": cfg.model.freeze_backbone, "classes": data.class_names, "data": data.description,
+        "precision": precision, "device": device,
         "train_seconds": round(time.perf_counter() - started, 1), "out_dir": str(out_dir),
     }
     write_json_atomic(out_dir / "metrics.json", summary)

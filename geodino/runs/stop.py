@@ -19,9 +19,9 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from geodino.utils import STOP_SIGNALS
+from geodino.utils import STOP_SIGNALS, to_device_async, to_host_async
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +30,12 @@ log = logging.getLogger("geodino")
 
 # sysexits' EX_TEMPFAIL: a temporary failure, run the same command again to continue.
 EXIT_STOPPED = 75
+
+
+class TrainingDiverged(RuntimeError):
+    """Training met a non-finite loss or weights and ended without saving them (pretraining,
+    fine-tuning); the message names the step and what was kept. The command line ends on it with
+    one line, as for any error a user's settings or data can cause."""
 
 
 class RunStopped(Exception):
@@ -49,7 +55,8 @@ class StopRequests:
         self.world, self.device = world, device
         self.signum = 0  # the first stop signal received by this process, 0: none
         self._previous: dict[int, Any] = {}
-        self._pending: tuple[torch.Tensor, Any] | None = None  # (flag, work) of the last all-reduce
+        # the last all-reduce: its work (None once waited for) and a function giving its result
+        self._pending: tuple[Any, Callable[[], torch.Tensor]] | None = None
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
@@ -61,9 +68,9 @@ class StopRequests:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-        if self._pending is not None:
-            self._pending[1].wait()  # a collective left running would pair with another one
-            self._pending = None
+        if self._pending is not None and self._pending[0] is not None:
+            self._pending[0].wait()  # a collective left running would pair with another one
+        self._pending = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum and signum == signal.SIGINT:
@@ -83,9 +90,19 @@ class StopRequests:
             return self.signum
         agreed = 0
         if self._pending is not None:
-            flag, work = self._pending
+            work, result = self._pending
+            if work is not None:
+                work.wait()
+            agreed = int(result()[0])
+        flag = to_device_async(torch.tensor([self.signum], dtype=torch.int64), torch.device(self.device))
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        if flag.is_cuda:
+            # NCCL's wait() only queues the compute stream behind the reduce; the result follows it
+            # to pinned memory, which the next step reads without waiting for its own kernels
+            # (reading the flag on the GPU then waited for every step to finish: a GPU idle
+            # while the host prepared the next one, on every step of a multi-GPU run).
             work.wait()
-            agreed = int(flag.item())
-        flag = torch.tensor([self.signum], dtype=torch.int64, device=self.device)
-        self._pending = (flag, dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True))
+            self._pending = (None, to_host_async(flag))
+        else:  # gloo on the CPU: the reduce finishes in the background; waited for next step
+            self._pending = (work, lambda: flag)
         return agreed

@@ -1,6 +1,8 @@
 """In-process runs of the engine: outputs, the non-finite guard, resume safety checks."""
 
 import json
+import math
+import os
 
 import pytest
 import torch
@@ -305,3 +307,45 @@ def test_a_run_with_data_workers_exits_even_when_its_loader_is_still_referenced(
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fit done" in done.stdout
+
+
+@pytest.mark.parametrize("ending", ["last step", "stop signal"])
+def test_the_last_update_is_not_saved_when_its_weights_give_a_non_finite_loss(tmp_path, monkeypatch, ending):
+    # The last update of a run, or the one before a stop, has no next step whose loss would show
+    # that it diverged: lr=1e30 after one step left finite weights of 4e27 in checkpoint.pt, the
+    # run exited 0, and the next run called that checkpoint "the last good" one (issue 14).
+    import signal
+
+    from geodino.engine.pretrain import PENDING_CHECKPOINT_NAME, Pretrainer
+
+    steps = "run.max_steps=1" if ending == "last step" else "run.max_steps=5"
+    if ending == "stop signal":  # asked to stop during the first step
+        original = Pretrainer.views
+        monkeypatch.setattr(Pretrainer, "views",
+                            lambda self, images, step: (os.kill(os.getpid(), signal.SIGUSR1),
+                                                        original(self, images, step))[1])
+    cfg = _cfg(tmp_path, "optim.lr=1e30", "optim.warmup_epochs=0", "optim.clip_grad=0",
+               "optim.freeze_last_layer=0", "train.checkpoint_every=1", steps)
+    with pytest.raises(NonFiniteLossError, match="the weights after step 1 give a non-finite loss") as err:
+        pretrain(cfg)
+    assert "the last step with a finite loss is 1" in str(err.value)
+    assert "no checkpoint was written yet" in str(err.value)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / PENDING_CHECKPOINT_NAME).exists()
+
+
+def test_the_check_of_the_last_update_leaves_centers_and_random_streams_as_they_were(tmp_path):
+    # losses_now stands in for the next step's loss before the last checkpoint: it must not move
+    # the loss centers or draw random numbers, or a resumed run would differ from one that never stopped.
+    from geodino.engine.pretrain import Pretrainer
+
+    pretrainer = Pretrainer(_cfg(tmp_path, "objective.patch=selfpatch"))
+    images = pretrainer.data.images(next(iter(pretrainer.data.batches(0, 0))), torch.device("cpu"))
+    views = pretrainer.views(images, 0)
+    pretrainer.core(views, 0)
+    centers = [b.clone() for b in pretrainer.core.objectives.buffers()]
+    rng = torch.get_rng_state()
+    losses = pretrainer.core.losses_now(views, 0)
+    assert set(losses) == {"loss", "loss_dino", "loss_selfpatch"} and all(map(math.isfinite, losses.values()))
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) for a, b in zip(centers, pretrainer.core.objectives.buffers()))
+    pretrainer.data.close()

@@ -85,3 +85,17 @@ def test_any_command_stopped_by_a_signal_ends_in_one_line_and_exit_75(monkeypatc
     err = capsys.readouterr().err.strip()
     assert err == ("geodino: stopped by SIGTERM at step 52; checkpoint written to /runs/x/checkpoint.pt; "
                    "re-run the same command to continue")
+
+
+def test_processes_agree_one_step_later_on_a_stop_only_one_of_them_was_sent(tmp_path):
+    # A scheduler's signal can reach the processes of a run at different steps; they must all stop
+    # after the same step, or the others would wait forever in the next step's all-reduce.
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "stop_ddp_run.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "store")], capture_output=True, text=True,
+                         timeout=180, env=env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    per_rank = json.loads(run.stdout.strip().splitlines()[-1])
+    assert per_rank == [[0, 0, 0, signal.SIGUSR1, signal.SIGUSR1]] * 2

@@ -178,3 +178,17 @@ def test_a_cnn_linear_probe_reports_the_features_it_used_not_the_vit_options(che
         report = linear_eval(checkpoint, data, EvalOptions(device="cpu"), LinearSettings(avgpool=True, epochs=1))
     assert report["settings"]["avgpool"] is False and report["settings"]["n_last_blocks"] == 0, report["settings"]
     assert "apply to ViTs" in caplog.text
+
+
+def test_the_report_says_the_precision_and_loader_processes_it_ran_with(synthetic_checkpoint, synthetic_shards,
+                                                                        tmp_path, capsys) -> None:
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(synthetic_shards), "--val",
+            str(synthetic_shards), "--val-samples", "10", "--out", str(tmp_path), "--json", "--workers", "2",
+            "--precision", "bf16"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["settings"]["precision"] == "bf16" and report["settings"]["loader_workers"] == 2
+    assert report["results"]["all"]["num_train"] == 96 and report["results"]["all"]["num_val"] == 10
+    assert main(argv[:-4]) == 0  # defaults on a CPU: fp32, no loader processes
+    report = json.loads(capsys.readouterr().out)
+    assert report["settings"]["precision"] == "fp32" and report["settings"]["loader_workers"] == 0

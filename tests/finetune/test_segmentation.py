@@ -130,3 +130,23 @@ def test_reben_recipe_split_names_resolve_on_shards(synthetic_shards, tmp_path, 
 
     with pytest.raises(ValueError, match="are the same shards"):
         build_seg_data(cfg)
+
+
+def test_a_diverged_fine_tuning_ends_in_one_line_naming_the_steps_and_saves_nothing(tmp_path, capsys) -> None:
+    # The loss is judged on the device and read on logging steps only (every 2 steps here).
+    out = tmp_path / "seg"
+    argv = ["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained=none", *TINY_SEG, "data.num_samples=16",
+            "train.log_every=2", "train.lr=1e30", "model.head=linear", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "non-finite segmentation loss between steps 1 and 2 (nothing was saved)" in err
+    assert not (out / "segmentation.pt").exists()
+
+
+def test_the_summary_says_the_precision_and_device_it_ran_with(tmp_path) -> None:
+    cfg = load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", *TINY_SEG, "model.head=linear",
+                                                       f"run.out_dir={tmp_path}", "run.precision=bf16"])
+    summary = finetune_segmentation(cfg)
+    assert summary["precision"] == "bf16" and summary["device"] == "cpu" and 0 <= summary["miou"] <= 100
+    assert load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none"]).run.precision == "auto"  # fp32 on a CPU, bf16 on a GPU
