@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from geodino.data.card import DatasetCard
-from geodino.runs.checkpoint import EXPORT_BANDS, EXPORT_CONFIG, EXPORT_WEIGHTS
-from geodino.utils import atomic_path, write_json_atomic, write_text_atomic
+from geodino.runs.checkpoint import EXPORT_BANDS, EXPORT_CONFIG, EXPORT_WEIGHTS, save_torch
+from geodino.utils import atomic_path, write_failure, write_json_atomic, write_text_atomic
 
 README_FILE = "README.md"
 # The same weights as a Lightning-style checkpoint, the form torchgeo's trainers take as ``weights=``
@@ -131,7 +131,7 @@ features = model(x)  # [1, {config['num_features']}]: the CLS embedding geodino 
 def export_backbone(checkpoint: str | Path, out_dir: str | Path,
                     card: DatasetCard | str | Path | None = None) -> dict[str, str]:
     """Write the export folder for ``checkpoint``; returns the paths written."""
-    import torch
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from geodino.eval.checkpoint import load_teacher_backbone
@@ -146,11 +146,13 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path,
     size = int(cfg["augment"]["global_size"])
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / EXPORT_WEIGHTS) as tmp:
-        save_file(state, str(tmp),
-                  metadata={"format": "pt", "source": "geodino", "checkpoint": source_name(checkpoint)})
-    with atomic_path(out / TORCHGEO_FILE) as tmp:
-        torch.save({"hyper_parameters": {"model": cfg["model"]["arch"], "in_channels": card.num_bands},
-                    "state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp)
+        try:
+            save_file(state, str(tmp),
+                      metadata={"format": "pt", "source": "geodino", "checkpoint": source_name(checkpoint)})
+        except SafetensorError as err:  # safetensors reports a refused write as its own error
+            raise write_failure(out / EXPORT_WEIGHTS, err) from err
+    save_torch({"hyper_parameters": {"model": cfg["model"]["arch"], "in_channels": card.num_bands},
+                "state_dict": {f"model.{k}": v for k, v in state.items()}}, out / TORCHGEO_FILE)
     config = timm_config(model, card, size)
     write_json_atomic(out / EXPORT_CONFIG, config)
     write_json_atomic(out / EXPORT_BANDS, band_description(card, cfg.get("augment", {}).get("modality_fill", 0.0)))

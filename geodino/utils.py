@@ -43,6 +43,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
+    """An OSError for a writer's failure to write ``path`` (libraries that report a refused write
+    as their own error), with the free space of its disk."""
+    import shutil
+
+    parent = Path(path).parent
+    try:
+        free = f"{shutil.disk_usage(parent).free / 2**20:.0f} MiB free on its disk"
+    except OSError:
+        free = "its disk could not be asked for its free space"
+    return OSError(f"cannot write {path}: {one_line(err)} ({free}; a full disk, a quota or a file-size limit "
+                   "stops a write)")
+
+
 def _fsync(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

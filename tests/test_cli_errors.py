@@ -90,3 +90,19 @@ def test_split_options_on_the_synthetic_scenes_are_refused(synthetic_checkpoint,
             "--train-split", "val", "--out", str(tmp_path)]
     assert cli.main(argv) == 2
     assert "--train-split val: the synthetic scenes have no splits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["attention", "{ckpt}", "synthetic#0", "--size", "13"],
+     "--size=13 is not a multiple of the backbone's patch size 8 (e.g. 8 or 16)"),
+    (["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained={ckpt}", "data.image_size=36",
+      "data.num_samples=8", "data.val_samples=4", "--out", "{out}"],
+     "data.image_size=36 is not a multiple of the backbone's patch size 8 (e.g. 32 or 40)"),
+])
+def test_an_input_size_that_is_not_whole_patches_is_refused_naming_the_setting(synthetic_checkpoint, tmp_path,
+                                                                               capsys, argv, message):
+    # timm's own check was an AssertionError from inside the model: "an unexpected failure".
+    argv = [a.format(ckpt=synthetic_checkpoint, out=tmp_path / "out") for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

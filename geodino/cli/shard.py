@@ -100,7 +100,25 @@ def _write(args: argparse.Namespace, items: list, read: Any, card: Any, rejects:
     except PatchError as err:
         raise CommandError(f"--strict: {err}") from None
     print(format_summary(summary))
+    rejected = sum(summary["rejected"].values())
+    if rejected and not sum(summary["written"].values()):
+        # Every patch refused is a wrong input (swapped roots, v2 data read as v1), not a conversion.
+        raise CommandError(f"nothing converted: all {rejected} patches were rejected ({first_reject(summary['out'])}); "
+                           f"every reason is in {summary['out']}/rejects.jsonl")
     return 0
+
+
+def first_reject(out: str) -> str:
+    """The first reason in a conversion's rejects.jsonl, shortened."""
+    import json
+    from pathlib import Path
+
+    try:
+        with open(Path(out) / "rejects.jsonl") as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return "no reasons were recorded"
+    return f"the first: {first.get('patch', '?')}: {str(first.get('reason', first))[:200]}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

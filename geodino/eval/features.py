@@ -23,7 +23,8 @@ from geodino.data.batches import device_loader
 from geodino.data.card import DatasetCard
 from geodino.data.labelled import SAMPLE_INDEX
 from geodino.models.backbone import Backbone
-from geodino.utils import atomic_path, autocast_to, resolve_precision
+from geodino.runs.checkpoint import save_torch
+from geodino.utils import autocast_to, one_line, resolve_precision
 
 log = logging.getLogger("geodino")
 
@@ -173,9 +174,14 @@ def cached(cache_dir: str | Path | None, key: str, compute: Callable[[], dict[st
         return compute()
     path = Path(cache_dir) / f"{key}.pt"
     if path.is_file():
-        log.info("features from cache %s", path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            result = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a cut-short or foreign file: a miss, said aloud
+            log.warning("feature cache %s cannot be read (%s): extracting the features again and replacing it",
+                        path, one_line(err))
+        else:
+            log.info("features from cache %s", path)
+            return result
     result = compute()
-    with atomic_path(path) as tmp:
-        torch.save(result, tmp)
+    save_torch(result, path)
     return result

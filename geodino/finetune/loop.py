@@ -27,9 +27,10 @@ from geodino.finetune.config import RANDOM_INIT, SegConfig, save_seg_config, seg
 from geodino.finetune.data import IGNORE_INDEX, SegData, build_seg_data
 from geodino.finetune.heads import build_head
 from geodino.finetune.model import SegmentationModel, layer_decay_groups
+from geodino.runs.checkpoint import save_torch
 from geodino.runs.stop import TrainingDiverged
 from geodino.speedups import prepare_model
-from geodino.utils import allow_tf32, atomic_path, autocast_to, resolve_device, resolve_precision, write_json_atomic
+from geodino.utils import allow_tf32, autocast_to, resolve_device, resolve_precision, write_json_atomic
 
 log = logging.getLogger("geodino")
 
@@ -129,9 +130,12 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
     allow_tf32()
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone, card, described = build_backbone_for(cfg)
+    if backbone is not None:  # before the data are read
+        backbone.check_input_size(cfg.data.image_size, "data.image_size")
     data = build_seg_data(cfg, card)
     if backbone is None:
         backbone = random_backbone(cfg, data.card)
+        backbone.check_input_size(cfg.data.image_size, "data.image_size")
     head = build_head(cfg.model.head, backbone.embed_dim, data.num_classes, backbone.patch_size or 16,
                       cfg.model.decoder_channels)
     model = SegmentationModel(backbone, head, cfg.model.levels or None, cfg.model.freeze_backbone).to(device)
@@ -195,9 +199,8 @@ def finetune_segmentation(cfg: SegConfig) -> dict[str, Any]:
         "train_seconds": round(time.perf_counter() - started, 1), "out_dir": str(out_dir),
     }
     write_json_atomic(out_dir / "metrics.json", summary)
-    with atomic_path(out_dir / "segmentation.pt") as tmp:
-        torch.save({"model": model.state_dict(), "config": seg_config_to_dict(cfg), "classes": data.class_names,
-                    "card": data.card.to_dict()}, tmp)
+    save_torch({"model": model.state_dict(), "config": seg_config_to_dict(cfg), "classes": data.class_names,
+                "card": data.card.to_dict()}, out_dir / "segmentation.pt")
     log.info("segmentation: mIoU %.2f, overall accuracy %.2f; results in %s", scores["miou"],
              scores["overall_accuracy"], out_dir)
     return summary

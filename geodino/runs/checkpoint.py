@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geodino.utils import atomic_path, one_line
+from geodino.utils import atomic_path, one_line, write_failure
 
 log = logging.getLogger("geodino")
 
@@ -62,8 +62,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a crash mid-write keeps the previous checkpoint."""
+    save_torch(state, path)
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically. torch's zip writer reports a write the file system
+    refused (a full disk, a quota, a file-size limit) as a RuntimeError ("unexpected pos ...");
+    here it is an OSError naming the file and the free space, which commands report in one line."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            raise write_failure(path, err) from err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -181,6 +181,8 @@ def attention_maps(checkpoint: str | Path, spec: str, out_dir: str | Path, size:
     from geodino.eval.features import standardise
 
     backbone, card, cfg = load_teacher_backbone(checkpoint, card)
+    if size:
+        backbone.check_input_size(size, "--size")
     image, name = read_input(spec, card, cfg)
     x = standardise(torch.from_numpy(image)[None].float(), card)
     target = model_size(*x.shape[-2:], backbone.patch_size or 16, size)

@@ -98,3 +98,16 @@ def test_imagefolder(image_folder, tmp_path) -> None:
 def test_missing_metadata_is_a_clear_error(argv, capsys) -> None:
     assert main(argv) == 2
     assert "metadata.parquet" in capsys.readouterr().err
+
+
+def test_a_conversion_that_rejects_every_patch_fails_naming_the_first_reason(ben_v1, tmp_path, capsys) -> None:
+    # S2 and S1 roots swapped: every patch is refused. It ended "0 written, 8 rejected", exit 0.
+    out = tmp_path / "out"
+    argv = ["shard", "bigearthnet", "--s2-root", str(ben_v1["s1_root"]), "--s1-root", str(ben_v1["s2_root"]),
+            "--out", str(out), "--workers", "1", "--no-progress"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "0 written" in captured.out  # the summary is still shown
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "nothing converted: all " in err and "patches were rejected" in err
+    assert "the first: " in err and f"{out}/rejects.jsonl" in err

@@ -59,3 +59,26 @@ def test_bf16_features_come_back_in_float32_close_to_fp32() -> None:
     assert resolve_precision("auto", "cpu") == "fp32"  # a CPU runs fp32 unless asked
     with pytest.raises(ValueError, match="precision 'fp8'"):
         resolve_precision("fp8", "cpu")
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a tensor file", None])
+def test_a_damaged_feature_cache_file_is_a_miss_said_aloud_and_replaced(tmp_path, caplog, damage) -> None:
+    # A cut-short cache file (a killed write before atomic writes, a full disk, a copy) made
+    # `eval linear --cache` fail with EOFError or torch's zip-reader text, naming no file.
+    from geodino.eval.features import cached
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"features": torch.arange(4.0)}
+
+    assert cached(tmp_path, "train-k", compute)["features"].tolist() == [0, 1, 2, 3]
+    path = tmp_path / "train-k.pt"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] if damage is None else damage)
+    with caplog.at_level("WARNING", logger="geodino"):
+        assert cached(tmp_path, "train-k", compute)["features"].tolist() == [0, 1, 2, 3]
+    assert len(calls) == 2 and f"feature cache {path} cannot be read" in caplog.text
+    assert torch.load(path, weights_only=True)["features"].tolist() == [0, 1, 2, 3]  # replaced by a whole one
+    assert cached(tmp_path, "train-k", compute)["features"].tolist() == [0, 1, 2, 3] and len(calls) == 2
