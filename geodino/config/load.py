@@ -168,8 +168,9 @@ def recipe_path(recipe: str | Path) -> Path:
 
 def apply_recipe(cfg: Any, path: Path, overrides: list[str] | None = None) -> None:
     """Fill the dataclass tree ``cfg`` from the YAML at ``path``, then the dotted overrides."""
+    data = _read_yaml(path)  # its errors name the file already
     try:
-        apply_mapping(cfg, _read_yaml(path), "")
+        apply_mapping(cfg, data, "")
         apply_mapping(cfg, parse_overrides(overrides or []), "")
     except ConfigError as err:
         raise ConfigError(f"{path.name}: {err}") from None

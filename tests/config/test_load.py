@@ -113,6 +113,7 @@ def test_bad_yaml_and_malformed_overrides_are_one_line_errors(tmp_path, capsys):
     assert main(["pretrain", str(bad), "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not valid YAML" in err
+    assert err.count("bad.yaml") == 1, err  # it once said "bad.yaml: /path/bad.yaml: not valid YAML"
 
 
 def test_trackers_are_chosen_by_name_and_checked(monkeypatch):
