@@ -106,3 +106,15 @@ def test_an_input_size_that_is_not_whole_patches_is_refused_naming_the_setting(s
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "host", "--images", "abc"], "--images 'abc': expected comma-separated int values"),
+    (["bench", "host", "--images", "-2"], "--images '-2': images per step must be >= 1"),
+    (["bench", "host", "--objectives", "foo"], "--objectives: unknown foo; choose from dino, selfpatch, masked"),
+    (["doctor", "--only", ""], "--only '': an empty item"),  # it ran every check
+])
+def test_bench_and_doctor_options_are_refused_naming_the_option(capsys, argv, message):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

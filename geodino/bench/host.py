@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from geodino.utils import comma_list
+
 TINY_MODEL = ("model.arch=vit_tiny_patch16_224", "model.depth=1", "model.patch_size=16", "model.out_dim=256",
               "model.hidden_dim=64", "model.bottleneck_dim=32", "objective.patch_out_dim=256",
               "objective.patch_hidden_dim=64", "objective.patch_bottleneck_dim=32", "augment.global_size=32",
@@ -267,8 +269,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         threads = torch.get_num_threads()
         model = getattr(args, "model", "tiny")
         card = getattr(args, "card", "synthetic")
-        rows = [measure(o, int(n), args.steps, model=model, card=card)
-                for o in args.objectives.split(",") for n in args.images.split(",")]
+        objectives = comma_list(args.objectives, "--objectives")
+        unknown = [o for o in objectives if o not in ("dino", "selfpatch", "masked")]
+        if unknown:
+            raise ValueError(f"--objectives: unknown {', '.join(unknown)}; choose from dino, selfpatch, masked")
+        images = comma_list(args.images, "--images", int)
+        if min(images) < 1:
+            raise ValueError(f"--images {args.images!r}: images per step must be >= 1")
+        rows = [measure(o, n, args.steps, model=model, card=card) for o in objectives for n in images]
         draws = [{"images": n, "global_batch": total, "draw_ms": draw_ms(n, total, masks=False),
                   "draw_and_mask_ms": draw_ms(n, total, masks=True)} for n, total in DRAW_SHAPES]
     finally:  # a library call must not leave the process on another thread count
