@@ -11,6 +11,7 @@ a shard sample (``SHARDS#KEY``) or a synthetic scene (``synthetic#INDEX``); any 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 from geodino.data.card import DatasetCard
 from geodino.models.backbone import Backbone
+
+log = logging.getLogger("geodino")
 
 
 @torch.no_grad()
@@ -56,18 +59,33 @@ def cls_attention(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
 
 # -- inputs --------------------------------------------------------------------------------------
 def read_geotiff(path: str | Path, card: DatasetCard) -> np.ndarray:
-    """A GeoTIFF as float32 ``[C, H, W]`` in the card's band order: bands are matched by their
-    descriptions when every card band is named there, else taken in file order."""
+    """A GeoTIFF as float32 ``[C, H, W]`` in the card's band order. A file whose bands carry
+    descriptions must name every band of the card (they are matched by name, in any order); one
+    without descriptions is read in file order, and the log says so. Non-finite pixels are refused:
+    they would make every attention weight NaN."""
     import rasterio
 
     with rasterio.open(path) as src:
         data = src.read().astype(np.float32)
         names = [d or "" for d in src.descriptions]
     if set(card.band_names) <= set(names):
-        return data[[names.index(b) for b in card.band_names]]
-    if data.shape[0] != card.num_bands:
-        raise ValueError(f"{path} has {data.shape[0]} bands (descriptions {names}); the model takes "
+        data = data[[names.index(b) for b in card.band_names]]
+    elif any(names):
+        missing = [b for b in card.band_names if b not in names]
+        raise ValueError(f"{path}: its band descriptions {names} do not name {missing}, which the model takes "
+                         f"({card.band_names}); describe the bands so, or remove the descriptions to read them "
+                         "in file order")
+    elif data.shape[0] != card.num_bands:
+        raise ValueError(f"{path} has {data.shape[0]} bands without descriptions; the model takes "
                          f"{card.num_bands}: {card.band_names}")
+    else:
+        log.info("%s has no band descriptions: its %d bands are read in file order as %s", path, data.shape[0],
+                 ", ".join(card.band_names))
+    bad = ~np.isfinite(data)
+    if bad.any():
+        band = card.band_names[int(np.argmax(bad.any(axis=(1, 2))))]
+        raise ValueError(f"{path}: {int(bad.sum())} pixel values are not finite (the first in band {band}); "
+                         "fill them (nodata) before drawing attention")
     return data
 
 

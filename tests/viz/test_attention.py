@@ -60,3 +60,46 @@ def test_a_scene_number_that_is_not_one_is_named(synthetic_checkpoint, tmp_path,
     for spec in ("synthetic#-1", "synthetic#abc"):
         assert main(["attention", str(synthetic_checkpoint), spec, "--out", str(tmp_path)]) == 2
         assert f"{spec}: synthetic#N takes a scene number N >= 0" in capsys.readouterr().err
+
+
+def _geotiff(path, descriptions, data=None):
+    import rasterio
+    from rasterio.transform import Affine
+
+    data = np.random.default_rng(0).uniform(0, 3000, size=(8, 24, 24)).astype(np.float32) if data is None else data
+    with rasterio.open(path, "w", driver="GTiff", height=24, width=24, count=8, dtype="float32", crs="EPSG:32632",
+                       transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+        dst.write(data)
+        if descriptions:
+            dst.descriptions = tuple(descriptions)
+    return path
+
+
+@pytest.mark.parametrize("descriptions,message", [
+    ([f"X{i}" for i in range(1, 9)], "do not name ['B02', 'B03', 'B04', 'B08', 'B11', 'B12', 'VH', 'VV']"),
+    (["VV", "VH", "B12", "B11", "B08", "B04", "B03", "FOO"], "do not name ['B02']"),
+])
+def test_a_geotiff_whose_band_names_are_not_the_models_is_refused_naming_them(synthetic_checkpoint, tmp_path,
+                                                                               capsys, descriptions, message):
+    # Such files were read in file order without a word: wrong bands drawn as if right.
+    tif = _geotiff(tmp_path / "scene.tif", descriptions)
+    assert main(["attention", str(synthetic_checkpoint), str(tif), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and str(tif) in err, err
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_geotiff_without_band_names_is_read_in_file_order_and_the_log_says_so(synthetic_checkpoint, tmp_path,
+                                                                                caplog):
+    tif = _geotiff(tmp_path / "plain.tif", None)
+    with caplog.at_level("INFO", logger="geodino"):
+        assert main(["attention", str(synthetic_checkpoint), str(tif), "--out", str(tmp_path / "a")]) == 0
+    assert "has no band descriptions: its 8 bands are read in file order as B02, B03" in caplog.text
+
+
+def test_a_geotiff_with_non_finite_pixels_is_refused(synthetic_checkpoint, tmp_path, capsys):
+    data = np.ones((8, 24, 24), dtype=np.float32)
+    data[3, 2, 2] = np.nan
+    tif = _geotiff(tmp_path / "nan.tif", None, data)
+    assert main(["attention", str(synthetic_checkpoint), str(tif), "--out", str(tmp_path / "a")]) == 2
+    assert "1 pixel values are not finite (the first in band B08)" in capsys.readouterr().err
