@@ -94,10 +94,10 @@ def test_split_options_on_the_synthetic_scenes_are_refused(synthetic_checkpoint,
 
 @pytest.mark.parametrize("argv,message", [
     (["attention", "{ckpt}", "synthetic#0", "--size", "13"],
-     "--size=13 is not a multiple of the backbone's patch size 8 (e.g. 8 or 16)"),
+     "--size=13 is not a multiple of the patch size 8 (e.g. 8 or 16)"),
     (["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained={ckpt}", "data.image_size=36",
       "data.num_samples=8", "data.val_samples=4", "--out", "{out}"],
-     "data.image_size=36 is not a multiple of the backbone's patch size 8 (e.g. 32 or 40)"),
+     "data.image_size=36 is not a multiple of the patch size 8 (e.g. 32 or 40)"),
 ])
 def test_an_input_size_that_is_not_whole_patches_is_refused_naming_the_setting(synthetic_checkpoint, tmp_path,
                                                                                capsys, argv, message):

@@ -447,7 +447,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
 
 # ---------------------------------------------------------------------------------------- runner
 def select(only: str | None) -> list[str]:
-    """The checks named in ``only`` (comma-separated), in the doctor's order; all when empty."""
+    """The checks named in ``only`` (comma-separated), in the doctor's order; all when None (no --only)."""
     if only is None:
         return list(CHECKS)
     names = comma_list(only, "--only")

@@ -34,6 +34,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from geodino.utils import comma_list
 
+# What a step is timed with: DINO alone, or with a patch objective (named here rather than read from
+# the objective registry, so that the script also runs on checkouts from before the registry).
+OBJECTIVES = ("dino", "selfpatch", "masked")
 TINY_MODEL = ("model.arch=vit_tiny_patch16_224", "model.depth=1", "model.patch_size=16", "model.out_dim=256",
               "model.hidden_dim=64", "model.bottleneck_dim=32", "objective.patch_out_dim=256",
               "objective.patch_hidden_dim=64", "objective.patch_bottleneck_dim=32", "augment.global_size=32",
@@ -249,7 +252,7 @@ DRAW_SHAPES = ((64, 64), (1024, 1024), (64, 1024))  # (rows of this process, glo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--objectives", default="dino,selfpatch,masked", help="comma-separated (default: all three)")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated (default: all three)")
     parser.add_argument("--images", default="64,1024", help="images per step, comma-separated (default 64,1024)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting (median; default 10)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
@@ -270,9 +273,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model = getattr(args, "model", "tiny")
         card = getattr(args, "card", "synthetic")
         objectives = comma_list(args.objectives, "--objectives")
-        unknown = [o for o in objectives if o not in ("dino", "selfpatch", "masked")]
+        unknown = [o for o in objectives if o not in OBJECTIVES]
         if unknown:
-            raise ValueError(f"--objectives: unknown {', '.join(unknown)}; choose from dino, selfpatch, masked")
+            raise ValueError(f"--objectives: unknown {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
         images = comma_list(args.images, "--images", int)
         if min(images) < 1:
             raise ValueError(f"--images {args.images!r}: images per step must be >= 1")

@@ -11,15 +11,17 @@ makes resume exact and gives a 1-process run the same global batches as an N-pro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geodino.data.card import DatasetCard
 from geodino.utils import GPU_LOADER_WORKERS, ignore_stop_signals
+
+T = TypeVar("T")
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -134,11 +136,16 @@ def device_loader(dataset: Dataset, batch_size: int, device: Any, workers: int =
                       worker_init_fn=ignore_stop_signals if workers else None, **kwargs)
 
 
-def worker_share() -> tuple[int, int]:
-    """``(index, count)`` of the loader process reading an iterable dataset: it yields the samples
-    whose position modulo ``count`` is ``index`` (``(0, 1)`` outside a worker), so that several
-    workers read every sample once."""
+def worker_share(samples: Iterable[T], limit: int | None = None) -> Iterator[tuple[int, T]]:
+    """``(position, sample)`` of the first ``limit`` (all when None) of ``samples`` that are this
+    loader process's to yield: those whose position modulo the number of workers is its index (all
+    of them outside a worker), so that several workers of an iterable dataset read each sample once."""
     from torch.utils.data import get_worker_info
 
     info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
+    index, count = (0, 1) if info is None else (info.id, info.num_workers)
+    for n, sample in enumerate(samples):
+        if limit is not None and n >= limit:
+            return
+        if n % count == index:
+            yield n, sample

@@ -76,12 +76,7 @@ class ShardSamples(IterableDataset):
         from geodino.data.shards.read import iter_samples
         from geodino.data.shards.stream import to_tensors
 
-        index, count = worker_share()  # with loader workers, each takes every count-th sample
-        for n, sample in enumerate(iter_samples(self.paths)):
-            if self.limit is not None and n >= self.limit:
-                return
-            if n % count != index:
-                continue
+        for n, sample in worker_share(iter_samples(self.paths), self.limit):
             if self.label_key not in sample:
                 raise ValueError(f"shard sample {sample['key']} has no {self.label_key!r}")
             tensors = to_tensors(sample, None)

@@ -116,12 +116,7 @@ class ShardMasks(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         from geodino.data.shards.read import iter_samples
 
-        index, count = worker_share()  # with loader workers, each takes every count-th sample
-        for n, sample in enumerate(iter_samples(self.paths)):
-            if self.limit is not None and n >= self.limit:
-                return
-            if n % count != index:
-                continue
+        for _, sample in worker_share(iter_samples(self.paths), self.limit):
             if "mask" not in sample:
                 raise ValueError(f"shard sample {sample['key']} has no mask.npy")
             yield {"image": torch.from_numpy(sample["image"]), "mask": torch.from_numpy(sample["mask"].astype(np.int64))}

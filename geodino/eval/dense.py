@@ -162,6 +162,7 @@ def dense_eval(
     num_classes, seed = int(data["num_classes"]), int(cfg["run"]["seed"])
     size = int(cfg["augment"]["global_size"])
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     backbone = backbone.to(device)
     sets = {}
     for role, split, count in (("train", "knn_train", num_train or data["eval_train_samples"]),
@@ -172,7 +173,7 @@ def dense_eval(
     scores = dense_scores(*sets["train"], *sets["val"], num_classes, list(card.classes)[:num_classes], k=k,
                           probe_epochs=probe_epochs, seed=seed)
     return {"checkpoint": str(path), "random_init": random_init, "size": size,
-            "precision": resolve_precision(precision, device), **scores}
+            "precision": precision, **scores}
 
 
 def main(argv: list[str] | None = None) -> int:

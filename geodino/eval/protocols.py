@@ -76,6 +76,9 @@ def _sets(checkpoint: str | Path, data: EvalData, options: EvalOptions):
     from geodino.eval.modality_table import check_choices
 
     options.device = resolve_device(options.device)
+    # resolved once, as the device is: the report and the feature cache's key say what ran
+    options.precision = resolve_precision(options.precision, options.device)
+    options.workers = loader_workers(options.workers, options.device)
 
     # Splits first (no val split, or the memory bank's own shards as queries: refused), before the
     # checkpoint is loaded or a feature extracted; library callers get the same refusal as the CLI.
@@ -113,8 +116,7 @@ def _report(protocol: str, checkpoint: str | Path, backbone: str, card, train: L
         "protocol": protocol, "checkpoint": str(checkpoint), "backbone": backbone, "card": card.name,
         "labels": train.label_key,
         "task": "multi-label" if multi else "single-label", "train": train.description, "val": val.description,
-        "settings": {**settings, "precision": resolve_precision(options.precision, options.device),
-                     "loader_workers": loader_workers(options.workers, options.device)},
+        "settings": {**settings, "precision": options.precision, "loader_workers": options.workers},
         "results": results,
     }
     if out_dir is not None:
@@ -188,7 +190,7 @@ def linear_eval(checkpoint: str | Path, data: EvalData, options: EvalOptions | N
     identity = {"checkpoint": file_identity(checkpoint), "card": card.to_dict(), "size": size,
                 "n_last_blocks": n_blocks, "avgpool": avgpool, "fill": options.fill,
                 "modalities": _choices(options), "label": train.label_key,
-                "precision": resolve_precision(options.precision, options.device)}
+                "precision": options.precision}
     if options.random_init:  # other weights, same checkpoint file: must not share cached features
         identity["backbone"] = backbone_name(cfg, options)
 

@@ -43,12 +43,13 @@ class Backbone(nn.Module):
             return None
         return int(self.model.patch_embed.patch_size[0])
 
-    def check_input_size(self, size: int, name: str) -> None:
-        """Refuse an input size (``name``: the setting that gave it) that is not whole patches."""
+    def check_input_size(self, size: int, name: str, hint: str = "") -> None:
+        """Refuse an input size (``name``: the setting that gave it) that is not whole patches;
+        the message ends with ``hint``, by default two sizes that are."""
         patch = self.patch_size
         if patch and size % patch:
-            raise ValueError(f"{name}={size} is not a multiple of the backbone's patch size {patch} "
-                             f"(e.g. {max(patch, size // patch * patch)} or {(size // patch + 1) * patch})")
+            hint = hint or f"e.g. {max(patch, size // patch * patch)} or {(size // patch + 1) * patch}"
+            raise ValueError(f"{name}={size} is not a multiple of the patch size {patch} ({hint})")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 mask_token: torch.Tensor | None = None, cls_only: bool = False) -> BackboneOutput:

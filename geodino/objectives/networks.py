@@ -34,9 +34,7 @@ def build_network(cfg: Config, in_chans: int, drop_path_rate: float, role: str =
     )
     a = cfg.augment
     for key, size in (("global_size", a.global_size), ("local_size", a.local_size if a.n_local else 0)):
-        if backbone.patch_size and size % backbone.patch_size:
-            raise ValueError(f"augment.{key}={size} is not a multiple of the patch size {backbone.patch_size} "
-                             f"(model.patch_size, or {m.arch}'s own when 0)")
+        backbone.check_input_size(size, f"augment.{key}", hint=f"model.patch_size, or {m.arch}'s own when 0")
     head = DINOHead(backbone.embed_dim, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.nlayers,
                     m.use_bn_in_head, m.norm_last_layer)
     net = MultiCropWrapper(backbone, head, role=role)
