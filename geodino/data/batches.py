@@ -1,7 +1,7 @@
 """Pretraining batches, whatever the source: :class:`PretrainData` and the map-style epoch sampler.
 
 This is the ground floor every data source builds on (the shard stream included), so it imports
-nothing of geodino but the dataset card.
+nothing of geodino but the dataset card and the bad-sample policy (:mod:`geodino.data.bad`).
 
 Map-style sources (synthetic scenes, image folders) use :class:`EpochBatches`: one permutation of
 the dataset per epoch, seeded by ``(seed, epoch)``, cut into global batches of which each process
@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from geodino.data.bad import BAD, ReportingBad, collate_reporting_bad, pretrain_policy
 from geodino.data.card import DatasetCard
 from geodino.utils import GPU_LOADER_WORKERS, ignore_stop_signals
 
@@ -77,7 +78,8 @@ class PretrainData:
 
 def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank: int, world: int,
                             description: str = "") -> PretrainData:
-    """:class:`PretrainData` over a map-style dataset (``cfg``: a pretraining recipe)."""
+    """:class:`PretrainData` over a map-style dataset (``cfg``: a pretraining recipe). A sample the
+    dataset cannot read (:class:`~geodino.data.bad.SampleError`) follows ``data.bad_samples``."""
     d = cfg.data
     steps = len(dataset) // (d.batch_size * world)
     if steps == 0:
@@ -87,7 +89,9 @@ def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank:
     # One loader for the whole run: with workers, they start once and persist across epochs
     # (starting them anew each epoch is seconds a GPU waits); the sampler is told the epoch.
     sampler = EpochBatches(len(dataset), d.batch_size, rank, world, cfg.run.seed, 0)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+    policy = pretrain_policy(d, len(dataset), rank, cfg.run.out_dir)
+    loader = DataLoader(ReportingBad(dataset), batch_sampler=sampler, num_workers=d.num_workers,
+                        collate_fn=collate_reporting_bad,
                         pin_memory=torch.cuda.is_available(), persistent_workers=d.num_workers > 0,
                         # its own generator: a DataLoader otherwise draws its worker seeds from the
                         # global RNG, which would shift the stochastic-depth draws of a resumed run
@@ -96,10 +100,13 @@ def map_style_pretrain_data(dataset: Dataset, card: DatasetCard, cfg: Any, rank:
 
     def batches(epoch: int, start_step: int) -> Iterator[dict[str, Any]]:
         sampler.epoch, sampler.start_step = epoch, start_step  # read when the loader starts iterating
-        yield from loader
+        for batch in loader:
+            for record in batch.pop(BAD, []):
+                policy.handle({**record, "epoch": epoch})  # raises under data.bad_samples=error
+            yield batch
 
     return PretrainData(card=card, steps_per_epoch=steps, batches=batches, description=description,
-                        close=lambda: stop_workers(loader))
+                        bad_samples=lambda: policy.count, close=lambda: stop_workers(loader))
 
 
 def stop_workers(loader: DataLoader) -> None:

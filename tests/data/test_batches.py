@@ -20,7 +20,8 @@ class WhoLoads(Dataset):
 
 
 def test_workers_persist_across_epochs_and_each_epoch_keeps_its_order():
-    cfg = SimpleNamespace(data=SimpleNamespace(batch_size=4, num_workers=2), run=SimpleNamespace(seed=3))
+    cfg = SimpleNamespace(data=SimpleNamespace(batch_size=4, num_workers=2, bad_samples="error", max_bad_fraction=0.0),
+                          run=SimpleNamespace(seed=3, out_dir="unused"))
     data = map_style_pretrain_data(WhoLoads(), synthetic_card(), cfg, rank=0, world=1)
     pids, orders = [], []
     for epoch in (0, 1):

@@ -47,6 +47,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from geodino.data.shards.remote import file_name as shard_file_name
+from geodino.data.bad import SampleError
 from geodino.data.shards.remote import is_remote
 
 INDEX_FILE = "index.json"
@@ -70,18 +71,14 @@ class ShardFormatError(ValueError):
     """A shard sample is malformed or a shard specification matches nothing."""
 
 
-class BadSample(ShardFormatError):
+class BadSample(ShardFormatError, SampleError):
     """A sample that cannot be used, naming the shard, the sample key and the reason."""
 
-    def __init__(self, url: str, key: str, reason: str) -> None:
-        super().__init__(f"{url}: sample {key}: {reason}")
-        self.url, self.key, self.reason = url, key, reason
+    container = "shard"
 
-    def __reduce__(self):  # keep the fields when crossing a process boundary
-        return (BadSample, (self.url, self.key, self.reason))
-
-    def record(self) -> dict[str, str]:
-        return {"shard": self.url, "key": self.key, "reason": self.reason}
+    @property
+    def url(self) -> str:
+        return self.where
 
 
 class PatchError(Exception):

@@ -54,13 +54,13 @@ from geodino.data.shards.format import (
     shard_file_name,
     training_shards,
 )
-from geodino.data.shards.read import BadDataError, BadSamplePolicy, sample_id, raw_samples, shard_counts, shard_error_record
+from geodino.data.bad import BAD, BadDataError, BadSamplePolicy, pretrain_policy, sample_id
+from geodino.data.shards.read import raw_samples, shard_counts, shard_error_record
 from geodino.data.shards.remote import RemoteError, ShardReadError
 from geodino.utils import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 NOT_BATCHED = ("key", "meta", "image", "groups", RGB8_KEY)  # every other part of a sample is stacked into the batch
-BAD = "__bad_samples__"  # records of bad samples travelling with a batch from a worker
 FATAL = "__fatal__"  # a worker stopped at a bad sample (policy ``error``)
 
 
@@ -435,9 +435,7 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
     image_size = d.image_size if set(card.modalities) == {"rgb"} else None
     out_dir = Path(cfg.run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    policy = BadSamplePolicy(d.bad_samples, d.max_bad_fraction, total=samples,
-                             log_path=out_dir / "bad_samples.jsonl" if d.bad_samples == "skip" else None,
-                             context={"rank": rank}, hint="data.bad_samples=skip skips and records such samples")
+    policy = pretrain_policy(d, samples, rank, out_dir)
     loader = make_shard_loader(paths, batch_size=d.batch_size, num_workers=d.num_workers,
                                shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, rank=rank,
                                world_size=world_size, steps_per_epoch=steps, image_size=image_size,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geodino.data.bad import SampleError
 from geodino.data.shards.format import RGB8_KEY, PatchError, SampleParts, load_rgb, rgb_image
 
 __all__ = ["ImageFolderDataset", "ImageItem", "find_classes", "list_images", "load_rgb", "read_item"]
@@ -71,9 +72,18 @@ def list_images(root: str | Path, split: str = "train") -> tuple[list[ImageItem]
     return items, classes
 
 
+def unreadable_image_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file that is not a usable image: truncated or corrupt data
+    (OSError, SyntaxError), no known format, images of over ~179 Mpixel (DecompressionBombError;
+    one such photo stopped a whole conversion) and pixel modes a photo does not have (ValueError)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, ValueError
+
+
 def read_item(item: ImageItem) -> SampleParts:
     """Original JPEG bytes (or a one-off JPEG of another format), checked to decode."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         data = Path(item.path).read_bytes()
@@ -84,9 +94,7 @@ def read_item(item: ImageItem) -> SampleParts:
                 buf = io.BytesIO()
                 rgb_image(img).save(buf, format="JPEG", quality=95)
                 data = buf.getvalue()
-    except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, ValueError) as err:
-        # DecompressionBombError: PIL refuses images of over ~179 Mpixel (one such photo stopped
-        # the whole conversion); ValueError: pixel modes a photo does not have (below).
+    except unreadable_image_errors() as err:
         raise PatchError(item.key, item.path, f"unreadable image: {err}") from None
     meta: dict[str, Any] = {"source": "imagefolder", "bands": ["R", "G", "B"], "path": item.path,
                             "class": item.class_name, "split": item.split, "reencoded": reencoded}
@@ -108,6 +116,8 @@ class ImageFolderDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
-        if self.uint8:
-            return {RGB8_KEY: load_rgb(item.path, self.image_size, as_uint8=True), "label": item.label}
-        return {"image": load_rgb(item.path, self.image_size), "label": item.label}
+        try:
+            pixels = load_rgb(item.path, self.image_size, as_uint8=self.uint8)
+        except unreadable_image_errors() as err:
+            raise SampleError(item.path, item.key, f"unreadable image: {err}") from None
+        return {RGB8_KEY if self.uint8 else "image": pixels, "label": item.label}

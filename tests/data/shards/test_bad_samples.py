@@ -14,7 +14,8 @@ import pytest
 
 from geodino.cli import main
 from geodino.data.shards.format import BadSample, SampleSpec, decode_sample, encode_sample, expand_shards
-from geodino.data.shards.read import BadDataError, BadSamplePolicy, iter_samples
+from geodino.data.bad import BadDataError, BadSamplePolicy
+from geodino.data.shards.read import iter_samples
 from geodino.data.shards.stream import make_shard_loader
 from geodino.data.shards.format import card_spec
 

@@ -13,7 +13,7 @@ from geodino.config.load import load_config
 from geodino.data.build import build_pretrain_data
 from geodino.data.card import CardError
 from geodino.data.shards.format import IncompleteConversion
-from geodino.data.shards.read import BadDataError
+from geodino.data.bad import BadDataError
 from geodino.data.shards.remote import RemoteError
 
 from tests.data.shards.tiny import serve_folder, tiny_items, write_tiny

@@ -110,7 +110,7 @@ def test_an_epoch_resumed_mid_way_gets_exactly_the_missing_batches(tmp_path, wor
     """Resuming at step s replays the first s batches without decoding and then serves exactly the
     batches an uninterrupted pass serves, also after a skipped bad sample and across shard cycles."""
     from geodino.data.shards.format import card_spec
-    from geodino.data.shards.read import BadSamplePolicy
+    from geodino.data.bad import BadSamplePolicy
     from tests.data.shards.tiny import tiny_card, tiny_items, write_tiny
 
     folder = write_tiny(tmp_path / "d", tiny_items(train=12, s004={"nan": True}), shard_size=3)
@@ -137,7 +137,7 @@ def test_an_epoch_resumed_mid_way_gets_exactly_the_missing_batches(tmp_path, wor
 def test_resume_with_samples_of_another_size_and_another_spelling_of_the_folder(tmp_path, monkeypatch) -> None:
     """Without a card grid, every sample is held to the data's first sample (not to whatever the
     stream decodes first after a resume), and a folder named relatively is the same folder."""
-    from geodino.data.shards.read import BadSamplePolicy
+    from geodino.data.bad import BadSamplePolicy
     from tests.data.shards.tiny import tiny_items, write_tiny
 
     odd = {f"s{i:03d}": {"size": 4} for i in range(1, 40, 5)}
