@@ -35,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("a recipe is required, e.g. seg_synthetic_quickstart")
     if args.out:
         overrides.append(f"run.out_dir={args.out}")
+    # before loading: the recipe's keys that the run will not read are logged there
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_seg_config(recipe, overrides)
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(seg_config_to_dict(cfg), sort_keys=False))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from geodino.finetune.loop import finetune_segmentation
 
     summary = finetune_segmentation(cfg)

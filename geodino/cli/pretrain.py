@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             option = {"run.out_dir": "--out", "run.resume": "--no-resume" if args.no_resume else "--resume"}[key]
             raise ValueError(f"{option} and {key}={given[-1]} disagree: give one")
         overrides.append(f"{key}={value}")
+    # before loading: the recipe's keys that the run will not read are logged there
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(recipe, overrides)
     if args.print_config:
         import yaml
@@ -55,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from geodino.engine.pretrain import pretrain
 
     summary = pretrain(cfg)

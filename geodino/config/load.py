@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from geodino.config.schema import Config
 from geodino.resources import RECIPES, packaged_file, packaged_folder, packaged_names
 from geodino.utils import read_yaml, yaml_problem
 
+log = logging.getLogger(__name__)
 RECIPES_DIR = packaged_folder(RECIPES)
 DEFAULT_RECIPE = RECIPES_DIR / "quickstart.yaml"
 
@@ -166,21 +169,60 @@ def recipe_path(recipe: str | Path) -> Path:
     return path
 
 
-def apply_recipe(cfg: Any, path: Path, overrides: list[str] | None = None) -> None:
-    """Fill the dataclass tree ``cfg`` from the YAML at ``path``, then the dotted overrides."""
+@dataclasses.dataclass(frozen=True)
+class Given:
+    """The dotted keys that a recipe file and the command line set (every other key kept its default),
+    so that a key the run will not read can be named instead of ignored."""
+
+    recipe: str = ""
+    in_file: frozenset[str] = frozenset()
+    on_command_line: frozenset[str] = frozenset()
+
+    def check_read(self, section: str, read: Iterable[str], why: str) -> None:
+        """Keys of ``section`` (e.g. ``data``) outside ``read``: one set on the command line is an error
+        (an override that changes nothing), one from the recipe file is logged (a recipe can serve
+        several sources). ``why`` completes "not read ..." (e.g. "when data.source='synthetic'")."""
+        read = set(read)
+
+        def unread(keys: Iterable[str]) -> list[str]:
+            return sorted(k for k in keys if k.startswith(f"{section}.") and k.split(".")[1] not in read)
+
+        if bad := unread(self.on_command_line):
+            raise ConfigError(f"{', '.join(bad)}: not read {why}; drop {'it' if len(bad) == 1 else 'them'}")
+        if bad := unread(self.in_file - self.on_command_line):
+            log.info("%s: %s not read %s; ignored", self.recipe, ", ".join(bad), why)
+
+
+def dotted_keys(mapping: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The leaf keys of a nested mapping, dotted: ``{"data": {"root": x}}`` → ``{"data.root"}``."""
+    keys: set[str] = set()
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            keys |= dotted_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def apply_recipe(cfg: Any, path: Path, overrides: list[str] | None = None) -> Given:
+    """Fill the dataclass tree ``cfg`` from the YAML at ``path``, then the dotted overrides; returns
+    which keys each of them set."""
     data = _read_yaml(path)  # its errors name the file already
     try:
         apply_mapping(cfg, data, "")
-        apply_mapping(cfg, parse_overrides(overrides or []), "")
+        given = parse_overrides(overrides or [])
+        apply_mapping(cfg, given, "")
     except ConfigError as err:
         raise ConfigError(f"{path.name}: {err}") from None
+    return Given(path.name, frozenset(dotted_keys(data)), frozenset(dotted_keys(given)))
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults ← recipe (``None`` = the embedded quickstart) ← overrides. Validates everything."""
     cfg = Config()
-    apply_recipe(cfg, recipe_path(recipe) if recipe else DEFAULT_RECIPE, overrides)
+    given = apply_recipe(cfg, recipe_path(recipe) if recipe else DEFAULT_RECIPE, overrides)
     validate(cfg)
+    check_data_keys(given, cfg.data.source, "pretraining")
     return cfg
 
 
@@ -200,6 +242,20 @@ def check_data_source(source: str, root: str, job: str) -> None:
         # generated scenes instead would look like a success.
         raise ConfigError(f"data.root={root!r} is set but data.source={source!r} reads no files: drop data.root, "
                           "or set data.source to the kind of data at that root")
+
+
+def check_data_keys(given: Given, source: str, job: str) -> None:
+    """The ``data.*`` keys given must be ones that ``source`` reads for ``job`` (its
+    :meth:`~geodino.data.registry.DataSource.keys_read`); the message names the sources that do."""
+    from geodino.data.registry import get_source, source_names
+
+    read = get_source(source, job).keys_read(job)
+    unread = sorted(k.split(".")[1] for k in given.in_file | given.on_command_line
+                    if k.startswith("data.") and k.split(".")[1] not in read)
+    readers = sorted({name for key in unread for name in source_names(job)
+                      if key in get_source(name).keys_read(job)})
+    elsewhere = f" (read by {', '.join(readers)})" if readers else ""
+    given.check_read("data", read, f"when data.source={source!r}{elsewhere}")
 
 
 def check_ranges(node: Any, prefix: str = "") -> None:

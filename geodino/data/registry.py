@@ -13,6 +13,10 @@ the hook their job needs, so no job dispatches on source names itself:
 - ``segmentation_data(cfg, card)``: :class:`~geodino.data.segmentation.SegData` for
   ``geodino finetune seg``.
 
+Each source also declares the recipe's ``data.*`` keys it reads for each job (``READS``, see
+:meth:`DataSource.keys_read`): loading a recipe refuses a key given on the command line that the
+chosen source does not read, and logs one that the recipe file sets, instead of ignoring it.
+
 A source overrides the hooks it can serve; the others raise :class:`SourceError` naming the
 sources that can. A new source subclasses :class:`DataSource` and is added with
 :func:`register_source`. Heavy modules are imported inside the hooks, so that looking a name up
@@ -33,6 +37,11 @@ log = logging.getLogger(__name__)
 # Job → the hook that serves it.
 JOBS = {"pretraining": "pretrain_data", "evaluation": "labelled_set", "segmentation": "segmentation_data"}
 ROLES = ("train", "val")
+# The data.* keys every source reads for a job; a source adds its own in READS.
+COMMON_KEYS = {
+    "pretraining": frozenset({"source", "batch_size", "num_workers"}),
+    "segmentation": frozenset({"source", "batch_size", "num_workers", "image_size"}),
+}
 
 
 class SourceError(ValueError):
@@ -53,6 +62,12 @@ class DataSource:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reads_files: ClassVar[bool] = True
+    READS: ClassVar[dict[str, frozenset[str]]] = {}  # job → the data.* keys this source reads beyond COMMON_KEYS
+
+    def keys_read(self, job: str) -> frozenset[str]:
+        """The recipe's ``data.*`` keys this source reads for ``job`` (``root`` when it reads files)."""
+        own = self.READS.get(job, frozenset()) | ({"root"} if self.reads_files else frozenset())
+        return COMMON_KEYS.get(job, frozenset()) | own
 
     def serves(self, job: str) -> bool:
         """Whether this source fills the hook of ``job`` (one of :data:`JOBS`)."""
@@ -126,6 +141,9 @@ class SyntheticSource(DataSource):
     name = "synthetic"
     description = "the embedded synthetic SAR-optical scenes (generated, no files)"
     reads_files = False
+    READS = {"pretraining": frozenset({"image_size", "num_samples", "num_classes", "eval_train_samples",
+                                       "eval_val_samples"}),
+             "segmentation": frozenset({"num_samples", "val_samples", "num_classes"})}
     LABELS = ("label", "labels")  # dominant class, multi-hot of the classes covering >= 10 %
 
     def default_card(self, data: Mapping[str, Any]) -> DatasetCard:
@@ -188,6 +206,7 @@ class SyntheticSource(DataSource):
 class ImageFolderSource(DataSource):
     name = "imagefolder"
     description = "RGB images in ImageNet-style class folders (root/<class>/<image>)"
+    READS = {"pretraining": frozenset({"card", "image_size", "bad_samples", "max_bad_fraction"})}
 
     def default_card(self, data: Mapping[str, Any]) -> DatasetCard:
         return DatasetCard.load("imagenet")
@@ -206,6 +225,10 @@ class ImageFolderSource(DataSource):
 class ShardSource(DataSource):
     name = "shards"
     description = "webdataset shards written by `geodino shard` (a folder, pattern, list or URL)"
+    READS = {"pretraining": frozenset({"card", "image_size", "shuffle_buffer", "samples_per_epoch", "bad_samples",
+                                       "max_bad_fraction", "allow_incomplete", "eval_train_samples",
+                                       "eval_val_samples"}),  # image_size: RGB shards are resized to it
+             "segmentation": frozenset({"train_split", "val_split", "num_samples", "val_samples"})}
 
     def default_card(self, data: Mapping[str, Any]) -> DatasetCard:
         from geodino.data.shards.format import expand_shards
@@ -295,6 +318,7 @@ class ShardSource(DataSource):
 class SEN12MSSource(DataSource):
     name = "sen12ms"
     description = "a local copy of SEN12MS (read by torchgeo), for segmentation"
+    READS = {"segmentation": frozenset({"card", "train_split", "val_split", "num_samples", "val_samples", "label_map"})}
 
     def default_card(self, data: Mapping[str, Any]) -> DatasetCard:
         raise CardError("data.card: needed to read SEN12MS without a pretrained checkpoint (band order, statistics)")

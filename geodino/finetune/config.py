@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from geodino.config.load import ConfigError, apply_mapping, apply_recipe, check_data_source, check_ranges, recipe_path
+from geodino.config.load import (ConfigError, apply_mapping, apply_recipe, check_data_keys, check_data_source,
+                                 check_ranges, recipe_path)
 from geodino.config.schema import bounded
 
 Head = Literal["linear", "progressive", "upernet"]
@@ -85,11 +86,20 @@ class SegConfig:
     train: SegTrainConfig = field(default_factory=SegTrainConfig)
 
 
+# Model keys that shape a randomly initialised backbone; a pretrained one brings its own.
+RANDOM_INIT_ONLY = frozenset({"arch", "patch_size", "depth", "img_size", "drop_path_rate"})
+
+
 def load_seg_config(recipe: str | Path, overrides: list[str] | None = None) -> SegConfig:
     """Defaults ← recipe ← overrides, validated."""
     cfg = SegConfig()
-    apply_recipe(cfg, recipe_path(recipe), overrides)
+    given = apply_recipe(cfg, recipe_path(recipe), overrides)
     validate_seg(cfg)
+    check_data_keys(given, cfg.data.source, "segmentation")
+    if cfg.model.pretrained != RANDOM_INIT:
+        read = {f.name for f in dataclasses.fields(SegModelConfig)} - RANDOM_INIT_ONLY
+        given.check_read("model", read, f"when model.pretrained is a checkpoint or export (it brings its own "
+                                        f"backbone; they shape a {RANDOM_INIT!r} one)")
     return cfg
 
 

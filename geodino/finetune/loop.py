@@ -42,16 +42,12 @@ def build_backbone_for(cfg: SegConfig):
         from geodino.eval.checkpoint import load_export_backbone
 
         backbone, card, config = load_export_backbone(m.pretrained)
-        if m.drop_path_rate:
-            log.info("model.drop_path_rate is ignored for a pretrained backbone")
         return backbone, card, f"{config['architecture']} from export {m.pretrained}"
     if m.pretrained != RANDOM_INIT:
         from geodino.eval.checkpoint import load_teacher_backbone
 
         backbone, card, recipe = load_teacher_backbone(m.pretrained)
         arch = recipe["model"]["arch"]
-        if m.drop_path_rate:
-            log.info("model.drop_path_rate is ignored for a pretrained backbone")
         return backbone, card, f"{arch} from {m.pretrained}"
     return None, None, f"{m.arch} (random init)"
 

@@ -220,8 +220,13 @@ def test_a_key_given_twice_or_an_empty_recipe_is_refused(tmp_path):
         load_config(tmp_path / "empty.yaml")
 
 
-def test_zero_synthetic_scenes_is_refused_but_other_sources_ignore_the_key(tmp_path):
+def test_zero_synthetic_scenes_is_refused_but_other_sources_ignore_the_key(tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"data\.num_samples=0: the synthetic source makes as many scenes as asked"):
         load_config(None, ["data.num_samples=0"])
-    # Shard recipes written with the synthetic-only key at 0 still load (and resume).
-    load_config(None, ["data.source=shards", f"data.root={tmp_path}", "data.num_samples=0"])
+    # Shard recipes written with the synthetic-only key at 0 still load (and resume), saying so.
+    recipe = tmp_path / "shards.yaml"
+    recipe.write_text(f"data:\n  source: shards\n  root: {tmp_path}\n  num_samples: 0\n")
+    with caplog.at_level("INFO", logger="geodino.config.load"):
+        load_config(recipe)
+    assert "shards.yaml: data.num_samples not read when data.source='shards' (read by synthetic); ignored" \
+        in caplog.text

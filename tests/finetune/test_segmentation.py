@@ -17,14 +17,17 @@ from geodino.finetune.loop import finetune_segmentation
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 HERE = Path(__file__).resolve().parent
-TINY_SEG = ["model.arch=vit_tiny_patch16_224", "model.depth=2", "model.patch_size=8", "model.decoder_channels=16",
-            "data.image_size=32", "data.batch_size=4", "data.num_samples=8", "data.val_samples=4",
+# The backbone's shape keys are read for a random init only: a checkpoint brings its own.
+TINY_BACKBONE = ["model.arch=vit_tiny_patch16_224", "model.depth=2", "model.patch_size=8"]
+TINY_SEG = ["model.decoder_channels=16", "data.image_size=32", "data.batch_size=4", "data.num_samples=8",
+            "data.val_samples=4",
             "train.epochs=1", "train.warmup_epochs=0", "train.log_every=1", "train.predictions=2"]
+TINY_RANDOM = [*TINY_BACKBONE, *TINY_SEG]
 
 
 def test_random_init_on_synthetic_scenes(tmp_path, capsys) -> None:
     out = tmp_path / "seg"
-    argv = ["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained=none", *TINY_SEG, "--out", str(out)]
+    argv = ["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained=none", *TINY_RANDOM, "--out", str(out)]
     assert main(argv) == 0
     assert "mIoU" in capsys.readouterr().out
     summary = json.loads((out / "metrics.json").read_text())
@@ -83,7 +86,7 @@ def test_shards_with_ignored_pixels(tmp_path) -> None:
     shards = tmp_path / "shards"
     write_shards(shards, list_items(8, 4), functools.partial(_masked_read, image_size=32, num_classes=8, seed=0),
                  synthetic_card(), shard_size=8, progress=False)
-    cfg = load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", *TINY_SEG, "model.head=progressive",
+    cfg = load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", *TINY_RANDOM, "model.head=progressive",
                                                        "data.source=shards", f"data.root={shards}",
                                                        "data.num_samples=0", "data.val_samples=0",
                                                        f"run.out_dir={tmp_path / 'run'}"])
@@ -119,7 +122,7 @@ def test_sen12ms_through_torchgeo(synthetic_checkpoint, tmp_path) -> None:
 def test_reben_recipe_split_names_resolve_on_shards(synthetic_shards, tmp_path, capsys) -> None:
     # The reBEN recipe's splits (train, val) as the shard writer names them; the network and the
     # steps shrunk to the tiny test size, the data keys left as the recipe has them.
-    shrink = [*TINY_SEG, "model.img_size=32", "model.levels=[]", "data.num_workers=0", "train.eval_every=0"]
+    shrink = [*TINY_RANDOM, "model.img_size=32", "model.levels=[]", "data.num_workers=0", "train.eval_every=0"]
     argv = ["finetune", "seg", "seg_reben_upernet_vits16", "model.pretrained=none", f"data.root={synthetic_shards}",
             *shrink, "--out", str(tmp_path / "seg")]
     assert main(argv) == 0
@@ -135,7 +138,7 @@ def test_reben_recipe_split_names_resolve_on_shards(synthetic_shards, tmp_path, 
 def test_a_diverged_fine_tuning_ends_in_one_line_naming_the_steps_and_saves_nothing(tmp_path, capsys) -> None:
     # The loss is judged on the device and read on logging steps only (every 2 steps here).
     out = tmp_path / "seg"
-    argv = ["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained=none", *TINY_SEG, "data.num_samples=16",
+    argv = ["finetune", "seg", "seg_synthetic_quickstart", "model.pretrained=none", *TINY_RANDOM, "data.num_samples=16",
             "train.log_every=2", "train.lr=1e30", "model.head=linear", "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -145,7 +148,7 @@ def test_a_diverged_fine_tuning_ends_in_one_line_naming_the_steps_and_saves_noth
 
 
 def test_the_summary_says_the_precision_and_device_it_ran_with(tmp_path) -> None:
-    cfg = load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", *TINY_SEG, "model.head=linear",
+    cfg = load_seg_config("seg_synthetic_quickstart", ["model.pretrained=none", *TINY_RANDOM, "model.head=linear",
                                                        f"run.out_dir={tmp_path}", "run.precision=bf16"])
     summary = finetune_segmentation(cfg)
     assert summary["precision"] == "bf16" and summary["device"] == "cpu" and 0 <= summary["miou"] <= 100
