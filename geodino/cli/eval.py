@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from geodino.config.schema import number
@@ -30,7 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modalities", metavar="CHOICES",
                    help="comma-separated modality choices, e.g. s2,s1,s2+s1: evaluate each with the other "
                         "modalities filled (missing-modality table)")
-    p.add_argument("--fill", type=float, default=0.0, help="standardised value of hidden bands (default 0 = mean)")
+    p.add_argument("--fill", type=number(float),
+                   help="standardised value of hidden bands, with --modalities (default 0 = the band mean)")
     p.add_argument("--card", help="dataset card (name or YAML) if the checkpoint's cannot be found")
     p.add_argument("--batch-size", type=number(int, ge=1), default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: the GPU when there is one)")
@@ -52,8 +54,8 @@ def _rates(text: str) -> tuple[float, ...]:
         rates = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if min(rates) <= 0:
-        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
+    if not all(math.isfinite(r) and r > 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive numbers, got {text!r}")
     return rates
 
 
@@ -111,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     data = EvalData(train=args.train, val=args.val, label=args.label, train_split=args.train_split,
                     val_split=args.val_split, train_samples=args.num_samples, val_samples=args.val_samples,
                     image_size=args.image_size)
-    options = EvalOptions(fill=args.fill, size=args.size, batch_size=args.batch_size, device=args.device,
+    if args.fill is not None and not args.modalities:
+        raise ValueError("--fill sets the bands --modalities hides; without --modalities no band is hidden")
+    options = EvalOptions(fill=args.fill or 0.0, size=args.size, batch_size=args.batch_size, device=args.device,
                           precision=args.precision, workers=args.workers, card=args.card, progress=not args.json,
                           random_init=args.random_init)
     options.modalities = split_choices(args.modalities)  # checked against the card once it is loaded

@@ -278,6 +278,9 @@ class ShardSource(DataSource):
         from geodino.data.shards.stream import NOT_BATCHED
         from geodino.data.splits import training_split, validation_split
 
+        if image_size is not None:
+            raise ValueError("--image-size sizes the generated synthetic scenes; shards are read as stored "
+                             "(--size sets the backbone's input size)")
         choice = training_split(spec, split) if role == "train" else validation_split(spec, split, split_option)
         paths = choice.paths
         try:

@@ -192,3 +192,29 @@ def test_the_report_says_the_precision_and_loader_processes_it_ran_with(syntheti
     assert main(argv[:-4]) == 0  # defaults on a CPU: fp32, no loader processes
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["precision"] == "fp32" and report["settings"]["loader_workers"] == 0
+
+
+def test_options_that_would_change_nothing_are_refused(synthetic_checkpoint, synthetic_shards, tmp_path, capsys) -> None:
+    # --image-size sizes generated scenes only; on shards it was ignored without a word
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", str(synthetic_shards), "--val", str(synthetic_shards),
+            "--image-size", "64", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--image-size sizes the generated synthetic scenes; shards are read as stored" in capsys.readouterr().err
+    # --fill without --modalities hides no band
+    argv = ["eval", "knn", str(synthetic_checkpoint), "--train", "synthetic", "--val", "synthetic", "--fill", "1.5",
+            "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--fill sets the bands --modalities hides; without --modalities no band is hidden" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "knn", "c.pt", "--train", "synthetic", "--val", "synthetic", "--fill", "nan"],
+     "argument --fill: must be a finite number, got nan"),
+    (["eval", "linear", "c.pt", "--train", "synthetic", "--val", "synthetic", "--lr", "0.1,nan"],
+     "learning rates must be positive numbers, got '0.1,nan'"),
+])
+def test_non_finite_numbers_are_refused_by_option(capsys, argv, message) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
