@@ -48,11 +48,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch-hidden-dim", type=number(int, ge=0), default=0, help="patch head MLP width (0 = the schema's)")
     p.add_argument("--count-flops", action="store_true",
                    help="with --objective: also count the matmul FLOPs of one step of each (machine-independent)")
-    p.add_argument("--baseline", choices=["reference", "none"], default="reference",
-                   help="also time the reference-style step in the same run (fp32, --objective dino only)")
+    p.add_argument("--baseline", choices=["reference", "none"],
+                   help="also time the reference-style step in the same run (default reference; fp32, "
+                        "--objective dino only)")
     p.add_argument("--threads", type=number(int, ge=0), default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--rounds", type=number(int, ge=1), default=3,
-                   help="alternating geodino/baseline processes; the medians are reported (--objective dino)")
+    p.add_argument("--rounds", type=number(int, ge=1),
+                   help="alternating geodino/baseline processes; the medians are reported (default 3; "
+                        "--objective dino only)")
+
+
+# The recipe keys _config sets from options: an error of the network's checks names the option.
+OPTION_OF_KEY = {"augment.global_size": "--global-size", "augment.local_size": "--local-size",
+                 "augment.n_local": "--local-crops", "model.patch_size": "--patch-size", "model.depth": "--depth",
+                 "model.arch": "--arch", "model.out_dim": "--out-dim", "data.batch_size": "--batch-size",
+                 "objective.patch_hidden_dim": "--patch-hidden-dim", "train.precision": "--precision"}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Options that the chosen comparison would not read are refused; the defaults of the others are
+    filled in (``--baseline`` and ``--rounds`` are for ``--objective dino``, the patch options for
+    the others)."""
+    if args.objective == "dino":
+        for option, value in (("--count-flops", args.count_flops), ("--patch-hidden-dim", args.patch_hidden_dim)):
+            if value:
+                raise ValueError(f"{option} is for a patch objective timed against dino alone: "
+                                 "give --objective selfpatch or masked")
+        args.baseline = args.baseline or "reference"
+        args.rounds = args.rounds or 3
+        return
+    for option, value in (("--baseline", args.baseline), ("--rounds", args.rounds)):
+        if value is not None:
+            raise ValueError(f"{option} is for --objective dino: a patch objective is timed against dino alone, "
+                             "both in one process")
 
 
 def _config(args: argparse.Namespace):
@@ -181,6 +208,17 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    check_options(args)
+    try:
+        return _run(args)
+    except ValueError as err:  # the network's own checks name recipe keys; here they are options
+        message = str(err)
+        for key, option in OPTION_OF_KEY.items():
+            message = message.replace(key, option)
+        raise ValueError(message) from None
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     # Every CPU figure names its CPU (issue 14): the same step is faster or slower by machine.
     result: dict[str, Any] = {"bench": "step", "cpu": cpu_model(), "torch": torch.__version__,
                               **{k: v for k, v in vars(args).items() if k != "func"}}

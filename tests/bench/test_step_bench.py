@@ -4,6 +4,7 @@ and rounds that alternate geodino's step with the reference-style one."""
 import argparse
 import json
 
+import pytest
 import torch
 
 from geodino.bench.step import _measure_pair, _median_run, add_arguments, run
@@ -42,3 +43,19 @@ def test_rounds_alternate_geodino_and_the_reference_style_step(capsys):
     assert result["cpu"] == cpu_model() and result["torch"] == torch.__version__  # every CPU figure names its CPU
     assert result["onednn_linears"] >= 0 and "onednn_linears" not in result["baseline"]
     assert result["speedup_vs_baseline"] == round(result["imgs_per_s"] / result["baseline"]["imgs_per_s"], 3)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--count-flops"], "--count-flops is for a patch objective timed against dino alone"),
+    (["--patch-hidden-dim", "64"], "--patch-hidden-dim is for a patch objective"),
+    (["--objective", "masked", "--rounds", "2"], "--rounds is for --objective dino"),
+    (["--objective", "selfpatch", "--baseline", "none"], "--baseline is for --objective dino"),
+])
+def test_options_the_chosen_comparison_would_not_read_are_refused(extra, message):
+    with pytest.raises(ValueError, match=message):
+        run(_args(*extra))
+
+
+def test_the_network_checks_name_the_options_not_recipe_keys():
+    with pytest.raises(ValueError, match=r"^--local-size=20 is not a multiple of the patch size 8 \(--patch-size, or"):
+        run(_args("--local-size", "20"))
