@@ -154,6 +154,9 @@ def list_v1(
     if split_csvs:
         # Every name is checked before any file is read: a misnamed CSV fails at once.
         splits = [(Path(path), csv_split(path)) for path in split_csvs]
+        missing = [str(path) for path, _ in splits if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"split CSV not found: {', '.join(missing)}")
         for path, split in splits:
             found = _csv_pairs(path, split)
             log.info("split CSV %s -> split %s (%d patches)", path, split, len(found))

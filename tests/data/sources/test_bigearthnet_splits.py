@@ -43,6 +43,12 @@ def test_split_csv_without_a_split_name_is_one_clear_error(ben_v1, tmp_path, cap
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_missing_split_csvs_are_named_before_any_is_read(ben_v1, tmp_path) -> None:
+    missing = [tmp_path / "val.csv", tmp_path / "test.csv"]
+    with pytest.raises(FileNotFoundError, match=rf"^split CSV not found: {missing[0]}, {missing[1]}$"):
+        ben.list_v1(ben_v1["s2_root"], ben_v1["s1_root"], [ben_v1["split_csvs"][0], *missing])
+
+
 @pytest.mark.parametrize("header", ["s2_name,s1_name", "patch_id,s1_name", "S2,S1"])
 def test_header_row_is_not_a_patch(ben_v1, tmp_path, header) -> None:
     rows = Path(ben_v1["split_csvs"][0]).read_text()
