@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import time
 
 import pytest
 import torch
@@ -267,7 +268,11 @@ def test_the_wandb_tracker_receives_the_losses_offline(tmp_path, monkeypatch):
     run_files = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(run_files) == 1, "no offline W&B run"
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    history = _wandb_history(run_files[0])
+    # W&B's own writer process may still be flushing the file when the run has returned (a loaded CI
+    # machine once read it empty): wait for it, a minute at most.
+    deadline = time.monotonic() + 60
+    while len(history := _wandb_history(run_files[0])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert [row["_step"] for row in history] == [1, 2]
     for row, record in zip(history, logged):
         assert row["loss"] == pytest.approx(record["loss"]) and row["lr"] == pytest.approx(record["lr"])
