@@ -10,7 +10,8 @@
   under :data:`BAD` and the main process hands them to the policy (:func:`collate_reporting_bad`
   for map-style datasets, the shard stream for shards).
 
-Like :mod:`geodino.data.batches`, this is ground floor: it imports nothing else of geodino.
+Like :mod:`geodino.data.batches`, this is ground floor: it imports nothing else of geodino when
+loaded (:func:`sample_id` asks the shard reader, when called, which locations are URLs).
 """
 
 from __future__ import annotations
