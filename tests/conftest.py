@@ -10,16 +10,18 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "engine"))
-from runs import TINY  # noqa: E402  (the tiny pretraining recipe of the engine tests)
+from runs import TINY, tiny_on  # noqa: E402  (the tiny pretraining recipe of the engine tests)
 
 
-def make_checkpoint(path: Path, *overrides: str) -> Path:
-    """A checkpoint as pretraining writes it (teacher + recipe), of an untrained tiny network."""
+def make_checkpoint(path: Path, *overrides: str, source: str = "synthetic", root: str | Path = "") -> Path:
+    """A checkpoint as pretraining writes it (teacher + recipe), of an untrained tiny network whose
+    recipe names ``source`` (and ``root``)."""
     from geodino.config import config_to_dict, load_config
     from geodino.objectives.networks import build_student_teacher
     from geodino.eval.checkpoint import recipe_card
 
-    cfg = load_config(None, [*TINY, f"run.out_dir={path.parent}", *overrides])
+    base = TINY if source == "synthetic" else tiny_on(source, root)
+    cfg = load_config(None, [*base, f"run.out_dir={path.parent}", *overrides])
     card = recipe_card(config_to_dict(cfg))
     torch.manual_seed(0)
     _, teacher = build_student_teacher(cfg, card.num_bands)
@@ -52,7 +54,7 @@ def pretrained_checkpoint(tmp_path_factory, synthetic_shards) -> Path:
     from geodino.utils import torch_threads
 
     out = tmp_path_factory.mktemp("pretrained")
-    cfg = load_config(None, [*TINY, f"run.out_dir={out}", "data.source=shards", f"data.root={synthetic_shards}",
+    cfg = load_config(None, [*tiny_on("shards", synthetic_shards), f"run.out_dir={out}",
                              "data.shuffle_buffer=32", "run.max_steps=3"])
     with torch_threads(1):
         pretrain(cfg)

@@ -20,6 +20,16 @@ from geodino.bench.doctor import TINY as DOCTOR_TINY
 TINY = list(DOCTOR_TINY)
 
 
+def tiny_on(source: str, root: str | Path = "", *more: str) -> list[str]:
+    """:data:`TINY` on another data source: its keys that ``source`` does not read (the synthetic
+    scene count) dropped, since a recipe given on the command line may not carry them."""
+    from geodino.data.registry import get_source
+
+    read = get_source(source).keys_read("pretraining")
+    kept = [o for o in TINY if not o.startswith("data.") or o.split("=")[0].split(".")[1] in read]
+    return [*kept, f"data.source={source}", *([f"data.root={root}"] if root else []), *more]
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["OMP_NUM_THREADS"] = "1"  # two processes on two cores
@@ -28,7 +38,9 @@ def env() -> dict[str, str]:
 
 
 def pretrain_cmd(out_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
-    args = ["-m", "geodino", "pretrain", f"run.out_dir={out_dir}", *TINY, *overrides]
+    source = [o.split("=", 1)[1] for o in overrides if o.startswith("data.source=")]
+    base = tiny_on(source[-1]) if source else TINY  # the scene count is the synthetic source's alone
+    args = ["-m", "geodino", "pretrain", f"run.out_dir={out_dir}", *base, *overrides]
     if nproc == 1:
         return [sys.executable, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),

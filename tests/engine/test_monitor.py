@@ -10,7 +10,7 @@ from geodino.config import load_config
 from geodino.config.load import RECIPES_DIR
 from geodino.engine.monitor import collapse_verdict
 from geodino.engine.pretrain import Pretrainer, pretrain
-from tests.engine.runs import TINY
+from tests.engine.runs import TINY, tiny_on
 from tests.engine.test_recipes import SHRINK
 
 
@@ -62,7 +62,7 @@ def test_shards_without_a_val_split_say_why_there_is_no_check(tmp_path, caplog) 
     index = json.loads((shards / "index.json").read_text())
     index["shards"] = [s for s in index["shards"] if s["split"] != "val"]
     (shards / "index.json").write_text(json.dumps(index))
-    cfg = load_config(None, [f"run.out_dir={tmp_path / 'run'}", *TINY, "data.source=shards", f"data.root={shards}",
+    cfg = load_config(None, [f"run.out_dir={tmp_path / 'run'}", *tiny_on("shards", shards),
                              "run.max_steps=1", "eval.knn=true"])
     with caplog.at_level(logging.INFO):
         summary = pretrain(cfg)

@@ -39,7 +39,9 @@ def ben_checkpoint(tmp_path_factory, checkpoint_factory) -> Path:
     card = DatasetCard.load("bigearthnet-v1")
     # Statistics of the right order of magnitude (the fixture's bands are random).
     card.with_statistics([1000.0] * 12 + [-15.0, -10.0], [500.0] * 12 + [5.0, 5.0]).save(folder / "card.yaml")
-    return checkpoint_factory(folder / "checkpoint.pt", f"data.card={folder / 'card.yaml'}")
+    # the recipe of a run on BigEarthNet shards, whose card the checkpoint carries
+    return checkpoint_factory(folder / "checkpoint.pt", f"data.card={folder / 'card.yaml'}", source="shards",
+                              root=folder)
 
 
 def test_knn_labels19_with_modalities(ben_checkpoint, ben_shards, tmp_path, capsys) -> None:

@@ -67,10 +67,10 @@ def moved_checkpoint(tmp_path_factory, synthetic_shards):
     from geodino.config import load_config
     from geodino.engine.pretrain import pretrain
     from geodino.utils import torch_threads
-    from runs import TINY
+    from runs import tiny_on
 
     out = tmp_path_factory.mktemp("moved")
-    cfg = load_config(None, [*TINY, f"run.out_dir={out}", "data.source=shards", f"data.root={synthetic_shards}",
+    cfg = load_config(None, [*tiny_on("shards", synthetic_shards), f"run.out_dir={out}",
                              "data.shuffle_buffer=32", "run.max_steps=4", "optim.warmup_epochs=0",
                              "optim.lr=0.5", "optim.momentum_teacher=0.0"])
     with torch_threads(1):
