@@ -152,11 +152,12 @@ def list_v1(
     pairs: list[tuple[str, str, str]] = []  # (split, s2, s1)
     rejects: list[dict[str, str]] = []
     if split_csvs:
-        # Every name is checked before any file is read: a misnamed CSV fails at once.
-        splits = [(Path(path), csv_split(path)) for path in split_csvs]
-        missing = [str(path) for path, _ in splits if not path.is_file()]
+        # Every file is looked for, and every name checked, before any is read: a missing or
+        # misnamed CSV fails at once.
+        missing = [str(path) for path in split_csvs if not Path(path).is_file()]
         if missing:
             raise FileNotFoundError(f"split CSV not found: {', '.join(missing)}")
+        splits = [(Path(path), csv_split(path)) for path in split_csvs]
         for path, split in splits:
             found = _csv_pairs(path, split)
             log.info("split CSV %s -> split %s (%d patches)", path, split, len(found))

@@ -44,7 +44,7 @@ def test_split_csv_without_a_split_name_is_one_clear_error(ben_v1, tmp_path, cap
 
 
 def test_missing_split_csvs_are_named_before_any_is_read(ben_v1, tmp_path) -> None:
-    missing = [tmp_path / "val.csv", tmp_path / "test.csv"]
+    missing = [tmp_path / "val.csv", tmp_path / "pairs.csv"]  # missing says more than a name without a split
     with pytest.raises(FileNotFoundError, match=rf"^split CSV not found: {missing[0]}, {missing[1]}$"):
         ben.list_v1(ben_v1["s2_root"], ben_v1["s1_root"], [ben_v1["split_csvs"][0], *missing])
 
