@@ -150,6 +150,13 @@ def run_bigearthnet(args: argparse.Namespace) -> int:
     from geodino.data.card import DatasetCard
     from geodino.data.sources import bigearthnet as ben
 
+    # Options of the other version would be ignored: a v2 tree read as v1 (the default) is the usual cause.
+    other = ({"--metadata": args.metadata, "--reference-maps": args.reference_maps} if args.version == 1
+             else {"--split-csv": args.split_csv})
+    given = [option for option, value in other.items() if value]
+    if given:
+        raise ValueError(f"{', '.join(given)}: for BigEarthNet v{3 - args.version}, but this conversion reads "
+                         f"v{args.version} (--version {args.version})")
     if args.version == 1:
         items, rejects = ben.list_v1(args.s2_root, args.s1_root, args.split_csv)
     else:

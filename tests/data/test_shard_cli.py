@@ -100,6 +100,19 @@ def test_missing_metadata_is_a_clear_error(argv, capsys) -> None:
     assert "metadata.parquet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra,message", [
+    (["--metadata", "m.parquet", "--reference-maps", "maps"],
+     "--metadata, --reference-maps: for BigEarthNet v2, but this conversion reads v1 (--version 1)"),
+    (["--version", "2", "--split-csv", "train.csv"], "--split-csv: for BigEarthNet v1, but this conversion reads v2"),
+])
+def test_options_of_the_other_version_are_refused_not_ignored(extra, message, tmp_path, capsys) -> None:
+    argv = ["shard", "bigearthnet", "--s2-root", "/nope/S2", "--s1-root", "/nope/S1", "--out", str(tmp_path / "o"),
+            *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_conversion_that_rejects_every_patch_fails_naming_the_first_reason(ben_v1, tmp_path, capsys) -> None:
     # S2 and S1 roots swapped: every patch is refused. It ended "0 written, 8 rejected", exit 0.
     out = tmp_path / "out"
