@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 import logging
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -178,19 +178,20 @@ class Given:
     in_file: frozenset[str] = frozenset()
     on_command_line: frozenset[str] = frozenset()
 
-    def check_read(self, section: str, read: Iterable[str], why: str) -> None:
-        """Keys of ``section`` (e.g. ``data``) outside ``read``: one set on the command line is an error
-        (an override that changes nothing), one from the recipe file is logged (a recipe can serve
-        several sources). ``why`` completes "not read ..." (e.g. "when data.source='synthetic'")."""
+    def check_read(self, section: str, read: Iterable[str], why: Callable[[list[str]], str]) -> None:
+        """Keys of ``section`` (e.g. ``data``) outside ``read``: those set on the command line are an
+        error (an override that changes nothing), those from the recipe file are logged (a recipe can
+        serve several sources). ``why(keys)`` completes "not read ..." for the keys it is said of
+        (e.g. "when data.source='synthetic' (read by shards)")."""
         read = set(read)
 
         def unread(keys: Iterable[str]) -> list[str]:
             return sorted(k for k in keys if k.startswith(f"{section}.") and k.split(".")[1] not in read)
 
         if bad := unread(self.on_command_line):
-            raise ConfigError(f"{', '.join(bad)}: not read {why}; drop {'it' if len(bad) == 1 else 'them'}")
+            raise ConfigError(f"{', '.join(bad)}: not read {why(bad)}; drop {'it' if len(bad) == 1 else 'them'}")
         if bad := unread(self.in_file - self.on_command_line):
-            log.info("%s: %s not read %s; ignored", self.recipe, ", ".join(bad), why)
+            log.info("%s: %s not read %s; ignored", self.recipe, ", ".join(bad), why(bad))
 
 
 def dotted_keys(mapping: Mapping[str, Any], prefix: str = "") -> set[str]:
@@ -249,13 +250,12 @@ def check_data_keys(given: Given, source: str, job: str) -> None:
     :meth:`~geodino.data.registry.DataSource.keys_read`); the message names the sources that do."""
     from geodino.data.registry import get_source, source_names
 
-    read = get_source(source, job).keys_read(job)
-    unread = sorted(k.split(".")[1] for k in given.in_file | given.on_command_line
-                    if k.startswith("data.") and k.split(".")[1] not in read)
-    readers = sorted({name for key in unread for name in source_names(job)
-                      if key in get_source(name).keys_read(job)})
-    elsewhere = f" (read by {', '.join(readers)})" if readers else ""
-    given.check_read("data", read, f"when data.source={source!r}{elsewhere}")
+    def why(keys: list[str]) -> str:
+        names = {key.split(".")[1] for key in keys}
+        readers = [name for name in sorted(source_names(job)) if names & get_source(name).keys_read(job)]
+        return f"when data.source={source!r}" + (f" (read by {', '.join(readers)})" if readers else "")
+
+    given.check_read("data", get_source(source, job).keys_read(job), why)
 
 
 def check_ranges(node: Any, prefix: str = "") -> None:

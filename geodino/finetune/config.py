@@ -98,8 +98,8 @@ def load_seg_config(recipe: str | Path, overrides: list[str] | None = None) -> S
     check_data_keys(given, cfg.data.source, "segmentation")
     if cfg.model.pretrained != RANDOM_INIT:
         read = {f.name for f in dataclasses.fields(SegModelConfig)} - RANDOM_INIT_ONLY
-        given.check_read("model", read, f"when model.pretrained is a checkpoint or export (it brings its own "
-                                        f"backbone; they shape a {RANDOM_INIT!r} one)")
+        given.check_read("model", read, lambda keys: "when model.pretrained is a checkpoint or export (it brings "
+                                                     f"its own backbone; they shape a {RANDOM_INIT!r} one)")
     return cfg
 
 

@@ -46,8 +46,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from geodino.data.shards.remote import file_name as shard_file_name
 from geodino.data.bad import SampleError
+from geodino.data.shards.remote import file_name as shard_file_name
 from geodino.data.shards.remote import is_remote
 
 INDEX_FILE = "index.json"
@@ -75,10 +75,6 @@ class BadSample(ShardFormatError, SampleError):
     """A sample that cannot be used, naming the shard, the sample key and the reason."""
 
     container = "shard"
-
-    @property
-    def url(self) -> str:
-        return self.where
 
 
 class PatchError(Exception):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -433,9 +432,7 @@ def shard_pretrain_data(cfg: Any, rank: int = 0, world_size: int = 1):
         raise ValueError(f"data: {samples} samples per epoch are fewer than one global batch "
                          f"({d.batch_size} × {world_size} processes)")
     image_size = d.image_size if set(card.modalities) == {"rgb"} else None
-    out_dir = Path(cfg.run.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    policy = pretrain_policy(d, samples, rank, out_dir)
+    policy = pretrain_policy(d, samples, rank, cfg.run.out_dir)  # makes the folder its records go to
     loader = make_shard_loader(paths, batch_size=d.batch_size, num_workers=d.num_workers,
                                shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, rank=rank,
                                world_size=world_size, steps_per_epoch=steps, image_size=image_size,
